@@ -1,0 +1,59 @@
+// mnist_train: the seeds' MNIST training script as a program. The same binary runs alone, as an
+// allreduce rank under mpirun, or as a parameter-server task; only the GradientSync differs.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+
+#include "examples/sync_factory.h"
+#include "examples/train_flags.h"
+#include "runtime/cpu_ops.h"
+#include "runtime/dataset.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/model.h"
+#include "runtime/trainer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"mnist_train: train an MLP on MNIST (alone, under mpirun, or as a ps task)"};
+  dtrain::TrainFlags flags;
+  dtrain::add_train_flags(app, flags);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    dtrain::set_verbose(flags.verbose);
+    dtrain::cpu::set_blas_threads(1);
+    auto sync = dtrain::make_sync(flags, argc, argv);
+    dtrain::Dataset data = flags.synthetic_data
+                               ? dtrain::make_synthetic(flags.synthetic_data,
+                                                        std::max<size_t>(flags.synthetic_data / 6, 1),
+                                                        flags.seed)
+                               : dtrain::load_mnist(flags.data_folder);
+    auto model = dtrain::build_mlp(data.features(),
+                                   {flags.first_layer_neurons, flags.second_layer_neurons},
+                                   data.classes);
+    dtrain::Optimizer opt(flags.optimizer, model->param_count());
+    dtrain::TrainerOptions topts;
+    topts.batch_size = flags.batch_size;
+    topts.epochs = flags.epochs;
+    topts.seed = flags.seed;
+    topts.output_dir = flags.output_dir;
+    topts.resume = flags.resume;
+    topts.max_steps_per_epoch = flags.max_steps_per_epoch;
+    topts.timeline_path = flags.timeline;
+    topts.mode = sync->name();
+    dtrain::log_debug("training ", model->param_count(), " parameters with ", sync->name(),
+                      " sync, world size ", sync->world());
+    dtrain::Trainer trainer(*model, opt, *sync, data, topts);
+    trainer.run();
+    return 0;
+  } catch (const dtrain::InputError& e) {
+    dtrain::log_info("error: ", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    dtrain::log_info("error: ", e.what());
+    return 1;
+  }
+}

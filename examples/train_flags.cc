@@ -1,0 +1,52 @@
+#include "examples/train_flags.h"
+
+namespace dtrain {
+
+void add_train_flags(CLI::App& app, TrainFlags& f) {
+  app.add_option("--data-folder", f.data_folder,
+                 "folder with the MNIST IDX files (raw or .gz)")
+      ->capture_default_str();
+  app.add_option("--batch-size", f.batch_size, "minibatch size per worker")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--first-layer-neurons", f.first_layer_neurons, "neurons in the first hidden layer")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--second-layer-neurons", f.second_layer_neurons,
+                 "neurons in the second hidden layer")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--learning-rate", f.optimizer.learning_rate, "optimizer learning rate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--optimizer", f.optimizer.name, "sgd, momentum, adam or rmsprop")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "momentum", "adam", "rmsprop"}));
+  app.add_option("--epochs", f.epochs, "passes over the training set")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--seed", f.seed, "seed for initialization and shuffling")->capture_default_str();
+  app.add_option("--output-dir", f.output_dir,
+                 "where metrics.jsonl and model/ (checkpoint, model.json) go")
+      ->capture_default_str();
+  app.add_flag("--resume", f.resume, "continue from output-dir/model/checkpoint.bin");
+  app.add_option("--mode", f.mode,
+                 "auto, local or allreduce (auto: allreduce under mpirun with more than one rank, "
+                 "else local)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "local", "allreduce"}));
+  app.add_option("--model", f.model, "mlp")->capture_default_str()->check(CLI::IsMember({"mlp"}));
+  app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
+  app.add_option("--timeline", f.timeline,
+                 "write a Chrome-trace timeline (forward, backward, allreduce buckets) here");
+  app.add_option("--fusion-threshold-mb", f.fusion_threshold_mb,
+                 "allreduce bucket size in MB (default: DTRAIN_FUSION_THRESHOLD or 0.25)");
+  app.add_option("--max-steps-per-epoch", f.max_steps_per_epoch,
+                 "stop each epoch after this many steps (0: the whole epoch)")
+      ->capture_default_str();
+  app.add_option("--synthetic-data", f.synthetic_data,
+                 "train on this many generated samples instead of MNIST (testing)")
+      ->capture_default_str();
+}
+
+}  // namespace dtrain

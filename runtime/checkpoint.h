@@ -1,0 +1,33 @@
+// A checkpoint is one file, outputs/model/checkpoint.bin:
+//   "DTRAINCK" | u32 version | u64 meta length | meta (JSON) | params (f32) | optimizer state (f32)
+//   | u32 CRC-32 of everything before it
+// The JSON holds the model and optimizer specs, epoch, step, the optimizer's step count and the
+// seed (all the RNG state there is: batches and initialization derive from seed and epoch).
+// Written atomically; a torn or foreign file is rejected on load with the reason.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace dtrain {
+
+class Model;
+class Optimizer;
+
+struct CheckpointMeta {
+  uint64_t epoch = 0;        // epochs completed
+  uint64_t global_step = 0;  // optimizer steps completed
+  uint64_t seed = 0;
+  nlohmann::json extra;  // anything else worth keeping (world size, metrics)
+};
+
+void save_checkpoint(const std::string& path, const Model& model, const Optimizer& opt,
+                     const CheckpointMeta& meta);
+
+// Loads into model and optimizer after checking that the file's model and optimizer match them;
+// a mismatch is an InputError naming the field.
+CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer& opt);
+
+}  // namespace dtrain

@@ -1,0 +1,28 @@
+// The CPU executor: runs the shared functors in loops and GEMMs through OpenBLAS. It is the
+// reference every other backend is tested against.
+#pragma once
+
+#include <cstddef>
+
+namespace dtrain::cpu {
+
+template <typename F>
+inline void for_each(size_t n, const F& f) {
+  for (size_t i = 0; i < n; ++i) f(i);
+}
+
+// C[m x n] = alpha * op(A) * op(B) + beta * C, all row-major.
+void gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha, const float* a,
+          const float* b, float beta, float* c);
+
+// The same with explicit leading dimensions, for sub-blocks of a matrix.
+void gemm_ld(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha, const float* a,
+             size_t lda, const float* b, size_t ldb, float beta, float* c, size_t ldc);
+
+// db[c] = sum_r dy[r, c].
+void column_sums(const float* dy, size_t rows, size_t cols, float* db);
+
+// Makes OpenBLAS single-threaded (one process per core is the distributed modes' layout).
+void set_blas_threads(int n);
+
+}  // namespace dtrain::cpu

@@ -1,0 +1,109 @@
+#include "runtime/dataset.h"
+
+#include <filesystem>
+
+#include "runtime/error.h"
+#include "runtime/idx.h"
+#include "runtime/rng.h"
+
+namespace dtrain {
+
+namespace fs = std::filesystem;
+
+std::string find_mnist_file(const std::string& folder, const std::string& base) {
+  const fs::path raw = fs::path(folder) / base;
+  if (fs::exists(raw)) return raw.string();
+  const fs::path gz = fs::path(folder) / (base + ".gz");
+  if (fs::exists(gz)) return gz.string();
+  throw InputError(detail::cat("MNIST file missing: neither ", raw.string(), " nor ", gz.string(),
+                               " exists (run scripts/get-mnist.sh, or pass --data-folder)"));
+}
+
+namespace {
+Split load_split(const std::string& folder, const std::string& prefix, size_t& rows,
+                 size_t& cols) {
+  const std::string ip = find_mnist_file(folder, prefix + "-images-idx3-ubyte");
+  const std::string lp = find_mnist_file(folder, prefix + "-labels-idx1-ubyte");
+  IdxArray im = read_idx(ip);
+  IdxArray lb = read_idx(lp);
+  if (im.dims.size() != 3)
+    throw InputError(detail::cat(ip, ": images must have 3 dimensions (n, rows, cols), got ",
+                                 im.dims.size()));
+  if (lb.dims.size() != 1)
+    throw InputError(
+        detail::cat(lp, ": labels must have 1 dimension (n), got ", lb.dims.size()));
+  if (im.dims[1] != 28 || im.dims[2] != 28)
+    throw InputError(detail::cat(ip, ": images are ", im.dims[1], "x", im.dims[2],
+                                 ", expected 28x28"));
+  if (im.dims[0] != lb.dims[0])
+    throw InputError(detail::cat(ip, " has ", im.dims[0], " images but ", lp, " has ",
+                                 lb.dims[0], " labels"));
+  if (im.dims[0] == 0) throw InputError(ip + ": holds no images");
+  rows = im.dims[1];
+  cols = im.dims[2];
+  Split s;
+  s.images.resize(im.data.size());
+  for (size_t i = 0; i < im.data.size(); ++i) s.images[i] = im.data[i] * (1.0f / 255.0f);
+  for (size_t i = 0; i < lb.data.size(); ++i)
+    if (lb.data[i] > 9)
+      throw InputError(detail::cat(lp, ": label ", int(lb.data[i]), " at index ", i,
+                                   " is not a digit 0-9"));
+  s.labels = std::move(lb.data);
+  return s;
+}
+}  // namespace
+
+Dataset load_mnist(const std::string& folder) {
+  if (!fs::is_directory(folder))
+    throw InputError("data folder " + folder + " does not exist or is not a folder");
+  Dataset d;
+  size_t r2 = 0, c2 = 0;
+  d.train = load_split(folder, "train", d.rows, d.cols);
+  d.test = load_split(folder, "t10k", r2, c2);
+  return d;
+}
+
+Dataset make_synthetic(size_t n_train, size_t n_test, uint64_t seed) {
+  Dataset d;
+  d.rows = d.cols = 28;
+  const size_t f = d.features();
+  Rng rng(seed, 7);
+  std::vector<float> proto(10 * f);
+  for (auto& v : proto) v = rng.uniform() < 0.2f ? 1.0f : 0.0f;
+  auto fill = [&](Split& s, size_t n) {
+    s.images.resize(n * f);
+    s.labels.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t c = static_cast<uint8_t>(rng.below(10));
+      s.labels[i] = c;
+      for (size_t j = 0; j < f; ++j) {
+        // Quantized to bytes so that a write/read round trip through IDX is exact.
+        float v = 0.6f * proto[c * f + j] + 0.4f * rng.uniform();
+        s.images[i * f + j] = static_cast<float>(static_cast<uint8_t>(v * 255.0f)) / 255.0f;
+      }
+    }
+  };
+  fill(d.train, n_train);
+  fill(d.test, n_test);
+  return d;
+}
+
+void write_mnist(const Dataset& d, const std::string& folder, bool gz) {
+  fs::create_directories(folder);
+  auto put = [&](const std::string& base, const std::vector<uint32_t>& dims,
+                 const std::vector<uint8_t>& bytes) {
+    write_idx((fs::path(folder) / base).string() + (gz ? ".gz" : ""), dims, bytes, gz);
+  };
+  auto to_bytes = [](const std::vector<float>& v) {
+    std::vector<uint8_t> b(v.size());
+    for (size_t i = 0; i < v.size(); ++i) b[i] = static_cast<uint8_t>(v[i] * 255.0f + 0.5f);
+    return b;
+  };
+  const uint32_t r = uint32_t(d.rows), c = uint32_t(d.cols);
+  put("train-images-idx3-ubyte", {uint32_t(d.train.size()), r, c}, to_bytes(d.train.images));
+  put("train-labels-idx1-ubyte", {uint32_t(d.train.size())}, d.train.labels);
+  put("t10k-images-idx3-ubyte", {uint32_t(d.test.size()), r, c}, to_bytes(d.test.images));
+  put("t10k-labels-idx1-ubyte", {uint32_t(d.test.size())}, d.test.labels);
+}
+
+}  // namespace dtrain

@@ -1,0 +1,37 @@
+// MNIST-format data in memory: images as floats scaled to [0, 1], labels as bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dtrain {
+
+struct Split {
+  std::vector<float> images;  // [n x features]
+  std::vector<uint8_t> labels;
+  size_t size() const { return labels.size(); }
+};
+
+struct Dataset {
+  size_t rows = 0, cols = 0, classes = 10;
+  Split train, test;
+  size_t features() const { return rows * cols; }
+};
+
+// Loads {train,t10k}-{images-idx3,labels-idx1}-ubyte (or the same with .gz) from `folder`.
+// Checks that images are [n x rows x cols], labels [n], counts agree, labels < 10.
+Dataset load_mnist(const std::string& folder);
+
+// The path of an MNIST file in folder: the raw name if present, else name.gz; throws naming both.
+std::string find_mnist_file(const std::string& folder, const std::string& base);
+
+// A small learnable stand-in for MNIST (for tests on machines without the data): each class is
+// a fixed random 28x28 pattern plus noise.
+Dataset make_synthetic(size_t n_train, size_t n_test, uint64_t seed);
+
+// Writes a Dataset as the four IDX files (raw, or gzip'd when gz is true).
+void write_mnist(const Dataset& d, const std::string& folder, bool gz);
+
+}  // namespace dtrain

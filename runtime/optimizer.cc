@@ -1,0 +1,53 @@
+#include "runtime/optimizer.h"
+
+#include <cmath>
+
+#include "runtime/cpu_ops.h"
+#include "runtime/error.h"
+#include "runtime/functors.h"
+
+namespace dtrain {
+
+namespace {
+size_t slots_for(const std::string& name) {
+  if (name == "sgd") return 0;
+  if (name == "momentum" || name == "rmsprop") return 1;
+  if (name == "adam") return 2;
+  throw InputError("unknown optimizer '" + name + "' (expected sgd, momentum, adam or rmsprop)");
+}
+}  // namespace
+
+Optimizer::Optimizer(const OptimizerOptions& opts, size_t count) : opts_(opts), count_(count) {
+  if (!(opts.learning_rate > 0) || !std::isfinite(opts.learning_rate))
+    throw InputError(detail::cat("learning rate must be a positive number, got ",
+                                 opts.learning_rate));
+  state_.assign(slots_for(opts.name) * count, 0.0f);
+}
+
+void Optimizer::step(float* p, const float* g) {
+  ++t_;
+  const auto& o = opts_;
+  if (o.name == "sgd") {
+    cpu::for_each(count_, fn::SgdUpdate{p, g, o.learning_rate});
+  } else if (o.name == "momentum") {
+    cpu::for_each(count_, fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum});
+  } else if (o.name == "adam") {
+    const double t = static_cast<double>(t_);
+    const float bc1 = static_cast<float>(1.0 / (1.0 - std::pow(double(o.beta1), t)));
+    const float isb2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(o.beta2), t)));
+    cpu::for_each(count_, fn::AdamUpdate{p, g, state_.data(), state_.data() + count_,
+                                         o.learning_rate, o.beta1, o.beta2, o.epsilon, bc1, isb2});
+  } else {
+    cpu::for_each(count_,
+                  fn::RmspropUpdate{p, g, state_.data(), o.learning_rate, o.rho, o.epsilon});
+  }
+}
+
+nlohmann::json Optimizer::spec() const {
+  return {{"name", opts_.name},       {"learning_rate", opts_.learning_rate},
+          {"momentum", opts_.momentum}, {"beta1", opts_.beta1},
+          {"beta2", opts_.beta2},     {"epsilon", opts_.epsilon},
+          {"rho", opts_.rho}};
+}
+
+}  // namespace dtrain

@@ -1,0 +1,51 @@
+// Optimizers over a range of the flat parameter buffer. A range rather than the whole buffer so
+// that a parameter server can run the same code on the shard it owns. State (momentum, Adam's
+// moments) lives in flat buffers of the same length as the range, so it checkpoints and
+// broadcasts like the parameters.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace dtrain {
+
+struct OptimizerOptions {
+  std::string name = "adam";  // sgd, momentum, adam, rmsprop
+  float learning_rate = 0.001f;
+  float momentum = 0.9f;   // momentum
+  float beta1 = 0.9f;      // adam
+  float beta2 = 0.999f;    // adam
+  float epsilon = 1e-8f;   // adam, rmsprop
+  float rho = 0.99f;       // rmsprop's decay (PyTorch's alpha)
+};
+
+class Optimizer {
+ public:
+  // Validates the options: an unknown name or a non-positive rate is an InputError.
+  Optimizer(const OptimizerOptions& opts, size_t count);
+
+  // p -= update(g) over `count` elements; p and g point at the start of this optimizer's range.
+  void step(float* p, const float* g);
+
+  const OptimizerOptions& options() const { return opts_; }
+  size_t count() const { return count_; }
+  uint64_t steps() const { return t_; }
+  void set_steps(uint64_t t) { t_ = t; }
+  // Number of state slots per parameter (0 for SGD, 1 momentum/rmsprop, 2 adam).
+  size_t slots() const { return state_.size() / (count_ ? count_ : 1); }
+  std::vector<float>& state() { return state_; }
+  const std::vector<float>& state() const { return state_; }
+  nlohmann::json spec() const;
+
+ private:
+  OptimizerOptions opts_;
+  size_t count_;
+  uint64_t t_ = 0;
+  std::vector<float> state_;
+};
+
+}  // namespace dtrain

@@ -1,0 +1,216 @@
+#include "runtime/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/batcher.h"
+#include "runtime/checkpoint.h"
+#include "runtime/error.h"
+#include "runtime/files.h"
+#include "runtime/log.h"
+
+namespace dtrain {
+
+namespace fs = std::filesystem;
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+nlohmann::json EpochMetrics::to_json(size_t world) const {
+  return {{"epoch", epoch},
+          {"step", step},
+          {"loss", loss},
+          {"train_accuracy", train_accuracy},
+          {"test_loss", test_loss},
+          {"test_accuracy", test_accuracy},
+          {"samples_per_sec", samples_per_sec},
+          {"seconds", seconds},
+          {"world_size", world}};
+}
+
+Trainer::Trainer(Model& model, Optimizer& opt, GradientSync& sync, const Dataset& data,
+                 TrainerOptions opts)
+    : model_(model), opt_(opt), sync_(sync), data_(data), opts_(std::move(opts)) {
+  if (data.features() != model.input_size())
+    throw InputError(detail::cat("the data has ", data.features(),
+                                 " features per sample, the model takes ", model.input_size()));
+  if (opts_.epochs == 0) throw InputError("--epochs must be at least 1");
+}
+
+TrainResult Trainer::run() {
+  const bool chief = sync_.is_chief();
+  const bool writer = chief && opts_.write_outputs;
+  const std::string ckpt = (fs::path(opts_.output_dir) / "model" / "checkpoint.bin").string();
+  const std::string metrics_path = (fs::path(opts_.output_dir) / "metrics.jsonl").string();
+
+  model_.init(opts_.seed);
+  // [start epoch, global step], decided by the chief and broadcast with the parameters.
+  uint64_t resume_point[2] = {0, 0};
+  if (chief && opts_.resume) {
+    if (fs::exists(ckpt)) {
+      CheckpointMeta m = load_checkpoint(ckpt, model_, opt_);
+      if (m.seed != opts_.seed)
+        log_info("note: the checkpoint was made with seed ", m.seed, ", this run uses ",
+                 opts_.seed, "; batches after the resume follow this run's seed");
+      resume_point[0] = m.epoch;
+      resume_point[1] = m.global_step;
+      if (fs::exists(metrics_path)) {
+        std::ifstream in(metrics_path);
+        std::string line;
+        while (std::getline(in, line)) {
+          if (line.empty()) continue;
+          auto j = nlohmann::json::parse(line, nullptr, false);
+          if (!j.is_discarded() && j.value("epoch", uint64_t(0)) <= m.epoch)
+            history_.push_back(j);
+        }
+      }
+      if (opts_.print)
+        log_info("resuming from ", ckpt, " after epoch ", m.epoch, " (step ", m.global_step, ")");
+    } else if (opts_.print) {
+      log_info("--resume: no checkpoint at ", ckpt, ", starting from scratch");
+    }
+  } else if (writer && fs::exists(ckpt) && opts_.print) {
+    log_info("note: ", ckpt, " exists and will be replaced (pass --resume to continue from it)");
+  }
+
+  nlohmann::json job = {{"model", model_.spec()},
+                        {"param_count", model_.param_count()},
+                        {"batch_size", opts_.batch_size},
+                        {"optimizer", opt_.spec()},
+                        {"epochs", opts_.epochs}};
+  sync_.set_timeline(&timeline_);
+  if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
+  sync_.start(model_, opt_, job);
+  sync_.broadcast(resume_point, 2);
+
+  Batcher batcher(data_.train.size(), opts_.batch_size, sync_.rank(), sync_.world(), opts_.seed);
+  TrainResult result;
+  uint64_t global_step = resume_point[1];
+  double samples = 0, seconds = 0;
+  for (uint64_t e = resume_point[0]; e < opts_.epochs; ++e) {
+    EpochMetrics m;
+    {
+      // Inline rather than a helper so the loop reads top to bottom.
+      batcher.start_epoch(e);
+      const size_t steps = opts_.max_steps_per_epoch
+                               ? std::min(opts_.max_steps_per_epoch, batcher.steps_per_epoch())
+                               : batcher.steps_per_epoch();
+      const size_t f = data_.features(), b = opts_.batch_size;
+      std::vector<float> x(b * f);
+      std::vector<uint8_t> y(b);
+      const bool progress = chief && opts_.print && isatty(STDOUT_FILENO);
+      double stats[3] = {0, 0, 0};  // loss sum, correct, count
+      const GradReady ready = [this](size_t off, size_t n) { sync_.ready(off, n); };
+      const auto t0 = std::chrono::steady_clock::now();
+      for (size_t s = 0; s < steps; ++s) {
+        gather_batch(batcher.indices(s), data_.train.images.data(), data_.train.labels.data(), f,
+                     x.data(), y.data());
+        const int64_t ta = timeline_.now_us();
+        BatchStats bs = model_.forward_train(x.data(), y.data(), b);
+        const int64_t tb = timeline_.now_us();
+        model_.backward(x.data(), b, ready);
+        const int64_t tc = timeline_.now_us();
+        sync_.finish_step(model_, opt_);
+        if (timeline_.enabled()) {
+          timeline_.span("forward", 0, ta, tb, {{"step", global_step}});
+          timeline_.span("backward", 0, tb, tc, {{"step", global_step}});
+          timeline_.span("finish_step", 0, tc, timeline_.now_us(), {{"step", global_step}});
+        }
+        ++global_step;
+        stats[0] += bs.loss_sum;
+        stats[1] += static_cast<double>(bs.correct);
+        stats[2] += static_cast<double>(bs.count);
+        if (progress && (s % 50 == 0 || s + 1 == steps)) {
+          std::printf("\repoch %llu/%zu  step %zu/%zu  loss %.4f ", (unsigned long long)e + 1,
+                      opts_.epochs, s + 1, steps, stats[0] / stats[2]);
+          std::fflush(stdout);
+        }
+      }
+      const double secs = seconds_since(t0);
+      if (progress) std::printf("\r%60s\r", "");
+
+      sync_.gather_state(model_, opt_);
+      // Test set sharded over workers; sums combined with the training sums in one call.
+      const size_t nt = data_.test.size(), r = sync_.rank(), w = sync_.world();
+      const size_t lo = nt * r / w, hi = nt * (r + 1) / w;
+      BatchStats ts = model_.evaluate(data_.test.images.data() + lo * f,
+                                      data_.test.labels.data() + lo, hi - lo);
+      double all[6] = {stats[0], stats[1], stats[2], ts.loss_sum, double(ts.correct),
+                       double(ts.count)};
+      sync_.sum(all, 6);
+      m.epoch = e + 1;
+      m.step = global_step;
+      m.loss = all[0] / all[2];
+      m.train_accuracy = all[1] / all[2];
+      m.test_loss = all[5] > 0 ? all[3] / all[5] : 0;
+      m.test_accuracy = all[5] > 0 ? all[4] / all[5] : 0;
+      m.seconds = secs;
+      m.samples_per_sec = secs > 0 ? all[2] / secs : 0;
+      samples += all[2];
+      seconds += secs;
+    }
+    if (chief && opts_.print)
+      std::printf("epoch %llu/%zu  loss %.4f  train_acc %.4f  test_acc %.4f  %.0f samples/s  (%.2f s)\n",
+                  (unsigned long long)m.epoch, opts_.epochs, m.loss, m.train_accuracy,
+                  m.test_accuracy, m.samples_per_sec, m.seconds);
+    std::fflush(stdout);
+    if (writer) write_epoch_outputs(m, global_step);
+    result.epochs.push_back(m);
+  }
+  sync_.finish(true);
+  if (!opts_.timeline_path.empty() && chief) timeline_.write(opts_.timeline_path);
+
+  result.seconds = seconds;
+  result.samples_per_sec = seconds > 0 ? samples / seconds : 0;
+  result.test_accuracy = result.epochs.empty() ? 0 : result.epochs.back().test_accuracy;
+  const EpochMetrics last = result.epochs.empty() ? EpochMetrics{} : result.epochs.back();
+  result.summary = {{"event", "summary"},
+                    {"mode", opts_.mode},
+                    {"world_size", sync_.world()},
+                    {"epochs", opts_.epochs},
+                    {"global_step", global_step},
+                    {"loss", last.loss},
+                    {"train_accuracy", last.train_accuracy},
+                    {"test_loss", last.test_loss},
+                    {"test_accuracy", last.test_accuracy},
+                    {"samples_per_sec", result.samples_per_sec},
+                    {"seconds", result.seconds},
+                    {"output_dir", opts_.output_dir}};
+  if (chief && opts_.print) std::printf("%s\n", result.summary.dump().c_str());
+  std::fflush(stdout);
+  return result;
+}
+
+void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
+  const fs::path out(opts_.output_dir);
+  history_.push_back(m.to_json(sync_.world()));
+  std::string lines;
+  for (const auto& j : history_) lines += j.dump() + "\n";
+  write_file_atomic((out / "metrics.jsonl").string(), lines);
+  CheckpointMeta meta;
+  meta.epoch = m.epoch;
+  meta.global_step = global_step;
+  meta.seed = opts_.seed;
+  meta.extra = {{"world_size", sync_.world()}, {"mode", opts_.mode}, {"metrics", history_.back()}};
+  save_checkpoint((out / "model" / "checkpoint.bin").string(), model_, opt_, meta);
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const auto& t : model_.tensors())
+    tensors.push_back({{"name", t.name}, {"offset", t.offset}, {"count", t.count}});
+  const nlohmann::json model_file = {{"format", "dtrain-model-1"},
+                                     {"model", model_.spec()},
+                                     {"tensors", tensors},
+                                     {"optimizer", opt_.spec()},
+                                     {"checkpoint", "checkpoint.bin"},
+                                     {"epoch", m.epoch},
+                                     {"test_accuracy", m.test_accuracy}};
+  write_file_atomic((out / "model" / "model.json").string(), model_file.dump(2) + "\n");
+}
+
+}  // namespace dtrain
