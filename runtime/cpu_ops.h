@@ -11,6 +11,16 @@ inline void for_each(size_t n, const F& f) {
   for (size_t i = 0; i < n; ++i) f(i);
 }
 
+// Hot elementwise loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time
+// (GCC function multiversioning), so one portable binary runs its optimizer at full width. The
+// build turns off FMA contraction, so every clone rounds exactly as the baseline does and ranks on
+// different CPUs stay bitwise identical.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define DTRAIN_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DTRAIN_SIMD_CLONES
+#endif
+
 // C[m x n] = alpha * op(A) * op(B) + beta * C, all row-major.
 void gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha, const float* a,
           const float* b, float beta, float* c);

@@ -79,7 +79,7 @@ Dataset make_synthetic(size_t n_train, size_t n_test, uint64_t seed) {
       for (size_t j = 0; j < f; ++j) {
         // Quantized to bytes so that a write/read round trip through IDX is exact.
         float v = 0.6f * proto[c * f + j] + 0.4f * rng.uniform();
-        s.images[i * f + j] = static_cast<float>(static_cast<uint8_t>(v * 255.0f)) / 255.0f;
+        s.images[i * f + j] = static_cast<float>(static_cast<uint8_t>(v * 255.0f)) * (1.0f / 255.0f);
       }
     }
   };

@@ -9,6 +9,15 @@
 namespace dtrain {
 
 namespace {
+DTRAIN_SIMD_CLONES void sgd_loop(const fn::SgdUpdate& f, size_t n) { cpu::for_each(n, f); }
+DTRAIN_SIMD_CLONES void momentum_loop(const fn::MomentumUpdate& f, size_t n) {
+  cpu::for_each(n, f);
+}
+DTRAIN_SIMD_CLONES void adam_loop(const fn::AdamUpdate& f, size_t n) { cpu::for_each(n, f); }
+DTRAIN_SIMD_CLONES void rmsprop_loop(const fn::RmspropUpdate& f, size_t n) {
+  cpu::for_each(n, f);
+}
+
 size_t slots_for(const std::string& name) {
   if (name == "sgd") return 0;
   if (name == "momentum" || name == "rmsprop") return 1;
@@ -28,18 +37,18 @@ void Optimizer::step(float* p, const float* g) {
   ++t_;
   const auto& o = opts_;
   if (o.name == "sgd") {
-    cpu::for_each(count_, fn::SgdUpdate{p, g, o.learning_rate});
+    sgd_loop(fn::SgdUpdate{p, g, o.learning_rate}, count_);
   } else if (o.name == "momentum") {
-    cpu::for_each(count_, fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum});
+    momentum_loop(fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum}, count_);
   } else if (o.name == "adam") {
     const double t = static_cast<double>(t_);
     const float bc1 = static_cast<float>(1.0 / (1.0 - std::pow(double(o.beta1), t)));
     const float isb2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(o.beta2), t)));
-    cpu::for_each(count_, fn::AdamUpdate{p, g, state_.data(), state_.data() + count_,
-                                         o.learning_rate, o.beta1, o.beta2, o.epsilon, bc1, isb2});
+    adam_loop(fn::AdamUpdate{p, g, state_.data(), state_.data() + count_, o.learning_rate, o.beta1,
+                             o.beta2, o.epsilon, bc1, isb2},
+              count_);
   } else {
-    cpu::for_each(count_,
-                  fn::RmspropUpdate{p, g, state_.data(), o.learning_rate, o.rho, o.epsilon});
+    rmsprop_loop(fn::RmspropUpdate{p, g, state_.data(), o.learning_rate, o.rho, o.epsilon}, count_);
   }
 }
 

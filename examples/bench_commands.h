@@ -1,0 +1,23 @@
+// The subcommands of dtrain_bench.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstddef>
+#include <string>
+
+namespace dtrain::bench {
+
+struct TrainBenchOptions {
+  size_t batch_size = 50;
+  size_t steps = 1500;
+  size_t repeats = 3;
+  std::string optimizer = "adam";
+  int threads = 1;
+};
+int run_train(const TrainBenchOptions& o);
+
+// Subcommands that live with the modes (allreduce, ps); they register themselves here.
+void register_extra_commands(CLI::App& app);
+int run_extra_commands(CLI::App& app);
+
+}  // namespace dtrain::bench

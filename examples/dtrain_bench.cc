@@ -1,0 +1,36 @@
+// dtrain_bench: benchmarks as programs (DESIGN.md), one JSON object per measurement on stdout.
+//   dtrain_bench train      training samples/s of the MLP on one core (forward, backward, step)
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "examples/bench_commands.h"
+#include "runtime/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"dtrain_bench: dtrain's benchmarks; one JSON object per measurement"};
+  app.require_subcommand(1);
+  dtrain::bench::TrainBenchOptions train;
+  auto* t = app.add_subcommand("train", "training samples/s of the MLP (forward, backward, step)");
+  t->add_option("--batch-size", train.batch_size, "minibatch size")->capture_default_str();
+  t->add_option("--steps", train.steps, "timed steps per repetition")->capture_default_str();
+  t->add_option("--repeats", train.repeats, "repetitions; the best is reported")
+      ->capture_default_str();
+  t->add_option("--optimizer", train.optimizer, "sgd, momentum, adam or rmsprop")
+      ->capture_default_str();
+  t->add_option("--threads", train.threads, "OpenBLAS threads")->capture_default_str();
+  dtrain::bench::register_extra_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (t->parsed()) return dtrain::bench::run_train(train);
+    return dtrain::bench::run_extra_commands(app);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dtrain_bench: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dtrain needs; skips what is already installed. Idempotent.
+#   scripts/setup.sh           build and test dependencies
+#   scripts/setup.sh --bench   also PyTorch (python3-torch) for the comparison benchmarks
+set -euo pipefail
+
+packages=(build-essential cmake pkg-config git ca-certificates
+  libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev
+  nodejs npm python3)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(python3-torch python3-matplotlib)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

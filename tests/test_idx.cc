@@ -1,0 +1,158 @@
+// IDX parsing: good files raw and gzip'd, and each kind of bad file named in the error.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <fstream>
+
+#include "runtime/dataset.h"
+#include "runtime/error.h"
+#include "runtime/idx.h"
+#include "tests/test_util.h"
+
+namespace dtrain {
+namespace {
+
+using testing::TempDir;
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+// Expects read_idx(path) to throw an InputError whose message has both the path and `what`.
+void expect_idx_error(const std::string& path, const std::string& what) {
+  try {
+    read_idx(path);
+    FAIL() << "no error for " << path;
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+TEST(Idx, RoundTripRawAndGzip) {
+  TempDir d;
+  std::vector<uint8_t> data(2 * 3 * 4);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 7);
+  write_idx(d / "a", {2, 3, 4}, data, false);
+  write_idx(d / "a.gz", {2, 3, 4}, data, true);
+  for (const char* name : {"a", "a.gz"}) {
+    IdxArray a = read_idx(d / name);
+    EXPECT_EQ(a.dims, (std::vector<uint32_t>{2, 3, 4})) << name;
+    EXPECT_EQ(a.data, data) << name;
+  }
+  // The .gz file really is compressed (starts with gzip's magic).
+  std::ifstream f(d / "a.gz", std::ios::binary);
+  unsigned char m[2];
+  f.read(reinterpret_cast<char*>(m), 2);
+  EXPECT_EQ(m[0], 0x1f);
+  EXPECT_EQ(m[1], 0x8b);
+}
+
+TEST(Idx, MissingFile) { expect_idx_error("/nonexistent/train-images-idx3-ubyte", "cannot open"); }
+
+TEST(Idx, WrongMagic) {
+  TempDir d;
+  write_bytes(d / "f", {0x12, 0x34, 0x08, 0x01, 0, 0, 0, 1, 5});
+  expect_idx_error(d / "f", "wrong magic");
+}
+
+TEST(Idx, WrongElementType) {
+  TempDir d;
+  write_bytes(d / "f", {0, 0, 0x0D, 0x01, 0, 0, 0, 1, 5, 5, 5, 5});
+  expect_idx_error(d / "f", "element type");
+}
+
+TEST(Idx, TruncatedHeaderAndData) {
+  TempDir d;
+  write_bytes(d / "h", {0, 0, 0x08, 0x03, 0, 0});
+  expect_idx_error(d / "h", "truncated");
+  write_bytes(d / "b", {0, 0, 0x08, 0x01, 0, 0, 0, 10, 1, 2, 3});
+  expect_idx_error(d / "b", "truncated");
+  write_bytes(d / "e", {0, 0});
+  expect_idx_error(d / "e", "truncated");
+}
+
+TEST(Idx, TruncatedGzipStream) {
+  TempDir d;
+  std::vector<uint8_t> data(5000, 3);
+  write_idx(d / "g.gz", {5000}, data, true);
+  std::ifstream in(d / "g.gz", std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+  bytes.resize(bytes.size() / 2);
+  write_bytes(d / "cut.gz", bytes);
+  EXPECT_THROW(read_idx(d / "cut.gz"), InputError);
+}
+
+TEST(Idx, TrailingBytes) {
+  TempDir d;
+  write_bytes(d / "f", {0, 0, 0x08, 0x01, 0, 0, 0, 1, 5, 6});
+  expect_idx_error(d / "f", "unexpected bytes");
+}
+
+TEST(Mnist, LoadsWhatItWroteRawAndGz) {
+  for (bool gz : {false, true}) {
+    TempDir d;
+    Dataset a = make_synthetic(30, 12, 1);
+    write_mnist(a, d.path(), gz);
+    Dataset b = load_mnist(d.path());
+    EXPECT_EQ(b.train.size(), 30u);
+    EXPECT_EQ(b.test.size(), 12u);
+    EXPECT_EQ(b.train.labels, a.train.labels);
+    EXPECT_EQ(b.train.images, a.train.images);
+  }
+}
+
+TEST(Mnist, CountMismatchNamesBothFiles) {
+  TempDir d;
+  Dataset a = make_synthetic(30, 12, 1);
+  write_mnist(a, d.path(), false);
+  write_idx(d / "train-labels-idx1-ubyte", {29}, std::vector<uint8_t>(29, 1));
+  try {
+    load_mnist(d.path());
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("30 images"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("29 labels"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Mnist, UnexpectedDimensions) {
+  TempDir d;
+  write_mnist(make_synthetic(4, 4, 1), d.path(), false);
+  write_idx(d / "train-images-idx3-ubyte", {4, 27, 29}, std::vector<uint8_t>(4 * 27 * 29));
+  EXPECT_THROW(load_mnist(d.path()), InputError);
+  write_idx(d / "train-images-idx3-ubyte", {4, 784}, std::vector<uint8_t>(4 * 784));
+  EXPECT_THROW(load_mnist(d.path()), InputError);
+}
+
+TEST(Mnist, LabelOutOfRange) {
+  TempDir d;
+  write_mnist(make_synthetic(4, 4, 1), d.path(), false);
+  write_idx(d / "t10k-labels-idx1-ubyte", {4}, {1, 2, 10, 3});
+  EXPECT_THROW(load_mnist(d.path()), InputError);
+}
+
+TEST(Mnist, MissingFolderAndFile) {
+  EXPECT_THROW(load_mnist("/nonexistent-folder"), InputError);
+  TempDir d;
+  write_mnist(make_synthetic(4, 4, 1), d.path(), false);
+  std::filesystem::remove(d / "t10k-images-idx3-ubyte");
+  try {
+    load_mnist(d.path());
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("t10k-images-idx3-ubyte.gz"), std::string::npos);
+  }
+}
+
+TEST(Mnist, RealDataWhenPresent) {
+  if (!testing::have_mnist()) GTEST_SKIP() << "data/mnist absent (run scripts/get-mnist.sh)";
+  Dataset d = load_mnist(testing::mnist_dir());
+  EXPECT_EQ(d.train.size(), 60000u);
+  EXPECT_EQ(d.test.size(), 10000u);
+  EXPECT_EQ(d.features(), 784u);
+}
+
+}  // namespace
+}  // namespace dtrain
