@@ -46,10 +46,14 @@ int run_train(const TrainBenchOptions& o) {
       best_step_ms = 1e3 * s / double(o.steps);
     }
   }
-  const nlohmann::json j = {{"bench", "train"},        {"impl", "dtrain"},
-                            {"model", "mlp-784-300-100-10"}, {"optimizer", o.optimizer},
-                            {"batch_size", o.batch_size}, {"threads", o.threads},
-                            {"params", model->param_count()}, {"step_ms", best_step_ms},
+  const nlohmann::json j = {{"bench", "train"},
+                            {"impl", "dtrain"},
+                            {"model", "mlp-784-300-100-10"},
+                            {"optimizer", o.optimizer},
+                            {"batch_size", o.batch_size},
+                            {"threads", o.threads},
+                            {"params", model->param_count()},
+                            {"step_ms", best_step_ms},
                             {"samples_per_sec", best}};
   std::printf("%s\n", j.dump().c_str());
   return 0;

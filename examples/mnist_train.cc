@@ -22,18 +22,25 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  std::unique_ptr<dtrain::GradientSync> sync;
+  // Ends the job: an error all ranks share exits normally; one only this rank has takes the
+  // others down with it (abort_job), since they would wait for it forever.
+  auto fail = [&](const std::exception& e, int code, bool shared) {
+    dtrain::log_info("error: ", e.what());
+    if (sync && sync->world() > 1 && !shared) sync->abort_job(code);
+    return code;
+  };
   try {
     dtrain::set_verbose(flags.verbose);
     dtrain::cpu::set_blas_threads(1);
-    auto sync = dtrain::make_sync(flags, argc, argv);
-    dtrain::Dataset data = flags.synthetic_data
-                               ? dtrain::make_synthetic(flags.synthetic_data,
-                                                        std::max<size_t>(flags.synthetic_data / 6, 1),
-                                                        flags.seed)
-                               : dtrain::load_mnist(flags.data_folder);
-    auto model = dtrain::build_mlp(data.features(),
-                                   {flags.first_layer_neurons, flags.second_layer_neurons},
-                                   data.classes);
+    sync = dtrain::make_sync(flags, argc, argv);
+    dtrain::Dataset data =
+        flags.synthetic_data
+            ? dtrain::make_synthetic(flags.synthetic_data,
+                                     std::max<size_t>(flags.synthetic_data / 6, 1), flags.seed)
+            : dtrain::load_mnist(flags.data_folder);
+    auto model = dtrain::build_mlp(
+        data.features(), {flags.first_layer_neurons, flags.second_layer_neurons}, data.classes);
     dtrain::Optimizer opt(flags.optimizer, model->param_count());
     dtrain::TrainerOptions topts;
     topts.batch_size = flags.batch_size;
@@ -49,11 +56,11 @@ int main(int argc, char** argv) {
     dtrain::Trainer trainer(*model, opt, *sync, data, topts);
     trainer.run();
     return 0;
+  } catch (const dtrain::ConsistencyError& e) {
+    return fail(e, 2, true);
   } catch (const dtrain::InputError& e) {
-    dtrain::log_info("error: ", e.what());
-    return 2;
+    return fail(e, 2, false);
   } catch (const std::exception& e) {
-    dtrain::log_info("error: ", e.what());
-    return 1;
+    return fail(e, 1, false);
   }
 }

@@ -3,13 +3,13 @@
 namespace dtrain {
 
 void add_train_flags(CLI::App& app, TrainFlags& f) {
-  app.add_option("--data-folder", f.data_folder,
-                 "folder with the MNIST IDX files (raw or .gz)")
+  app.add_option("--data-folder", f.data_folder, "folder with the MNIST IDX files (raw or .gz)")
       ->capture_default_str();
   app.add_option("--batch-size", f.batch_size, "minibatch size per worker")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--first-layer-neurons", f.first_layer_neurons, "neurons in the first hidden layer")
+  app.add_option("--first-layer-neurons", f.first_layer_neurons,
+                 "neurons in the first hidden layer")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--second-layer-neurons", f.second_layer_neurons,
@@ -40,7 +40,7 @@ void add_train_flags(CLI::App& app, TrainFlags& f) {
   app.add_option("--timeline", f.timeline,
                  "write a Chrome-trace timeline (forward, backward, allreduce buckets) here");
   app.add_option("--fusion-threshold-mb", f.fusion_threshold_mb,
-                 "allreduce bucket size in MB (default: DTRAIN_FUSION_THRESHOLD or 0.25)");
+                 "allreduce bucket size in MB (default: DTRAIN_FUSION_THRESHOLD or 64)");
   app.add_option("--max-steps-per-epoch", f.max_steps_per_epoch,
                  "stop each epoch after this many steps (0: the whole epoch)")
       ->capture_default_str();

@@ -34,8 +34,7 @@ const std::vector<uint32_t>& Batcher::indices(size_t step) {
 void gather_batch(const std::vector<uint32_t>& idx, const float* images, const uint8_t* labels,
                   size_t features, float* x_out, uint8_t* y_out) {
   for (size_t j = 0; j < idx.size(); ++j) {
-    std::memcpy(x_out + j * features, images + size_t(idx[j]) * features,
-                features * sizeof(float));
+    std::memcpy(x_out + j * features, images + size_t(idx[j]) * features, features * sizeof(float));
     y_out[j] = labels[idx[j]];
   }
 }

@@ -55,8 +55,8 @@ CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer&
   std::memcpy(&version, s.data() + 8, 4);
   std::memcpy(&jlen, s.data() + 12, 8);
   if (version != kVersion)
-    throw InputError(detail::cat(path, ": checkpoint version ", version, ", this build reads ",
-                                 kVersion));
+    throw InputError(
+        detail::cat(path, ": checkpoint version ", version, ", this build reads ", kVersion));
   std::memcpy(&crc_file, s.data() + s.size() - 4, 4);
   const uint32_t crc = static_cast<uint32_t>(
       crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size() - 4)));

@@ -34,6 +34,8 @@ void column_sums(const float* dy, size_t rows, size_t cols, float* db) {
   }
 }
 
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
+void set_blas_threads(int n) {
+  openblas_set_num_threads(n);
+}
 
 }  // namespace dtrain::cpu

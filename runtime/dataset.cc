@@ -20,24 +20,22 @@ std::string find_mnist_file(const std::string& folder, const std::string& base) 
 }
 
 namespace {
-Split load_split(const std::string& folder, const std::string& prefix, size_t& rows,
-                 size_t& cols) {
+Split load_split(const std::string& folder, const std::string& prefix, size_t& rows, size_t& cols) {
   const std::string ip = find_mnist_file(folder, prefix + "-images-idx3-ubyte");
   const std::string lp = find_mnist_file(folder, prefix + "-labels-idx1-ubyte");
   IdxArray im = read_idx(ip);
   IdxArray lb = read_idx(lp);
   if (im.dims.size() != 3)
-    throw InputError(detail::cat(ip, ": images must have 3 dimensions (n, rows, cols), got ",
-                                 im.dims.size()));
-  if (lb.dims.size() != 1)
     throw InputError(
-        detail::cat(lp, ": labels must have 1 dimension (n), got ", lb.dims.size()));
+        detail::cat(ip, ": images must have 3 dimensions (n, rows, cols), got ", im.dims.size()));
+  if (lb.dims.size() != 1)
+    throw InputError(detail::cat(lp, ": labels must have 1 dimension (n), got ", lb.dims.size()));
   if (im.dims[1] != 28 || im.dims[2] != 28)
-    throw InputError(detail::cat(ip, ": images are ", im.dims[1], "x", im.dims[2],
-                                 ", expected 28x28"));
+    throw InputError(
+        detail::cat(ip, ": images are ", im.dims[1], "x", im.dims[2], ", expected 28x28"));
   if (im.dims[0] != lb.dims[0])
-    throw InputError(detail::cat(ip, " has ", im.dims[0], " images but ", lp, " has ",
-                                 lb.dims[0], " labels"));
+    throw InputError(
+        detail::cat(ip, " has ", im.dims[0], " images but ", lp, " has ", lb.dims[0], " labels"));
   if (im.dims[0] == 0) throw InputError(ip + ": holds no images");
   rows = im.dims[1];
   cols = im.dims[2];
@@ -46,8 +44,8 @@ Split load_split(const std::string& folder, const std::string& prefix, size_t& r
   for (size_t i = 0; i < im.data.size(); ++i) s.images[i] = im.data[i] * (1.0f / 255.0f);
   for (size_t i = 0; i < lb.data.size(); ++i)
     if (lb.data[i] > 9)
-      throw InputError(detail::cat(lp, ": label ", int(lb.data[i]), " at index ", i,
-                                   " is not a digit 0-9"));
+      throw InputError(
+          detail::cat(lp, ": label ", int(lb.data[i]), " at index ", i, " is not a digit 0-9"));
   s.labels = std::move(lb.data);
   return s;
 }
@@ -79,7 +77,8 @@ Dataset make_synthetic(size_t n_train, size_t n_test, uint64_t seed) {
       for (size_t j = 0; j < f; ++j) {
         // Quantized to bytes so that a write/read round trip through IDX is exact.
         float v = 0.6f * proto[c * f + j] + 0.4f * rng.uniform();
-        s.images[i * f + j] = static_cast<float>(static_cast<uint8_t>(v * 255.0f)) * (1.0f / 255.0f);
+        s.images[i * f + j] =
+            static_cast<float>(static_cast<uint8_t>(v * 255.0f)) * (1.0f / 255.0f);
       }
     }
   };

@@ -24,6 +24,13 @@ class TimeoutError : public Error {
   using Error::Error;
 };
 
+// Bad input that every rank of a job detected together (a failed start-up consistency check):
+// each raises the same error, so they can all exit normally instead of aborting the job.
+class ConsistencyError : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 class PeerError : public Error {
  public:
   using Error::Error;
@@ -46,19 +53,19 @@ template <typename... Args>
 
 }  // namespace dtrain
 
-#define DTRAIN_CHECK(cond)                                                \
-  do {                                                                    \
+#define DTRAIN_CHECK(cond)                                                  \
+  do {                                                                      \
     if (!(cond)) ::dtrain::detail::check_failed(__FILE__, __LINE__, #cond); \
   } while (0)
 
 // Binary checks print both operands so a broken assumption explains itself.
-#define DTRAIN_CHECK_OP(a, op, b)                                                        \
-  do {                                                                                   \
-    const auto& dtrain_a_ = (a);                                                         \
-    const auto& dtrain_b_ = (b);                                                         \
-    if (!(dtrain_a_ op dtrain_b_))                                                       \
-      ::dtrain::detail::check_failed(                                                    \
-          __FILE__, __LINE__,                                                            \
+#define DTRAIN_CHECK_OP(a, op, b)                                                            \
+  do {                                                                                       \
+    const auto& dtrain_a_ = (a);                                                             \
+    const auto& dtrain_b_ = (b);                                                             \
+    if (!(dtrain_a_ op dtrain_b_))                                                           \
+      ::dtrain::detail::check_failed(                                                        \
+          __FILE__, __LINE__,                                                                \
           ::dtrain::detail::cat(#a " " #op " " #b " (", dtrain_a_, " vs ", dtrain_b_, ")")); \
   } while (0)
 #define DTRAIN_CHECK_EQ(a, b) DTRAIN_CHECK_OP(a, ==, b)

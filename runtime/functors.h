@@ -93,11 +93,13 @@ struct SoftmaxXentRow {
 
 // ---- optimizer updates: one element of the flat parameter buffer each ----
 
+// Every update takes gs, a gradient scale folded into its one pass: 1/world when the gradients
+// are an allreduce's sum (x * 1.0f is exact, so gs = 1 changes nothing).
 struct SgdUpdate {
   float* p;
   const float* g;
-  float lr;
-  DTRAIN_HD void operator()(size_t i) const { p[i] -= lr * g[i]; }
+  float lr, gs;
+  DTRAIN_HD void operator()(size_t i) const { p[i] -= lr * (g[i] * gs); }
 };
 
 // PyTorch's form: v = mu*v + g; p -= lr*v.
@@ -105,9 +107,9 @@ struct MomentumUpdate {
   float* p;
   const float* g;
   float* v;
-  float lr, mu;
+  float lr, mu, gs;
   DTRAIN_HD void operator()(size_t i) const {
-    const float vi = mu * v[i] + g[i];
+    const float vi = mu * v[i] + g[i] * gs;
     v[i] = vi;
     p[i] -= lr * vi;
   }
@@ -120,9 +122,9 @@ struct AdamUpdate {
   const float* g;
   float* m;
   float* v;
-  float lr, b1, b2, eps, bc1, inv_sqrt_bc2;
+  float lr, b1, b2, eps, bc1, inv_sqrt_bc2, gs;
   DTRAIN_HD void operator()(size_t i) const {
-    const float gi = g[i];
+    const float gi = g[i] * gs;
     const float mi = b1 * m[i] + (1.0f - b1) * gi;
     const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
     m[i] = mi;
@@ -136,9 +138,9 @@ struct RmspropUpdate {
   float* p;
   const float* g;
   float* v;
-  float lr, alpha, eps;
+  float lr, alpha, eps, gs;
   DTRAIN_HD void operator()(size_t i) const {
-    const float gi = g[i];
+    const float gi = g[i] * gs;
     const float vi = alpha * v[i] + (1.0f - alpha) * gi * gi;
     v[i] = vi;
     p[i] -= lr * gi / (fsqrt(vi) + eps);

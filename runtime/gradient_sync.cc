@@ -5,6 +5,8 @@
 
 namespace dtrain {
 
-void LocalSync::finish_step(Model& model, Optimizer& opt) { opt.step(model.params(), model.grads()); }
+void LocalSync::finish_step(Model& model, Optimizer& opt) {
+  opt.step(model.params(), model.grads());
+}
 
 }  // namespace dtrain

@@ -36,6 +36,9 @@ class GradientSync {
   virtual void gather_state(Model& /*model*/, Optimizer& /*opt*/) {}
   // Training is over (a parameter server is told to stop, a communicator drains).
   virtual void finish(bool /*ok*/) {}
+  // A failure only this process knows about: end every process of the job now (MPI_Abort), so
+  // none waits forever for this one. Called by main()s, never by the library itself.
+  virtual void abort_job(int /*code*/) {}
   virtual void set_timeline(Timeline* t) { timeline_ = t; }
 
  protected:

@@ -40,8 +40,8 @@ uint32_t be32(const uint8_t* p) {
 IdxArray read_idx(const std::string& path) {
   std::vector<uint8_t> bytes = read_all(path);
   if (bytes.size() < 4)
-    throw InputError(detail::cat(path, ": truncated: ", bytes.size(),
-                                 " bytes, too short for an IDX header"));
+    throw InputError(
+        detail::cat(path, ": truncated: ", bytes.size(), " bytes, too short for an IDX header"));
   if (bytes[0] != 0 || bytes[1] != 0)
     throw InputError(detail::cat(path, ": wrong magic number 0x", std::hex, be32(bytes.data()),
                                  " (an IDX file starts with 0x0000)"));
@@ -53,8 +53,8 @@ IdxArray read_idx(const std::string& path) {
     throw InputError(detail::cat(path, ": ", ndims, " dimensions (expected 1 to 4)"));
   const size_t header = 4 + 4 * ndims;
   if (bytes.size() < header)
-    throw InputError(detail::cat(path, ": truncated: header needs ", header, " bytes, file has ",
-                                 bytes.size()));
+    throw InputError(
+        detail::cat(path, ": truncated: header needs ", header, " bytes, file has ", bytes.size()));
   IdxArray a;
   size_t total = 1;
   for (size_t i = 0; i < ndims; ++i) {
@@ -68,8 +68,8 @@ IdxArray read_idx(const std::string& path) {
     throw InputError(detail::cat(path, ": truncated: header promises ", total,
                                  " data bytes, file has ", bytes.size() - header));
   if (bytes.size() - header > total)
-    throw InputError(detail::cat(path, ": ", bytes.size() - header - total,
-                                 " unexpected bytes after the data"));
+    throw InputError(
+        detail::cat(path, ": ", bytes.size() - header - total, " unexpected bytes after the data"));
   a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
   return a;
 }

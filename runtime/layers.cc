@@ -9,7 +9,9 @@
 
 namespace dtrain {
 
-nlohmann::json Dense::spec() const { return {{"kind", "dense"}, {"in", in_}, {"out", out_}}; }
+nlohmann::json Dense::spec() const {
+  return {{"kind", "dense"}, {"in", in_}, {"out", out_}};
+}
 
 // Glorot-uniform weights and zero biases, as Keras' Dense does by default.
 void Dense::init_params(float* params, Rng& rng) const {
@@ -50,7 +52,9 @@ void Dense::backward(const float* x, const float* /*y*/, float* dy, float* dx, s
   if (dx) cpu::gemm(false, true, batch, in_, out_, 1.0f, dy, w, 0.0f, dx);
 }
 
-nlohmann::json Relu::spec() const { return {{"kind", "relu"}, {"size", size_}}; }
+nlohmann::json Relu::spec() const {
+  return {{"kind", "relu"}, {"size", size_}};
+}
 
 void Relu::forward(const float* x, float* y, size_t batch) {
   const size_t n = batch * size_;

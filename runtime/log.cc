@@ -18,9 +18,15 @@ void set_log_identity(const std::string& role, size_t index, size_t count) {
   gethostname(host, sizeof(host) - 1);
   g_prefix = detail::cat("[", role, " ", index, "/", count, " ", host, ":", getpid(), "]");
 }
-const std::string& log_prefix() { return g_prefix; }
-void set_verbose(bool v) { g_verbose = v; }
-bool verbose() { return g_verbose; }
+const std::string& log_prefix() {
+  return g_prefix;
+}
+void set_verbose(bool v) {
+  g_verbose = v;
+}
+bool verbose() {
+  return g_verbose;
+}
 
 void log_line(const std::string& line) {
   std::lock_guard<std::mutex> lock(g_mu);

@@ -63,8 +63,13 @@ BatchStats Model::forward(const float* x, const uint8_t* y, size_t batch, bool w
   }
   for (size_t r = 0; r < batch; ++r)
     if (y[r] >= classes_) throw InputError(detail::cat("label ", int(y[r]), " >= ", classes_));
-  fn::SoftmaxXentRow xent{in,      y, want_grad ? dbuf_[0].data() : nullptr, row_loss_.data(),
-                          row_hit_.data(), classes_, 1.0f / static_cast<float>(batch)};
+  fn::SoftmaxXentRow xent{in,
+                          y,
+                          want_grad ? dbuf_[0].data() : nullptr,
+                          row_loss_.data(),
+                          row_hit_.data(),
+                          classes_,
+                          1.0f / static_cast<float>(batch)};
   cpu::for_each(batch, xent);
   BatchStats s;
   s.count = batch;

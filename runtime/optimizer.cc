@@ -9,11 +9,15 @@
 namespace dtrain {
 
 namespace {
-DTRAIN_SIMD_CLONES void sgd_loop(const fn::SgdUpdate& f, size_t n) { cpu::for_each(n, f); }
+DTRAIN_SIMD_CLONES void sgd_loop(const fn::SgdUpdate& f, size_t n) {
+  cpu::for_each(n, f);
+}
 DTRAIN_SIMD_CLONES void momentum_loop(const fn::MomentumUpdate& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void adam_loop(const fn::AdamUpdate& f, size_t n) { cpu::for_each(n, f); }
+DTRAIN_SIMD_CLONES void adam_loop(const fn::AdamUpdate& f, size_t n) {
+  cpu::for_each(n, f);
+}
 DTRAIN_SIMD_CLONES void rmsprop_loop(const fn::RmspropUpdate& f, size_t n) {
   cpu::for_each(n, f);
 }
@@ -28,34 +32,38 @@ size_t slots_for(const std::string& name) {
 
 Optimizer::Optimizer(const OptimizerOptions& opts, size_t count) : opts_(opts), count_(count) {
   if (!(opts.learning_rate > 0) || !std::isfinite(opts.learning_rate))
-    throw InputError(detail::cat("learning rate must be a positive number, got ",
-                                 opts.learning_rate));
+    throw InputError(
+        detail::cat("learning rate must be a positive number, got ", opts.learning_rate));
   state_.assign(slots_for(opts.name) * count, 0.0f);
 }
 
-void Optimizer::step(float* p, const float* g) {
+void Optimizer::step(float* p, const float* g, float gs) {
   ++t_;
   const auto& o = opts_;
   if (o.name == "sgd") {
-    sgd_loop(fn::SgdUpdate{p, g, o.learning_rate}, count_);
+    sgd_loop(fn::SgdUpdate{p, g, o.learning_rate, gs}, count_);
   } else if (o.name == "momentum") {
-    momentum_loop(fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum}, count_);
+    momentum_loop(fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum, gs}, count_);
   } else if (o.name == "adam") {
     const double t = static_cast<double>(t_);
     const float bc1 = static_cast<float>(1.0 / (1.0 - std::pow(double(o.beta1), t)));
     const float isb2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(o.beta2), t)));
     adam_loop(fn::AdamUpdate{p, g, state_.data(), state_.data() + count_, o.learning_rate, o.beta1,
-                             o.beta2, o.epsilon, bc1, isb2},
+                             o.beta2, o.epsilon, bc1, isb2, gs},
               count_);
   } else {
-    rmsprop_loop(fn::RmspropUpdate{p, g, state_.data(), o.learning_rate, o.rho, o.epsilon}, count_);
+    rmsprop_loop(fn::RmspropUpdate{p, g, state_.data(), o.learning_rate, o.rho, o.epsilon, gs},
+                 count_);
   }
 }
 
 nlohmann::json Optimizer::spec() const {
-  return {{"name", opts_.name},       {"learning_rate", opts_.learning_rate},
-          {"momentum", opts_.momentum}, {"beta1", opts_.beta1},
-          {"beta2", opts_.beta2},     {"epsilon", opts_.epsilon},
+  return {{"name", opts_.name},
+          {"learning_rate", opts_.learning_rate},
+          {"momentum", opts_.momentum},
+          {"beta1", opts_.beta1},
+          {"beta2", opts_.beta2},
+          {"epsilon", opts_.epsilon},
           {"rho", opts_.rho}};
 }
 

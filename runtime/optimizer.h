@@ -16,11 +16,11 @@ namespace dtrain {
 struct OptimizerOptions {
   std::string name = "adam";  // sgd, momentum, adam, rmsprop
   float learning_rate = 0.001f;
-  float momentum = 0.9f;   // momentum
-  float beta1 = 0.9f;      // adam
-  float beta2 = 0.999f;    // adam
-  float epsilon = 1e-8f;   // adam, rmsprop
-  float rho = 0.99f;       // rmsprop's decay (PyTorch's alpha)
+  float momentum = 0.9f;  // momentum
+  float beta1 = 0.9f;     // adam
+  float beta2 = 0.999f;   // adam
+  float epsilon = 1e-8f;  // adam, rmsprop
+  float rho = 0.99f;      // rmsprop's decay (PyTorch's alpha)
 };
 
 class Optimizer {
@@ -28,8 +28,9 @@ class Optimizer {
   // Validates the options: an unknown name or a non-positive rate is an InputError.
   Optimizer(const OptimizerOptions& opts, size_t count);
 
-  // p -= update(g) over `count` elements; p and g point at the start of this optimizer's range.
-  void step(float* p, const float* g);
+  // p -= update(g * grad_scale) over `count` elements; p and g point at the start of this
+  // optimizer's range. grad_scale folds gradient averaging into the update's single pass.
+  void step(float* p, const float* g, float grad_scale = 1.0f);
 
   const OptimizerOptions& options() const { return opts_; }
   size_t count() const { return count_; }

@@ -7,8 +7,8 @@ namespace dtrain {
 void Timeline::span(const std::string& name, int tid, int64_t start_us, int64_t end_us,
                     nlohmann::json args) {
   if (!enabled_) return;
-  nlohmann::json e = {{"name", name},     {"ph", "X"},   {"pid", pid_},
-                      {"tid", tid},       {"ts", start_us}, {"dur", end_us - start_us}};
+  nlohmann::json e = {{"name", name}, {"ph", "X"},      {"pid", pid_},
+                      {"tid", tid},   {"ts", start_us}, {"dur", end_us - start_us}};
   if (!args.is_null()) e["args"] = std::move(args);
   std::lock_guard<std::mutex> lock(mu_);
   events_.push_back(std::move(e));

@@ -57,8 +57,8 @@ TrainResult Trainer::run() {
     if (fs::exists(ckpt)) {
       CheckpointMeta m = load_checkpoint(ckpt, model_, opt_);
       if (m.seed != opts_.seed)
-        log_info("note: the checkpoint was made with seed ", m.seed, ", this run uses ",
-                 opts_.seed, "; batches after the resume follow this run's seed");
+        log_info("note: the checkpoint was made with seed ", m.seed, ", this run uses ", opts_.seed,
+                 "; batches after the resume follow this run's seed");
       resume_point[0] = m.epoch;
       resume_point[1] = m.global_step;
       if (fs::exists(metrics_path)) {
@@ -67,8 +67,7 @@ TrainResult Trainer::run() {
         while (std::getline(in, line)) {
           if (line.empty()) continue;
           auto j = nlohmann::json::parse(line, nullptr, false);
-          if (!j.is_discarded() && j.value("epoch", uint64_t(0)) <= m.epoch)
-            history_.push_back(j);
+          if (!j.is_discarded() && j.value("epoch", uint64_t(0)) <= m.epoch) history_.push_back(j);
         }
       }
       if (opts_.print)
@@ -105,7 +104,8 @@ TrainResult Trainer::run() {
       const size_t f = data_.features(), b = opts_.batch_size;
       std::vector<float> x(b * f);
       std::vector<uint8_t> y(b);
-      const bool progress = chief && opts_.print && isatty(STDOUT_FILENO);
+      // Not under mpirun: its output forwarding does not keep a carriage-return progress line.
+      const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO);
       double stats[3] = {0, 0, 0};  // loss sum, correct, count
       const GradReady ready = [this](size_t off, size_t n) { sync_.ready(off, n); };
       const auto t0 = std::chrono::steady_clock::now();
@@ -142,8 +142,8 @@ TrainResult Trainer::run() {
       const size_t lo = nt * r / w, hi = nt * (r + 1) / w;
       BatchStats ts = model_.evaluate(data_.test.images.data() + lo * f,
                                       data_.test.labels.data() + lo, hi - lo);
-      double all[6] = {stats[0], stats[1], stats[2], ts.loss_sum, double(ts.correct),
-                       double(ts.count)};
+      double all[6] = {stats[0],    stats[1],           stats[2],
+                       ts.loss_sum, double(ts.correct), double(ts.count)};
       sync_.sum(all, 6);
       m.epoch = e + 1;
       m.step = global_step;
@@ -157,9 +157,10 @@ TrainResult Trainer::run() {
       seconds += secs;
     }
     if (chief && opts_.print)
-      std::printf("epoch %llu/%zu  loss %.4f  train_acc %.4f  test_acc %.4f  %.0f samples/s  (%.2f s)\n",
-                  (unsigned long long)m.epoch, opts_.epochs, m.loss, m.train_accuracy,
-                  m.test_accuracy, m.samples_per_sec, m.seconds);
+      std::printf(
+          "epoch %llu/%zu  loss %.4f  train_acc %.4f  test_acc %.4f  %.0f samples/s  (%.2f s)\n",
+          (unsigned long long)m.epoch, opts_.epochs, m.loss, m.train_accuracy, m.test_accuracy,
+          m.samples_per_sec, m.seconds);
     std::fflush(stdout);
     if (writer) write_epoch_outputs(m, global_step);
     result.epochs.push_back(m);
@@ -203,13 +204,10 @@ void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : model_.tensors())
     tensors.push_back({{"name", t.name}, {"offset", t.offset}, {"count", t.count}});
-  const nlohmann::json model_file = {{"format", "dtrain-model-1"},
-                                     {"model", model_.spec()},
-                                     {"tensors", tensors},
-                                     {"optimizer", opt_.spec()},
-                                     {"checkpoint", "checkpoint.bin"},
-                                     {"epoch", m.epoch},
-                                     {"test_accuracy", m.test_accuracy}};
+  const nlohmann::json model_file = {
+      {"format", "dtrain-model-1"},      {"model", model_.spec()},         {"tensors", tensors},
+      {"optimizer", opt_.spec()},        {"checkpoint", "checkpoint.bin"}, {"epoch", m.epoch},
+      {"test_accuracy", m.test_accuracy}};
   write_file_atomic((out / "model" / "model.json").string(), model_file.dump(2) + "\n");
 }
 

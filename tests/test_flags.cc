@@ -55,10 +55,8 @@ TEST(Flags, DefaultsAreTheSeedsScript) {
 }
 
 TEST(Flags, BadValuesAreRejectedWithTheFlagName) {
-  for (auto args : std::vector<std::vector<std::string>>{{"--batch-size=0"},
-                                                         {"--optimizer=adagrad"},
-                                                         {"--learning-rate=-1"},
-                                                         {"--epochs=abc"}}) {
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"--batch-size=0"}, {"--optimizer=adagrad"}, {"--learning-rate=-1"}, {"--epochs=abc"}}) {
     CLI::App app;
     TrainFlags f;
     add_train_flags(app, f);

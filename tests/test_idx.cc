@@ -49,7 +49,9 @@ TEST(Idx, RoundTripRawAndGzip) {
   EXPECT_EQ(m[1], 0x8b);
 }
 
-TEST(Idx, MissingFile) { expect_idx_error("/nonexistent/train-images-idx3-ubyte", "cannot open"); }
+TEST(Idx, MissingFile) {
+  expect_idx_error("/nonexistent/train-images-idx3-ubyte", "cannot open");
+}
 
 TEST(Idx, WrongMagic) {
   TempDir d;

@@ -25,7 +25,9 @@ class TempDir {
   std::string path_;
 };
 
-inline std::string mnist_dir() { return std::string(DTRAIN_SOURCE_DIR) + "/data/mnist"; }
+inline std::string mnist_dir() {
+  return std::string(DTRAIN_SOURCE_DIR) + "/data/mnist";
+}
 inline bool have_mnist() {
   return std::filesystem::exists(mnist_dir() + "/train-images-idx3-ubyte") ||
          std::filesystem::exists(mnist_dir() + "/train-images-idx3-ubyte.gz");

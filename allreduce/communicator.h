@@ -1,0 +1,55 @@
+// A Communicator is a group of ranks that can combine float buffers. The algorithm (which rank
+// sends what) belongs to the engine behind it, MPI or NCCL: we do not write a new MPI. Counts are
+// element counts, never bytes. Every failure becomes a dtrain::Error that names this rank, the
+// operation and its size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dtrain {
+
+enum class ReduceOp { kSum, kAverage };
+
+class Communicator {
+ public:
+  // A pending non-blocking operation.
+  class Handle {
+   public:
+    virtual ~Handle() = default;
+    // True once complete; drives progress of the engine.
+    virtual bool test() = 0;
+    virtual void wait() = 0;
+  };
+
+  virtual ~Communicator() = default;
+  virtual std::string backend() const = 0;
+  virtual size_t rank() const = 0;
+  virtual size_t size() const = 0;
+  virtual size_t local_rank() const = 0;
+  virtual size_t local_size() const = 0;
+  virtual size_t cross_rank() const = 0;
+  virtual size_t cross_size() const = 0;
+
+  virtual void allreduce(float* data, size_t count, ReduceOp op, const std::string& what) = 0;
+  virtual void allreduce(double* data, size_t count, const std::string& what) = 0;  // sum
+  // Starts an in-place allreduce; the buffer must stay untouched until the handle completes.
+  // kAverage is applied when the handle completes (in test() or wait()).
+  virtual std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
+                                             const std::string& what) = 0;
+  virtual void broadcast(void* data, size_t bytes, size_t root, const std::string& what) = 0;
+  // out must hold size() * count elements; rank r's block lands at r * count.
+  virtual void allgather(const uint64_t* in, size_t count, uint64_t* out,
+                         const std::string& what) = 0;
+  // Every rank's string, in rank order.
+  virtual std::vector<std::string> allgather(const std::string& in, const std::string& what) = 0;
+  virtual void barrier(const std::string& what) = 0;
+  // Ends the whole job now (every rank), with this exit code: the way out of a failure that
+  // other ranks would otherwise wait on forever.
+  [[noreturn]] virtual void abort(int code) = 0;
+};
+
+}  // namespace dtrain

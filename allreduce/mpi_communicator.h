@@ -1,0 +1,74 @@
+// The MPI backend of Communicator (Open MPI): collectives on a duplicate of MPI_COMM_WORLD with
+// MPI_ERRORS_RETURN, so a failure comes back as an error code we turn into a dtrain::Error
+// naming the rank, the operation and the size, instead of MPI's default abort.
+//
+// Non-blocking allreduce runs as a blocking MPI_Allreduce on a background thread, as Horovod's
+// background thread does, not as MPI_Iallreduce: Open MPI's non-blocking collectives (libnbc)
+// measured 2x slower than its tuned blocking ones on 0.25-4 MB here, and they progress only
+// inside MPI calls. Every MPI call is made under one mutex (MPI_THREAD_SERIALIZED).
+#pragma once
+
+#include <mpi.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "allreduce/communicator.h"
+
+namespace dtrain {
+
+class MpiCommunicator : public Communicator {
+ public:
+  // Initializes MPI when nobody has (MPI_THREAD_SERIALIZED: all our calls come from one thread at
+  // a time), and finalizes it in the destructor if it did.
+  MpiCommunicator(int* argc, char*** argv);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  std::string backend() const override { return "mpi"; }
+  size_t rank() const override { return rank_; }
+  size_t size() const override { return size_; }
+  size_t local_rank() const override { return local_rank_; }
+  size_t local_size() const override { return local_size_; }
+  size_t cross_rank() const override { return cross_rank_; }
+  size_t cross_size() const override { return cross_size_; }
+
+  void allreduce(float* data, size_t count, ReduceOp op, const std::string& what) override;
+  void allreduce(double* data, size_t count, const std::string& what) override;
+  std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
+                                     const std::string& what) override;
+  void broadcast(void* data, size_t bytes, size_t root, const std::string& what) override;
+  void allgather(const uint64_t* in, size_t count, uint64_t* out, const std::string& what) override;
+  std::vector<std::string> allgather(const std::string& in, const std::string& what) override;
+  void barrier(const std::string& what) override;
+  [[noreturn]] void abort(int code) override;
+
+  struct Job;
+  MPI_Comm comm() const { return comm_; }
+  // "[rank 1/4 host:pid]"
+  const std::string& who() const { return who_; }
+  // Throws a dtrain::Error for a failed MPI call: who, what, the size and MPI's own message.
+  void check(int rc, const std::string& what, size_t count, size_t elem_bytes) const;
+
+ private:
+  bool owns_mpi_ = false;
+  MPI_Comm comm_ = MPI_COMM_NULL, local_ = MPI_COMM_NULL, cross_ = MPI_COMM_NULL;
+  size_t rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, cross_rank_ = 0, cross_size_ = 1;
+  std::string who_;
+
+  void worker_loop();
+  std::mutex mpi_mu_;  // held for every MPI call
+  std::mutex q_mu_;
+  std::condition_variable q_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+// True when this process was started by mpirun/srun with more than one rank.
+bool launched_by_mpi_with_peers();
+
+}  // namespace dtrain

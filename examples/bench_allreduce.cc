@@ -1,0 +1,143 @@
+// dtrain_bench allreduce: nccl-tests' all_reduce_perf over the Communicator. For each size from
+// -b to -e (times -f), -w warm-up and -n timed iterations; prints time, algbw = bytes/time and
+// busbw = algbw * 2(n-1)/n (GB = 1e9), checks the result (-c), and times a plain MPI_Allreduce of
+// the same buffer in the same run as the reference.
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "allreduce/mpi_communicator.h"
+#include "examples/bench_commands.h"
+#include "runtime/error.h"
+
+namespace dtrain::bench {
+
+namespace {
+
+struct AllreduceBenchOptions {
+  std::string min_bytes = "4K", max_bytes = "64M";
+  double factor = 2;
+  size_t iters = 20, warmup = 5;
+  int check = 1;
+  bool nonblocking = false;
+};
+AllreduceBenchOptions g_ar;
+CLI::App* g_ar_cmd = nullptr;
+
+size_t parse_bytes(const std::string& s) {
+  size_t pos = 0;
+  double v = std::stod(s, &pos);
+  std::string unit = s.substr(pos);
+  double mul = 1;
+  if (unit == "K" || unit == "k")
+    mul = 1024;
+  else if (unit == "M" || unit == "m")
+    mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "g")
+    mul = 1024.0 * 1024 * 1024;
+  else if (!unit.empty())
+    throw InputError("bad size '" + s + "' (use e.g. 4K, 64M)");
+  return static_cast<size_t>(v * mul);
+}
+
+template <typename F>
+double time_per_iter(MPI_Comm comm, size_t warmup, size_t iters, const F& f) {
+  for (size_t i = 0; i < warmup; ++i) f();
+  MPI_Barrier(comm);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < iters; ++i) f();
+  double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(iters);
+  // The slowest rank's time is the collective's time.
+  MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return s;
+}
+
+int run_allreduce(int argc, char** argv) {
+  MpiCommunicator comm(&argc, &argv);
+  const size_t n = comm.size();
+  const size_t lo = std::max<size_t>(parse_bytes(g_ar.min_bytes), 4);
+  const size_t hi = std::max(lo, parse_bytes(g_ar.max_bytes));
+  if (g_ar.factor <= 1) throw InputError("-f must be greater than 1");
+  int errors = 0;
+  for (double b = double(lo); b <= double(hi) * 1.0000001; b *= g_ar.factor) {
+    const size_t count = static_cast<size_t>(b) / sizeof(float);
+    const size_t bytes = count * sizeof(float);
+    std::vector<float> buf(count), ref(count);
+    auto fill = [&] {
+      for (size_t i = 0; i < count; ++i) buf[i] = float((comm.rank() + 1) * ((i % 7) + 1));
+    };
+    fill();
+    const double t = time_per_iter(comm.comm(), g_ar.warmup, g_ar.iters, [&] {
+      if (g_ar.nonblocking)
+        comm.iallreduce(buf.data(), count, ReduceOp::kSum, "bench")->wait();
+      else
+        comm.allreduce(buf.data(), count, ReduceOp::kSum, "bench");
+    });
+    const double t_mpi = time_per_iter(comm.comm(), g_ar.warmup, g_ar.iters, [&] {
+      MPI_Allreduce(MPI_IN_PLACE, ref.data(), int(count), MPI_FLOAT, MPI_SUM, comm.comm());
+    });
+    long wrong = 0;
+    if (g_ar.check) {
+      fill();
+      comm.allreduce(buf.data(), count, ReduceOp::kAverage, "bench check");
+      // sum over r of (r+1)*k, averaged: k*(n+1)/2
+      for (size_t i = 0; i < count; ++i) {
+        const float want = float((i % 7) + 1) * float(n + 1) / 2.0f;
+        if (std::fabs(buf[i] - want) > 1e-5f * want) ++wrong;
+      }
+      MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, comm.comm());
+      if (wrong) errors = 1;
+    }
+    const double algbw = double(bytes) / t / 1e9;
+    const double busbw = n > 1 ? algbw * 2.0 * double(n - 1) / double(n) : algbw;
+    const double busbw_mpi =
+        n > 1 ? double(bytes) / t_mpi / 1e9 * 2.0 * double(n - 1) / double(n) : 0;
+    if (comm.rank() == 0) {
+      nlohmann::json j = {{"bench", "allreduce"},
+                          {"backend", "mpi"},
+                          {"op", g_ar.nonblocking ? "iallreduce" : "allreduce"},
+                          {"ranks", n},
+                          {"bytes", bytes},
+                          {"count", count},
+                          {"time_us", t * 1e6},
+                          {"algbw_gbps", algbw},
+                          {"busbw_gbps", busbw},
+                          {"mpi_allreduce_time_us", t_mpi * 1e6},
+                          {"mpi_allreduce_busbw_gbps", busbw_mpi},
+                          {"wrong", wrong}};
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+    }
+  }
+  return errors;
+}
+
+int g_argc = 0;
+char** g_argv = nullptr;
+
+}  // namespace
+
+void register_extra_commands(CLI::App& app) {
+  g_ar_cmd = app.add_subcommand("allreduce", "allreduce busbw over MPI, nccl-tests style");
+  g_ar_cmd->add_option("-b,--minbytes", g_ar.min_bytes, "smallest size")->capture_default_str();
+  g_ar_cmd->add_option("-e,--maxbytes", g_ar.max_bytes, "largest size")->capture_default_str();
+  g_ar_cmd->add_option("-f,--stepfactor", g_ar.factor, "size multiplier")->capture_default_str();
+  g_ar_cmd->add_option("-n,--iters", g_ar.iters, "timed iterations")->capture_default_str();
+  g_ar_cmd->add_option("-w,--warmup_iters", g_ar.warmup, "warm-up iterations")
+      ->capture_default_str();
+  g_ar_cmd->add_option("-c,--check", g_ar.check, "check results (0/1)")->capture_default_str();
+  g_ar_cmd->add_flag("--nonblocking", g_ar.nonblocking, "time MPI_Iallreduce + wait instead");
+}
+
+int run_extra_commands(CLI::App& /*app*/) {
+  if (g_ar_cmd && g_ar_cmd->parsed()) return run_allreduce(g_argc, g_argv);
+  return 2;
+}
+
+}  // namespace dtrain::bench

@@ -1,0 +1,38 @@
+#include "runtime/env.h"
+
+#include <cstdlib>
+
+#include "runtime/error.h"
+
+namespace dtrain {
+
+namespace {
+std::optional<std::string> get(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  return std::string(v);
+}
+
+size_t parse_size(const char* name, const std::string& v) {
+  size_t pos = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(v, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  if (pos != v.size() || v[0] == '-')
+    throw InputError(detail::cat(name, "='", v, "' is not a non-negative whole number"));
+  return static_cast<size_t>(n);
+}
+}  // namespace
+
+EnvConfig read_env() {
+  EnvConfig e;
+  if (auto v = get("DTRAIN_FUSION_THRESHOLD"))
+    e.fusion_threshold_bytes = parse_size("DTRAIN_FUSION_THRESHOLD", *v);
+  if (auto v = get("DTRAIN_TIMELINE_ALL_RANKS")) e.timeline_all_ranks = *v == "1";
+  return e;
+}
+
+}  // namespace dtrain
