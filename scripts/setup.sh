@@ -6,8 +6,10 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config git ca-certificates
   libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
-  libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev
-  nodejs npm python3)
+  libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev)
+# Tools that may come from elsewhere (a Node.js install of its own, say) count when on PATH.
+command -v npm >/dev/null || packages+=(npm)
+command -v python3 >/dev/null || packages+=(python3)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch python3-matplotlib)
 fi

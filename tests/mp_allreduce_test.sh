@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Multi-process tests of allreduce mode through mpirun and mnist_train:
+#   e2e       2 ranks train (real MNIST when present), chief-only outputs, timeline with buckets
+#   mismatch  ranks started with different batch sizes stop with an error naming rank and field
+#   kill      SIGKILL of rank 1 ends the whole job within a bounded time, no process left behind
+# Usage: mp_allreduce_test.sh BIN_DIR SOURCE_DIR CASE
+set -uo pipefail
+bin="$1"; src="$2"; case_="$3"
+tmp="$(mktemp -d)"
+trap 'pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none --timeout 200)
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+if [[ -f "$src/data/mnist/train-images-idx3-ubyte" || -f "$src/data/mnist/train-images-idx3-ubyte.gz" ]]; then
+  data=(--data-folder "$src/data/mnist"); real=1
+else
+  data=(--synthetic-data 12000); real=0
+fi
+
+case "$case_" in
+e2e)
+  out="$tmp/out"
+  "${mpi[@]}" -np 2 "$bin/mnist_train" "${data[@]}" --epochs 3 --output-dir "$out" \
+    --timeline "$tmp/timeline.json" --fusion-threshold-mb 0.25 >"$tmp/stdout" 2>"$tmp/stderr" ||
+    { cat "$tmp/stderr"; fail "training exited $?"; }
+  summary="$(tail -n 1 "$tmp/stdout")"
+  echo "$summary"
+  python3 - "$summary" "$out" "$tmp/timeline.json" "$real" "$tmp/stdout" <<'PY' || exit 1
+import json, os, sys
+s = json.loads(sys.argv[1]); out = sys.argv[2]; real = sys.argv[4] == "1"
+assert s["mode"] == "allreduce" and s["world_size"] == 2, s
+bar = 0.97 if real else 0.9
+assert s["test_accuracy"] >= bar, f"test accuracy {s['test_accuracy']} < {bar}"
+lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+assert [l["epoch"] for l in lines] == [1, 2, 3], lines
+assert os.path.exists(os.path.join(out, "model", "checkpoint.bin"))
+epoch_lines = [l for l in open(sys.argv[5]) if l.startswith("epoch ")]
+assert len(epoch_lines) == 3, "only rank 0 prints epoch lines: %r" % epoch_lines
+tl = json.load(open(sys.argv[3]))["traceEvents"]
+names = {e["name"] for e in tl}
+assert {"forward", "backward", "allreduce", "optimizer"} <= names, names
+buckets = [e for e in tl if e["name"] == "allreduce"]
+assert all(e["args"]["bytes"] > 0 for e in buckets)
+steps = {e["args"]["step"] for e in buckets}
+assert len(buckets) > len(steps), "0.25 MB buckets: several per step"
+print("e2e ok: accuracy %.4f, %d allreduce spans" % (s["test_accuracy"], len(buckets)))
+PY
+  ;;
+mismatch)
+  start=$SECONDS
+  "${mpi[@]}" -np 1 "$bin/mnist_train" --synthetic-data 600 --batch-size 50 --epochs 1 --output-dir "$tmp/o" : \
+    -np 1 "$bin/mnist_train" --synthetic-data 600 --batch-size 32 --epochs 1 --output-dir "$tmp/o" \
+    >"$tmp/stdout" 2>"$tmp/stderr"
+  rc=$?
+  cat "$tmp/stderr"
+  ((rc != 0)) || fail "a batch-size mismatch exited 0"
+  grep -q "rank 1 disagrees with rank 0 on batch_size: rank 0 has 50, rank 1 has 32" "$tmp/stderr" ||
+    fail "the error does not name the rank and the field"
+  ((SECONDS - start < 60)) || fail "took $((SECONDS - start)) s"
+  echo "mismatch ok (exit $rc)"
+  ;;
+kill)
+  "${mpi[@]}" -np 2 "$bin/mnist_train" --synthetic-data 60000 --epochs 1000 --output-dir "$tmp/o" \
+    >"$tmp/stdout" 2>"$tmp/stderr" &
+  job=$!
+  victim=""
+  for _ in $(seq 100); do
+    for p in $(pgrep -f "$tmp/o"); do
+      if tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 &&
+        grep -q mnist_train /proc/$p/cmdline 2>/dev/null; then victim=$p; fi
+    done
+    [[ -n "$victim" ]] && grep -q "^epoch\|samples" "$tmp/stdout" 2>/dev/null && break
+    [[ -n "$victim" ]] && sleep 1 && break
+    sleep 0.2
+  done
+  [[ -n "$victim" ]] || fail "rank 1 never started"
+  kill -9 "$victim"
+  start=$SECONDS
+  for _ in $(seq 300); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$job" 2>/dev/null; then kill -9 "$job"; fail "job still running 30 s after SIGKILL of rank 1"; fi
+  wait "$job"; rc=$?
+  cat "$tmp/stderr" | tail -n 5
+  ((rc != 0)) || fail "job exited 0 after a rank was killed"
+  sleep 0.5
+  left="$(pgrep -f "$tmp/o" || true)"
+  [[ -z "$left" ]] || fail "processes left behind: $left"
+  echo "kill ok: job ended $((SECONDS - start)) s after SIGKILL, exit $rc"
+  ;;
+*) fail "unknown case $case_" ;;
+esac

@@ -1,0 +1,169 @@
+// Collectives and AllreduceSync across real ranks (run under mpirun with 2 and 3 ranks).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "allreduce/allreduce_sync.h"
+#include "runtime/batcher.h"
+#include "runtime/dataset.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
+#include "tests/mpi_world.h"
+
+namespace dtrain {
+namespace {
+
+using testing::world;
+
+class AllreduceSizes : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(AllreduceSizes, SumAndAverageBlockingAndNonBlocking) {
+  auto& c = world();
+  const size_t n = GetParam(), w = c.size();
+  auto fill = [&](std::vector<float>& v) {
+    for (size_t i = 0; i < n; ++i) v[i] = float(c.rank() + 1) * float(i % 11 + 1);
+  };
+  // Sum over ranks of (r+1)*k = k * w(w+1)/2: exact in float at these magnitudes.
+  auto expect = [&](const std::vector<float>& v, float div) {
+    for (size_t i = 0; i < n; ++i) {
+      const float want = float(i % 11 + 1) * float(w * (w + 1) / 2) / div;
+      ASSERT_FLOAT_EQ(v[i], want) << "element " << i << " of " << n;
+    }
+  };
+  std::vector<float> v(n + 1, -7.0f);  // one guard element past the end
+  fill(v);
+  c.allreduce(v.data(), n, ReduceOp::kSum, "test sum");
+  expect(v, 1.0f);
+  EXPECT_EQ(v[n], -7.0f) << "wrote past the end";
+  fill(v);
+  c.allreduce(v.data(), n, ReduceOp::kAverage, "test avg");
+  expect(v, float(w));
+  fill(v);
+  auto h = c.iallreduce(v.data(), n, ReduceOp::kSum, "test isum");
+  h->wait();
+  expect(v, 1.0f);
+  fill(v);
+  auto h2 = c.iallreduce(v.data(), n, ReduceOp::kAverage, "test iavg");
+  while (!h2->test()) {
+  }
+  expect(v, float(w));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, AllreduceSizes, ::testing::Values(0, 1, 7, 1001, (3u << 20) + 3));
+
+TEST(Collectives, BroadcastAllgatherBarrierTopology) {
+  auto& c = world();
+  uint64_t v[3] = {c.rank() * 10, 5, 6};
+  c.broadcast(v, sizeof(v), 0, "test bcast");
+  EXPECT_EQ(v[0], 0u);
+  uint64_t mine[2] = {c.rank(), c.rank() * 2};
+  std::vector<uint64_t> all(2 * c.size());
+  c.allgather(mine, 2, all.data(), "test allgather");
+  for (size_t r = 0; r < c.size(); ++r) {
+    EXPECT_EQ(all[2 * r], r);
+    EXPECT_EQ(all[2 * r + 1], 2 * r);
+  }
+  auto strs = c.allgather(std::string(c.rank() + 1, 'x'), "test allgather strings");
+  ASSERT_EQ(strs.size(), c.size());
+  for (size_t r = 0; r < c.size(); ++r) EXPECT_EQ(strs[r], std::string(r + 1, 'x'));
+  c.barrier("test barrier");
+  // One machine: every rank is local, and there is one cross rank per local rank.
+  EXPECT_EQ(c.local_size(), c.size());
+  EXPECT_EQ(c.local_rank(), c.rank());
+  EXPECT_EQ(c.cross_size(), 1u);
+  EXPECT_EQ(c.cross_rank(), 0u);
+}
+
+uint64_t fnv1a(const float* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* b = reinterpret_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < n * sizeof(float); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+// Trains `steps` steps with AllreduceSync; returns the model.
+std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps, size_t bucket,
+                                   uint64_t seed) {
+  auto& c = world();
+  auto m = build_mlp(d.features(), {24, 12}, 10);
+  m->init(seed + c.rank());  // different on purpose: start() must broadcast rank 0's
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  AllreduceOptions o;
+  o.fusion_threshold_bytes = bucket;
+  AllreduceSync sync(c, o);
+  sync.start(*m, opt, {{"batch_size", batch}});
+  Batcher b(d.train.size(), batch, c.rank(), c.size(), seed);
+  b.start_epoch(0);
+  std::vector<float> x(batch * d.features());
+  std::vector<uint8_t> y(batch);
+  for (size_t s = 0; s < steps; ++s) {
+    gather_batch(b.indices(s), d.train.images.data(), d.train.labels.data(), d.features(), x.data(),
+                 y.data());
+    m->train_step(x.data(), y.data(), batch, [&](size_t o2, size_t n) { sync.ready(o2, n); });
+    sync.finish_step(*m, opt);
+    if (bucket < m->param_count() * sizeof(float)) {
+      EXPECT_GT(sync.last_step_buckets(), 1u);
+    }
+  }
+  return m;
+}
+
+TEST(AllreduceSync, RanksHoldBitwiseIdenticalParameters) {
+  const Dataset d = make_synthetic(400, 10, 3);
+  for (size_t bucket : {size_t(512), size_t(64) << 20}) {
+    auto m = train_ranks(d, 8, 12, bucket, 5);
+    const uint64_t h = fnv1a(m->params(), m->param_count());
+    std::vector<uint64_t> all(world().size());
+    world().allgather(&h, 1, all.data(), "hashes");
+    for (size_t r = 1; r < all.size(); ++r)
+      EXPECT_EQ(all[r], all[0]) << "rank " << r << " diverged (bucket " << bucket << ")";
+  }
+}
+
+TEST(AllreduceSync, MatchesOneRankAtTheGlobalBatch) {
+  auto& c = world();
+  const Dataset d = make_synthetic(300, 10, 4);
+  const size_t b = 6, steps = 10;
+  auto dist = train_ranks(d, b, steps, 1024, 9);
+  // The reference, computed in this process: one rank, batch w*b, same samples in the same order.
+  auto ref = build_mlp(d.features(), {24, 12}, 10);
+  ref->init(9);  // rank 0's initialization
+  Optimizer opt(OptimizerOptions{}, ref->param_count());
+  LocalSync local;
+  Batcher one(d.train.size(), b * c.size(), 0, 1, 9);
+  one.start_epoch(0);
+  std::vector<float> x(b * c.size() * d.features());
+  std::vector<uint8_t> y(b * c.size());
+  for (size_t s = 0; s < steps; ++s) {
+    gather_batch(one.indices(s), d.train.images.data(), d.train.labels.data(), d.features(),
+                 x.data(), y.data());
+    ref->train_step(x.data(), y.data(), b * c.size(), [](size_t, size_t) {});
+    local.finish_step(*ref, opt);
+  }
+  double max_diff = 0;
+  for (size_t i = 0; i < ref->param_count(); ++i)
+    max_diff = std::max(max_diff, double(std::fabs(ref->params()[i] - dist->params()[i])));
+  EXPECT_LT(max_diff, 1e-4) << "float tolerance";
+}
+
+TEST(AllreduceSync, ConsistencyCheckNamesRankAndField) {
+  auto& c = world();
+  const size_t bad = c.size() - 1;
+  nlohmann::json job = {{"batch_size", c.rank() == bad ? 32 : 50}, {"optimizer", "adam"}};
+  try {
+    check_job_consistency(c, job);
+    FAIL() << "no error on rank " << c.rank();
+  } catch (const ConsistencyError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("rank " + std::to_string(bad)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("batch_size"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("50"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("32"), std::string::npos) << msg;
+  }
+  // Agreement passes.
+  EXPECT_NO_THROW(check_job_consistency(c, {{"batch_size", 50}}));
+}
+
+}  // namespace
+}  // namespace dtrain
