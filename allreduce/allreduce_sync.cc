@@ -30,8 +30,10 @@ void check_job_consistency(Communicator& comm, const nlohmann::json& job) {
 AllreduceSync::AllreduceSync(Communicator& comm, AllreduceOptions opts)
     : comm_(comm), opts_(opts) {}
 
-void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& job) {
+void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
+                          uint64_t* resume) {
   check_job_consistency(comm_, job);
+  if (resume) comm_.broadcast(resume, 2 * sizeof(uint64_t), 0, "broadcast resume point");
   // Rank 0's parameters and optimizer state (after --resume too) become everybody's.
   comm_.broadcast(model.params(), model.param_count() * sizeof(float), 0, "broadcast parameters");
   comm_.broadcast(opt.state().data(), opt.state().size() * sizeof(float), 0,
@@ -125,8 +127,5 @@ void AllreduceSync::sum(double* values, size_t n) {
   comm_.allreduce(values, n, "metrics sum");
 }
 
-void AllreduceSync::broadcast(uint64_t* values, size_t n) {
-  comm_.broadcast(values, n * sizeof(uint64_t), 0, "broadcast resume point");
-}
 
 }  // namespace dtrain

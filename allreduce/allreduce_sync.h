@@ -30,11 +30,10 @@ class AllreduceSync : public GradientSync {
   std::string name() const override { return "allreduce"; }
   size_t rank() const override { return comm_.rank(); }
   size_t world() const override { return comm_.size(); }
-  void start(Model& model, Optimizer& opt, const nlohmann::json& job) override;
+  void start(Model& model, Optimizer& opt, const nlohmann::json& job, uint64_t* resume) override;
   void ready(size_t offset, size_t count) override;
   void finish_step(Model& model, Optimizer& opt) override;
   void sum(double* values, size_t n) override;
-  void broadcast(uint64_t* values, size_t n) override;
 
   // Buckets sent in the last step (for tests and the timeline).
   size_t last_step_buckets() const { return last_step_buckets_; }

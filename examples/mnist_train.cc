@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   try {
     dtrain::set_verbose(flags.verbose);
     dtrain::cpu::set_blas_threads(1);
+    if (auto code = dtrain::run_if_ps_task(flags)) return *code;
     sync = dtrain::make_sync(flags, argc, argv);
     dtrain::Dataset data =
         flags.synthetic_data

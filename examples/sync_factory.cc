@@ -1,30 +1,144 @@
 #include "examples/sync_factory.h"
 
+#include <zmq.hpp>
+
 #include "allreduce/allreduce_sync.h"
 #include "allreduce/mpi_communicator.h"
+#include "paramserver/client.h"
+#include "paramserver/curve.h"
+#include "paramserver/endpoints.h"
+#include "paramserver/server.h"
+#include "runtime/cluster_spec.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/model.h"
 
 namespace dtrain {
 
 namespace {
-// Owns the communicator its AllreduceSync uses.
-class OwningAllreduceSync : public AllreduceSync {
+// The communicator outlives the AllreduceSync that uses it: a base listed first is destroyed last.
+struct CommHolder {
+  std::unique_ptr<MpiCommunicator> owned_comm_;
+};
+class OwningAllreduceSync : private CommHolder, public AllreduceSync {
  public:
   OwningAllreduceSync(std::unique_ptr<MpiCommunicator> comm, AllreduceOptions o)
-      : AllreduceSync(*comm, o), comm_(std::move(comm)) {}
-  void abort_job(int code) override { comm_->abort(code); }
+      : CommHolder{std::move(comm)}, AllreduceSync(*owned_comm_, o) {}
+  void abort_job(int code) override { owned_comm_->abort(code); }
+};
+// The ZeroMQ context and keys outlive the sockets of the ParameterServerSync using them (a base
+// listed first is destroyed last; a context destroyed before its sockets blocks forever).
+struct PsResources {
+  zmq::context_t ctx{2};
+  std::optional<ps::CurveKeys> keys;
+};
+struct PsHolder {
+  std::unique_ptr<PsResources> res_;
+};
+class OwningPsSync : private PsHolder, public ps::ParameterServerSync {
+ public:
+  OwningPsSync(std::unique_ptr<PsResources> res, ps::ClientOptions o)
+      : PsHolder{std::move(res)}, ParameterServerSync(res_->ctx, fix(o, *res_)) {}
 
  private:
-  std::unique_ptr<MpiCommunicator> comm_;
+  static ps::ClientOptions fix(ps::ClientOptions o, PsResources& r) {
+    if (r.keys) o.curve = &*r.keys;
+    return o;
+  }
 };
+
+std::optional<ClusterSpec> tf_config_spec(const EnvConfig& env) {
+  if (!env.tf_config) return std::nullopt;
+  return parse_cluster_spec(*env.tf_config, "TF_CONFIG", /*require_task=*/true);
+}
+
+// What every ps task and worker of a job must agree on.
+nlohmann::json ps_job(const TrainFlags& f, size_t workers) {
+  auto m = build_mlp(784, {f.first_layer_neurons, f.second_layer_neurons}, 10);
+  Optimizer opt(f.optimizer, 0);
+  return {{"model", m->spec()}, {"optimizer", opt.spec()},
+          {"workers", workers}, {"batch_size", f.batch_size},
+          {"sync", f.ps_sync},  {"max_staleness", f.max_staleness}};
+}
+
+bool wants_ps(const TrainFlags& f, const EnvConfig& env) {
+  if (f.mode == "ps") return true;
+  if (f.mode != "auto" || !env.tf_config) return false;
+  auto spec = parse_cluster_spec(*env.tf_config, "TF_CONFIG", false);
+  return !spec.job("ps").empty();
+}
 }  // namespace
+
+std::optional<int> run_if_ps_task(const TrainFlags& flags) {
+  const EnvConfig env = read_env();
+  if (!wants_ps(flags, env)) return std::nullopt;
+  auto spec = tf_config_spec(env);
+  if (!spec)
+    throw InputError(
+        "--mode ps needs TF_CONFIG (a cluster with ps and worker tasks, and this task)");
+  validate_for_ps(*spec, "TF_CONFIG");
+  if (*spec->task_type == "evaluator")
+    throw InputError(
+        "TF_CONFIG: evaluator tasks are not supported by mnist_train (the chief evaluates)");
+  if (*spec->task_type != "ps") return std::nullopt;
+  set_log_identity("ps", spec->task_index, spec->job("ps").size());
+  zmq::context_t ctx(2);
+  std::optional<ps::CurveKeys> keys;
+  std::optional<ps::ZapHandler> zap;
+  ps::ServerOptions o;
+  o.name = detail::cat("ps:", spec->task_index, " (", spec->job("ps")[spec->task_index].str(), ")");
+  if (flags.secure) {
+    keys = ps::load_curve_keys(true);
+    zap.emplace(ctx, keys->client_public, o.name);
+    o.curve = &*keys;
+  }
+  o.bind = ps::tcp_endpoint(spec->job("ps")[spec->task_index]);
+  o.index = spec->task_index;
+  o.num_servers = spec->job("ps").size();
+  o.num_workers = spec->num_workers();
+  o.param_count =
+      build_mlp(784, {flags.first_layer_neurons, flags.second_layer_neurons}, 10)->param_count();
+  o.optimizer = flags.optimizer;
+  o.async = !flags.ps_sync;
+  o.max_staleness = flags.ps_sync ? 0 : flags.max_staleness;
+  o.start_timeout_s = flags.start_timeout_s;
+  o.step_timeout_s = flags.step_timeout_s;
+  o.job_id = env.job_id.value_or(ps::job_id_of(*spec));
+  o.job = ps_job(flags, o.num_workers);
+  ps::Server server(ctx, o);
+  server.run();
+  return 0;
+}
 
 std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char**& argv) {
   std::string mode = flags.mode;
   const EnvConfig env = read_env();
-  if (mode == "auto") mode = launched_by_mpi_with_peers() ? "allreduce" : "local";
+  if (mode == "auto")
+    mode = wants_ps(flags, env) ? "ps" : launched_by_mpi_with_peers() ? "allreduce" : "local";
+  if (mode == "ps") {
+    auto spec = tf_config_spec(env);
+    if (!spec)
+      throw InputError(
+          "--mode ps needs TF_CONFIG (a cluster with ps and worker tasks, and this task)");
+    validate_for_ps(*spec, "TF_CONFIG");
+    const size_t rank = spec->worker_rank();
+    set_log_identity(*spec->task_type, spec->task_index, spec->num_workers());
+    auto res = std::make_unique<PsResources>();
+    if (flags.secure) res->keys = ps::load_curve_keys(false);
+    ps::ClientOptions o;
+    for (size_t i = 0; i < spec->job("ps").size(); ++i) {
+      o.servers.push_back(ps::tcp_endpoint(spec->job("ps")[i]));
+      o.server_names.push_back(detail::cat("ps:", i, " (", spec->job("ps")[i].str(), ")"));
+    }
+    o.worker_rank = rank;
+    o.num_workers = spec->num_workers();
+    o.start_timeout_s = flags.start_timeout_s;
+    o.step_timeout_s = flags.step_timeout_s;
+    o.job_id = env.job_id.value_or(ps::job_id_of(*spec));
+    o.job = ps_job(flags, o.num_workers);
+    return std::make_unique<OwningPsSync>(std::move(res), o);
+  }
   if (mode == "local") {
     set_log_identity("worker", 0, 1);
     return std::make_unique<LocalSync>();

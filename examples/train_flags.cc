@@ -31,10 +31,10 @@ void add_train_flags(CLI::App& app, TrainFlags& f) {
       ->capture_default_str();
   app.add_flag("--resume", f.resume, "continue from output-dir/model/checkpoint.bin");
   app.add_option("--mode", f.mode,
-                 "auto, local or allreduce (auto: allreduce under mpirun with more than one rank, "
-                 "else local)")
+                 "auto, local, allreduce or ps (auto: allreduce under mpirun with more than one "
+                 "rank, ps when TF_CONFIG names ps tasks, else local)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "local", "allreduce"}));
+      ->check(CLI::IsMember({"auto", "local", "allreduce", "ps"}));
   app.add_option("--model", f.model, "mlp")->capture_default_str()->check(CLI::IsMember({"mlp"}));
   app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
   app.add_option("--timeline", f.timeline,
@@ -47,6 +47,22 @@ void add_train_flags(CLI::App& app, TrainFlags& f) {
   app.add_option("--synthetic-data", f.synthetic_data,
                  "train on this many generated samples instead of MNIST (testing)")
       ->capture_default_str();
+  app.add_flag("--ps-sync,!--ps-async", f.ps_sync,
+               "ps mode: synchronous updates (default), or asynchronous ones with --ps-async");
+  app.add_option("--max-staleness", f.max_staleness,
+                 "ps mode: with --ps-async, steps a worker may run ahead of the slowest (0: no "
+                 "bound)")
+      ->capture_default_str();
+  app.add_option("--start-timeout", f.start_timeout_s,
+                 "ps mode: seconds to wait for every task to come up")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--step-timeout", f.step_timeout_s,
+                 "ps mode: seconds a server or worker waits for a peer during training")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--secure", f.secure,
+               "ps mode: CURVE-encrypt and authenticate traffic (keys from DTRAIN_PS_* variables)");
 }
 
 }  // namespace dtrain

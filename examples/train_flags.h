@@ -21,13 +21,19 @@ struct TrainFlags {
   uint64_t seed = 42;
   std::string output_dir = "outputs";
   bool resume = false;
-  std::string mode = "auto";  // auto, local, allreduce
+  std::string mode = "auto";  // auto, local, allreduce, ps
   std::string model = "mlp";
   bool verbose = false;
   std::string timeline;
   double fusion_threshold_mb = -1;  // <0: DTRAIN_FUSION_THRESHOLD or the default
   size_t max_steps_per_epoch = 0;
   size_t synthetic_data = 0;  // >0: train on this many generated samples instead of MNIST
+  // parameter-server mode
+  bool ps_sync = true;
+  size_t max_staleness = 0;
+  double start_timeout_s = 60;
+  double step_timeout_s = 60;
+  bool secure = false;
 };
 
 void add_train_flags(CLI::App& app, TrainFlags& f);

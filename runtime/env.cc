@@ -31,7 +31,8 @@ EnvConfig read_env() {
   EnvConfig e;
   if (auto v = get("DTRAIN_FUSION_THRESHOLD"))
     e.fusion_threshold_bytes = parse_size("DTRAIN_FUSION_THRESHOLD", *v);
-  if (auto v = get("DTRAIN_TIMELINE_ALL_RANKS")) e.timeline_all_ranks = *v == "1";
+  e.tf_config = get("TF_CONFIG");
+  if (auto v = get("DTRAIN_JOB_ID")) e.job_id = parse_size("DTRAIN_JOB_ID", *v);
   return e;
 }
 

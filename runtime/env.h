@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -10,7 +11,8 @@ namespace dtrain {
 
 struct EnvConfig {
   std::optional<size_t> fusion_threshold_bytes;  // DTRAIN_FUSION_THRESHOLD (bytes)
-  bool timeline_all_ranks = false;               // DTRAIN_TIMELINE_ALL_RANKS=1
+  std::optional<std::string> tf_config;          // TF_CONFIG (TensorFlow's name, kept)
+  std::optional<uint64_t> job_id;                // DTRAIN_JOB_ID (the launcher sets one per job)
 };
 
 // Reads the environment (each call reads it afresh, so tests can set variables).

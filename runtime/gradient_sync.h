@@ -23,13 +23,13 @@ class GradientSync {
   virtual bool is_chief() const { return rank() == 0; }
   // Before the first step: every process must hold the same parameters and optimizer state, and
   // agree on `job` (model shape, batch size, optimizer...). Throws naming what disagrees.
-  virtual void start(Model& /*model*/, Optimizer& /*opt*/, const nlohmann::json& /*job*/) {}
+  // resume holds {epochs done, steps done}: the chief's values go in, every process's come out.
+  virtual void start(Model& /*model*/, Optimizer& /*opt*/, const nlohmann::json& /*job*/,
+                     uint64_t* /*resume*/) {}
   // Backward finished the gradients in [offset, offset + count).
   virtual void ready(size_t /*offset*/, size_t /*count*/) {}
   // All gradients of this step are final: combine them and update the parameters.
   virtual void finish_step(Model& model, Optimizer& opt) = 0;
-  // Every process takes the chief's n values.
-  virtual void broadcast(uint64_t* /*values*/, size_t /*n*/) {}
   // Sums n values over all workers in place (metrics).
   virtual void sum(double* /*values*/, size_t /*n*/) {}
   // Brings model and optimizer state up to date in this process before a checkpoint or the end.

@@ -86,8 +86,7 @@ TrainResult Trainer::run() {
                         {"epochs", opts_.epochs}};
   sync_.set_timeline(&timeline_);
   if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
-  sync_.start(model_, opt_, job);
-  sync_.broadcast(resume_point, 2);
+  sync_.start(model_, opt_, job, resume_point);
 
   Batcher batcher(data_.train.size(), opts_.batch_size, sync_.rank(), sync_.world(), opts_.seed);
   TrainResult result;

@@ -92,7 +92,7 @@ std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps,
   AllreduceOptions o;
   o.fusion_threshold_bytes = bucket;
   AllreduceSync sync(c, o);
-  sync.start(*m, opt, {{"batch_size", batch}});
+  sync.start(*m, opt, {{"batch_size", batch}}, nullptr);
   Batcher b(d.train.size(), batch, c.rank(), c.size(), seed);
   b.start_epoch(0);
   std::vector<float> x(batch * d.features());

@@ -1,0 +1,251 @@
+#include "paramserver/client.h"
+
+#include <cstring>
+#include <thread>
+
+#include "paramserver/curve.h"
+#include "runtime/log.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
+
+namespace dtrain::ps {
+
+namespace {
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+ParameterServerSync::ParameterServerSync(zmq::context_t& ctx, ClientOptions opts)
+    : ctx_(ctx), opts_(std::move(opts)) {
+  if (opts_.servers.empty()) throw InputError("parameter-server mode needs at least one ps task");
+  if (opts_.server_names.size() != opts_.servers.size()) opts_.server_names = opts_.servers;
+  for (size_t s = 0; s < opts_.servers.size(); ++s) {
+    zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
+    sock.set(zmq::sockopt::linger, 0);
+    if (opts_.curve) apply_client_curve(sock, *opts_.curve);
+    sock.connect(opts_.servers[s]);
+    socks_.push_back(std::move(sock));
+  }
+  expected_request_.assign(socks_.size(), 0);
+}
+
+std::vector<size_t> ParameterServerSync::all_servers() const {
+  std::vector<size_t> v(socks_.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = i;
+  return v;
+}
+
+void ParameterServerSync::send(size_t server, MsgType type, uint64_t step, uint64_t offset,
+                               const void* payload, size_t bytes, uint64_t count) {
+  Header h;
+  h.type = uint16_t(type);
+  h.job_id = opts_.job_id;
+  h.sender = uint32_t(opts_.worker_rank);
+  h.request = next_request_++;
+  h.step = step;
+  h.offset = offset;
+  h.count = count;
+  expected_request_[server] = h.request;
+  const std::string frame = encode(h, payload, bytes);
+  socks_[server].send(zmq::buffer(frame), zmq::send_flags::none);
+}
+
+std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
+    const std::vector<size_t>& servers, double timeout_s, const std::string& what) {
+  std::vector<Reply> out(socks_.size());
+  std::vector<bool> got(socks_.size(), true);
+  for (size_t s : servers) got[s] = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t left = servers.size();
+  std::vector<zmq::pollitem_t> items;
+  while (left > 0) {
+    items.clear();
+    std::vector<size_t> which;
+    for (size_t s : servers)
+      if (!got[s]) {
+        items.push_back({socks_[s].handle(), 0, ZMQ_POLLIN, 0});
+        which.push_back(s);
+      }
+    const double remaining = timeout_s - since(t0);
+    if (remaining <= 0) {
+      std::string silent;
+      for (size_t s : which) silent += (silent.empty() ? "" : ", ") + opts_.server_names[s];
+      throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": no answer from ",
+                                     silent, " within ", timeout_s, " s"));
+    }
+    zmq::poll(
+        items.data(), items.size(),
+        std::chrono::milliseconds(std::max<long>(1, std::min<long>(200, long(remaining * 1e3)))));
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!(items[i].revents & ZMQ_POLLIN)) continue;
+      const size_t s = which[i];
+      zmq::message_t msg;
+      if (!socks_[s].recv(msg, zmq::recv_flags::dontwait)) continue;
+      Message m;
+      try {
+        m = decode(msg.data(), msg.size());
+      } catch (const ProtocolError& e) {
+        throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": bad reply from ",
+                                    opts_.server_names[s], ": ", e.what()));
+      }
+      if (m.h.request != expected_request_[s]) continue;  // a stale answer to an earlier retry
+      if (m.type() == MsgType::kError)
+        throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": ",
+                                    opts_.server_names[s], " answered: ", std::string(m.payload)));
+      out[s].h = m.h;
+      out[s].payload.assign(m.payload.data(), m.payload.size());
+      got[s] = true;
+      --left;
+    }
+  }
+  return out;
+}
+
+void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
+                                uint64_t* resume) {
+  ranges_ = shard_ranges(model.param_count(), socks_.size());
+  const bool chief = opts_.worker_rank == 0;
+  nlohmann::json hello = opts_.job;
+  if (chief && resume) hello["resume"] = {resume[0], resume[1]};
+  (void)job;
+  const std::string hs = hello.dump();
+  // Tasks start in any order: say hello every half second until every server answers, or the
+  // start timeout passes and the error names who is missing.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<size_t> pending = all_servers();
+  std::vector<nlohmann::json> answers(socks_.size());
+  while (!pending.empty()) {
+    for (size_t s : pending) send(s, MsgType::kHello, 0, 0, hs.data(), hs.size(), hs.size());
+    std::vector<size_t> still;
+    try {
+      auto rs = wait_replies(pending, 0.5, "start-up");
+      for (size_t s : pending) answers[s] = nlohmann::json::parse(rs[s].payload);
+    } catch (const TimeoutError&) {
+      if (since(t0) > opts_.start_timeout_s) {
+        std::string missing;
+        for (size_t s : pending) {
+          zmq::pollitem_t it{socks_[s].handle(), 0, ZMQ_POLLIN, 0};
+          (void)it;
+          missing += (missing.empty() ? "" : ", ") + opts_.server_names[s];
+        }
+        throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": ps task(s) ", missing,
+                                       " did not answer within ", opts_.start_timeout_s,
+                                       " s (--start-timeout); are they running?"));
+      }
+      // Retry only those that did not answer: poll each once more without waiting.
+      for (size_t s : pending) {
+        zmq::pollitem_t it{socks_[s].handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&it, 1, std::chrono::milliseconds(0));
+        still.push_back(s);
+      }
+      pending = still;
+      continue;
+    }
+    pending.clear();
+  }
+  if (chief) {
+    // The chief's parameters and optimizer state (seeded, or from its checkpoint) become the
+    // servers'.
+    const size_t slots = opt.slots();
+    for (size_t s = 0; s < socks_.size(); ++s) {
+      const Range& r = ranges_[s];
+      std::vector<float> buf(r.count * (1 + slots));
+      std::memcpy(buf.data(), model.params() + r.offset, r.count * sizeof(float));
+      for (size_t k = 0; k < slots; ++k)
+        std::memcpy(buf.data() + r.count * (1 + k),
+                    opt.state().data() + k * model.param_count() + r.offset,
+                    r.count * sizeof(float));
+      send(s, MsgType::kInit, opt.steps(), r.offset, buf.data(), buf.size() * sizeof(float),
+           buf.size());
+    }
+    wait_replies(all_servers(), opts_.step_timeout_s, "initializing the servers");
+  } else {
+    // Wait until the chief has initialized every server, then take its parameters.
+    for (;;) {
+      bool all = true;
+      for (size_t s = 0; s < socks_.size(); ++s)
+        if (!answers[s].value("initialized", false)) all = false;
+      if (all) break;
+      if (since(t0) > opts_.start_timeout_s)
+        throw TimeoutError(detail::cat("worker ", opts_.worker_rank,
+                                       ": the chief did not initialize the servers within ",
+                                       opts_.start_timeout_s, " s (--start-timeout)"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      for (size_t s = 0; s < socks_.size(); ++s)
+        send(s, MsgType::kHello, 0, 0, hs.data(), hs.size(), hs.size());
+      auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "waiting for initialization");
+      for (size_t s = 0; s < socks_.size(); ++s) answers[s] = nlohmann::json::parse(rs[s].payload);
+    }
+    if (resume) {
+      resume[0] = answers[0]["resume"][0].get<uint64_t>();
+      resume[1] = answers[0]["resume"][1].get<uint64_t>();
+    }
+    for (size_t s = 0; s < socks_.size(); ++s)
+      send(s, MsgType::kPull, 0, ranges_[s].offset, nullptr, 0, 0);
+    auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "pulling parameters");
+    for (size_t s = 0; s < socks_.size(); ++s)
+      std::memcpy(model.params() + ranges_[s].offset, rs[s].payload.data(), rs[s].payload.size());
+  }
+  step_ = resume ? resume[1] : 0;
+  log_debug("worker ", opts_.worker_rank, " connected to ", socks_.size(), " ps task(s)");
+}
+
+void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
+  for (size_t s = 0; s < socks_.size(); ++s)
+    send(s, MsgType::kPush, step_, ranges_[s].offset, model.grads() + ranges_[s].offset,
+         ranges_[s].count * sizeof(float), ranges_[s].count);
+  auto rs =
+      wait_replies(all_servers(), opts_.step_timeout_s, detail::cat("step ", step_, " push/pull"));
+  for (size_t s = 0; s < socks_.size(); ++s) {
+    if (rs[s].payload.size() != ranges_[s].count * sizeof(float))
+      throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", opts_.server_names[s],
+                                  " sent ", rs[s].payload.size(), " bytes of parameters, expected ",
+                                  ranges_[s].count * sizeof(float)));
+    std::memcpy(model.params() + ranges_[s].offset, rs[s].payload.data(), rs[s].payload.size());
+  }
+  ++step_;
+}
+
+void ParameterServerSync::sum(double* values, size_t n) {
+  send(0, MsgType::kSum, sum_key_++, 0, values, n * sizeof(double), n);
+  auto rs = wait_replies({0}, opts_.step_timeout_s, "summing metrics");
+  if (rs[0].payload.size() != n * sizeof(double))
+    throw PeerError("metrics sum: reply of the wrong size");
+  std::memcpy(values, rs[0].payload.data(), n * sizeof(double));
+}
+
+void ParameterServerSync::gather_state(Model& model, Optimizer& opt) {
+  if (opts_.worker_rank != 0) return;  // only the chief checkpoints
+  const size_t slots = opt.slots();
+  for (size_t s = 0; s < socks_.size(); ++s)
+    send(s, MsgType::kGetState, 0, ranges_[s].offset, nullptr, 0, 0);
+  auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "fetching state for a checkpoint");
+  uint64_t steps = 0;
+  for (size_t s = 0; s < socks_.size(); ++s) {
+    const Range& r = ranges_[s];
+    if (rs[s].payload.size() != r.count * (1 + slots) * sizeof(float))
+      throw PeerError(detail::cat(opts_.server_names[s], " sent a state of the wrong size"));
+    const float* p = reinterpret_cast<const float*>(rs[s].payload.data());
+    std::memcpy(model.params() + r.offset, p, r.count * sizeof(float));
+    for (size_t k = 0; k < slots; ++k)
+      std::memcpy(opt.state().data() + k * model.param_count() + r.offset, p + r.count * (1 + k),
+                  r.count * sizeof(float));
+    steps = rs[s].h.step;
+  }
+  opt.set_steps(steps);
+}
+
+void ParameterServerSync::finish(bool ok) {
+  if (finished_) return;
+  finished_ = true;
+  for (size_t s = 0; s < socks_.size(); ++s) send(s, MsgType::kDone, step_, 0, nullptr, 0, 0);
+  if (!ok) return;
+  try {
+    wait_replies(all_servers(), 10, "saying done");
+  } catch (const Error& e) {
+    log_info("note: ", e.what());
+  }
+}
+
+}  // namespace dtrain::ps

@@ -1,0 +1,68 @@
+// ParameterServerSync: a worker's side of parameter-server mode, as a GradientSync. Each step it
+// pushes every server its range of the gradient, all at once, and each server answers with its
+// range of the updated parameters (sync: after all workers' pushes; async: at once), so one
+// round trip per server per step, the servers' traffic overlapped. The chief initializes the
+// servers from its (seeded or resumed) model; other workers wait until they are initialized.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "paramserver/protocol.h"
+#include "paramserver/sharding.h"
+#include "runtime/gradient_sync.h"
+
+namespace dtrain::ps {
+
+struct CurveKeys;
+
+struct ClientOptions {
+  std::vector<std::string> servers;       // endpoints, e.g. tcp://127.0.0.1:2222
+  std::vector<std::string> server_names;  // for errors: "ps:0 (127.0.0.1:2222)"
+  size_t worker_rank = 0, num_workers = 1;
+  double start_timeout_s = 60;
+  double step_timeout_s = 60;
+  uint64_t job_id = 0;
+  nlohmann::json job;  // must match the servers'
+  const CurveKeys* curve = nullptr;
+};
+
+class ParameterServerSync : public GradientSync {
+ public:
+  ParameterServerSync(zmq::context_t& ctx, ClientOptions opts);
+  std::string name() const override { return "ps"; }
+  size_t rank() const override { return opts_.worker_rank; }
+  size_t world() const override { return opts_.num_workers; }
+  void start(Model& model, Optimizer& opt, const nlohmann::json& job, uint64_t* resume) override;
+  void finish_step(Model& model, Optimizer& opt) override;
+  void sum(double* values, size_t n) override;
+  void gather_state(Model& model, Optimizer& opt) override;
+  void finish(bool ok) override;
+
+ private:
+  struct Reply {
+    Header h;
+    std::string payload;
+  };
+  void send(size_t server, MsgType type, uint64_t step, uint64_t offset, const void* payload,
+            size_t bytes, uint64_t count);
+  // Waits for the answer to the last request sent to each of `servers`; throws a TimeoutError
+  // naming the silent servers, or an Error with a server's error reply.
+  std::vector<Reply> wait_replies(const std::vector<size_t>& servers, double timeout_s,
+                                  const std::string& what);
+  std::vector<size_t> all_servers() const;
+
+  zmq::context_t& ctx_;
+  ClientOptions opts_;
+  std::vector<zmq::socket_t> socks_;
+  std::vector<uint32_t> expected_request_;
+  uint32_t next_request_ = 1;
+  std::vector<Range> ranges_;
+  uint64_t step_ = 0, sum_key_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace dtrain::ps

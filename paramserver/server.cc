@@ -1,0 +1,282 @@
+#include "paramserver/server.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "paramserver/curve.h"
+#include "runtime/log.h"
+
+namespace dtrain::ps {
+
+namespace {
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+Server::Server(zmq::context_t& ctx, ServerOptions opts)
+    : ctx_(ctx),
+      opts_(std::move(opts)),
+      range_(shard_ranges(opts_.param_count, opts_.num_servers).at(opts_.index)),
+      sock_(ctx, zmq::socket_type::router),
+      opt_(opts_.optimizer, range_.count),
+      params_(range_.count, 0.0f),
+      accum_(range_.count, 0.0f),
+      pushed_(opts_.num_workers, 0) {
+  sock_.set(zmq::sockopt::linger, 0);
+  sock_.set(zmq::sockopt::router_mandatory, 0);
+  if (opts_.curve) apply_server_curve(sock_, *opts_.curve);
+  try {
+    sock_.bind(opts_.bind);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EADDRINUSE)
+      throw InputError(detail::cat(opts_.name, ": cannot listen on ", opts_.bind,
+                                   ": the port is already in use"));
+    throw InputError(detail::cat(opts_.name, ": cannot listen on ", opts_.bind, ": ", e.what()));
+  }
+  log_debug(opts_.name, " serving parameters [", range_.offset, ", ", range_.offset + range_.count,
+            ") on ", opts_.bind,
+            opts_.async ? (opts_.max_staleness ? " (bounded staleness)" : " (async)") : " (sync)");
+}
+
+void Server::reply(const std::string& identity, const Header& req, MsgType type,
+                   const void* payload, size_t bytes, uint64_t count, uint64_t step) {
+  Header h;
+  h.type = uint16_t(type);
+  h.job_id = opts_.job_id;
+  h.sender = uint32_t(opts_.index);
+  h.request = req.request;
+  h.step = step == UINT64_MAX ? version_ : step;
+  h.offset = range_.offset;
+  h.count = count;
+  const std::string frame = encode(h, payload, bytes);
+  sock_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+  sock_.send(zmq::buffer(frame), zmq::send_flags::none);
+}
+
+void Server::reply_error(const std::string& identity, const Header& req, const std::string& why) {
+  reply(identity, req, MsgType::kError, why.data(), why.size(), why.size());
+}
+
+void Server::reply_params(const std::string& identity, const Header& req) {
+  reply(identity, req, MsgType::kParams, params_.data(), params_.size() * sizeof(float),
+        params_.size());
+}
+
+void Server::run() {
+  started_ = last_message_ = std::chrono::steady_clock::now();
+  for (;;) {
+    zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(200));
+    if (item.revents & ZMQ_POLLIN) {
+      std::vector<zmq::message_t> parts;
+      while (true) {
+        zmq::message_t part;
+        if (!sock_.recv(part, zmq::recv_flags::none)) break;
+        const bool more = part.more();
+        parts.push_back(std::move(part));
+        if (!more) break;
+      }
+      last_message_ = std::chrono::steady_clock::now();
+      if (parts.size() != 2) {
+        ++rejected_;
+        log_info(opts_.name, ": rejected a message of ", parts.size(), " frames (expected 1)");
+        continue;
+      }
+      const std::string identity = parts[0].to_string();
+      try {
+        Message m = decode(parts[1].data(), parts[1].size());
+        handle(identity, m);
+      } catch (const ProtocolError& e) {
+        ++rejected_;
+        log_info(opts_.name, ": rejected a bad frame: ", e.what());
+        Header h;
+        reply_error(identity, h, std::string("rejected: ") + e.what());
+      }
+      if (done_.size() == opts_.num_workers) {
+        log_debug(opts_.name, ": every worker is done; exiting");
+        return;
+      }
+    }
+    check_timeouts();
+  }
+}
+
+void Server::check_timeouts() {
+  if (worker_identity_.empty() && since(started_) > opts_.start_timeout_s)
+    throw TimeoutError(detail::cat(opts_.name, ": no worker connected within ",
+                                   opts_.start_timeout_s, " s (--start-timeout)"));
+  if (!opts_.async && !arrived_.empty() && since(step_started_) > opts_.step_timeout_s) {
+    std::string missing;
+    for (size_t w = 0; w < opts_.num_workers; ++w)
+      if (!arrived_.count(uint32_t(w)) && !done_.count(uint32_t(w)))
+        missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+    const std::string why =
+        detail::cat(opts_.name, ": step ", version_, ": no gradient from worker(s) ", missing,
+                    " after ", opts_.step_timeout_s, " s; the worker(s) may have died");
+    for (auto& [id, h] : waiting_) reply_error(id, h, why);
+    waiting_.clear();
+    throw TimeoutError(why);
+  }
+}
+
+void Server::handle(const std::string& identity, const Message& m) {
+  const Header& h = m.h;
+  if (h.job_id != opts_.job_id) {
+    ++rejected_;
+    log_info(opts_.name, ": rejected a ", type_name(h.type), " from another job (job id ", h.job_id,
+             ", this job is ", opts_.job_id, ")");
+    return reply_error(identity, h, "message from another job");
+  }
+  if (h.sender >= opts_.num_workers) {
+    ++rejected_;
+    log_info(opts_.name, ": rejected a ", type_name(h.type), " from sender ", h.sender,
+             " (this job has ", opts_.num_workers, " workers)");
+    return reply_error(identity, h,
+                       detail::cat("sender ", h.sender, " is not a worker of this job"));
+  }
+  const auto need_range = [&](size_t elems_per_param) {
+    if (h.offset != range_.offset || h.count != range_.count * elems_per_param) {
+      ++rejected_;
+      log_info(opts_.name, ": rejected a ", type_name(h.type), " from worker ", h.sender, " for [",
+               h.offset, ", +", h.count, "); this server owns [", range_.offset, ", +",
+               range_.count, ")");
+      reply_error(identity, h, "range does not match this server's shard");
+      return false;
+    }
+    return true;
+  };
+  switch (m.type()) {
+    case MsgType::kHello: {
+      auto j = nlohmann::json::parse(m.payload, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) return reply_error(identity, h, "hello: bad JSON");
+      for (auto it = opts_.job.begin(); it != opts_.job.end(); ++it) {
+        if (!j.contains(it.key()) || j[it.key()] != it.value()) {
+          const std::string why =
+              detail::cat(opts_.name, ": worker ", h.sender, " disagrees on ", it.key(),
+                          ": server has ", it.value().dump(), ", worker has ",
+                          j.contains(it.key()) ? j[it.key()].dump() : "nothing");
+          log_info(why);
+          return reply_error(identity, h, why);
+        }
+      }
+      worker_identity_[h.sender] = identity;
+      // The chief says where training resumes, so workers joining later start there too.
+      if (h.sender == 0 && j.contains("resume") && j["resume"].is_array() &&
+          j["resume"].size() == 2) {
+        resume_[0] = j["resume"][0].get<uint64_t>();
+        resume_[1] = j["resume"][1].get<uint64_t>();
+      }
+      const nlohmann::json r = {{"initialized", initialized_},
+                                {"resume", {resume_[0], resume_[1]}},
+                                {"offset", range_.offset},
+                                {"count", range_.count}};
+      const std::string s = r.dump();
+      return reply(identity, h, MsgType::kHelloOk, s.data(), s.size(), s.size());
+    }
+    case MsgType::kInit: {
+      const size_t slots = opt_.slots();
+      if (!need_range(1 + slots)) return;
+      std::memcpy(params_.data(), m.floats(), range_.count * sizeof(float));
+      std::memcpy(opt_.state().data(), m.floats() + range_.count,
+                  range_.count * slots * sizeof(float));
+      opt_.set_steps(h.step);
+      version_ = 0;
+      initialized_ = true;
+      return reply(identity, h, MsgType::kInitOk, nullptr, 0, 0);
+    }
+    case MsgType::kPull:
+      if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
+      return reply_params(identity, h);
+    case MsgType::kGetState: {
+      std::vector<float> s(params_);
+      s.insert(s.end(), opt_.state().begin(), opt_.state().end());
+      // The optimizer's step count rides in the header: Adam's bias correction needs it.
+      reply(identity, h, MsgType::kState, s.data(), s.size() * sizeof(float), s.size(),
+            opt_.steps());
+      return;
+    }
+    case MsgType::kPush: {
+      if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
+      if (!need_range(1)) return;
+      const float* g = m.floats();
+      if (!opts_.async) {
+        if (arrived_.count(h.sender)) {
+          ++rejected_;
+          return reply_error(identity, h,
+                             detail::cat("worker ", h.sender, " pushed twice for step ", version_));
+        }
+        if (arrived_.empty()) {
+          step_started_ = std::chrono::steady_clock::now();
+          std::memcpy(accum_.data(), g, range_.count * sizeof(float));
+        } else {
+          for (size_t i = 0; i < range_.count; ++i) accum_[i] += g[i];
+        }
+        arrived_.insert(h.sender);
+        waiting_.push_back({identity, h});
+        if (arrived_.size() + done_.size() >= opts_.num_workers) apply_sync_step();
+        return;
+      }
+      opt_.step(params_.data(), g, 1.0f);
+      ++version_;
+      pushed_[h.sender] = h.step + 1;
+      if (opts_.max_staleness == 0) return reply_params(identity, h);
+      stale_waiting_.push_back({identity, h});
+      release_stale_waiters();
+      return;
+    }
+    case MsgType::kSum: {
+      SumSlot& slot = sums_[h.step];
+      if (slot.values.empty()) slot.values.assign(h.count, 0.0);
+      if (slot.values.size() != h.count)
+        return reply_error(identity, h, "sum: every worker must send the same count");
+      for (size_t i = 0; i < h.count; ++i) slot.values[i] += m.doubles()[i];
+      slot.waiting.push_back({identity, h});
+      if (slot.waiting.size() + done_.size() >= opts_.num_workers) {
+        for (auto& [id, hh] : slot.waiting)
+          reply(id, hh, MsgType::kSumResult, slot.values.data(),
+                slot.values.size() * sizeof(double), slot.values.size());
+        sums_.erase(h.step);
+      }
+      return;
+    }
+    case MsgType::kDone:
+      done_.insert(h.sender);
+      if (h.sender == 0) chief_done_ = true;
+      reply(identity, h, MsgType::kDoneOk, nullptr, 0, 0);
+      // A finished worker no longer holds back the others.
+      if (!opts_.async && !arrived_.empty() && arrived_.size() + done_.size() >= opts_.num_workers)
+        apply_sync_step();
+      release_stale_waiters();
+      return;
+    default:
+      ++rejected_;
+      return reply_error(identity, h, detail::cat("unexpected ", type_name(h.type)));
+  }
+}
+
+void Server::apply_sync_step() {
+  opt_.step(params_.data(), accum_.data(), 1.0f / static_cast<float>(arrived_.size()));
+  ++version_;
+  for (auto& [id, h] : waiting_) reply_params(id, h);
+  waiting_.clear();
+  arrived_.clear();
+}
+
+void Server::release_stale_waiters() {
+  uint64_t slowest = UINT64_MAX;
+  for (size_t w = 0; w < opts_.num_workers; ++w)
+    if (!done_.count(uint32_t(w))) slowest = std::min(slowest, pushed_[w]);
+  auto it = stale_waiting_.begin();
+  while (it != stale_waiting_.end()) {
+    // The push for step t is answered once the slowest worker has pushed step t - S.
+    if (slowest == UINT64_MAX || it->second.step + 1 <= slowest + opts_.max_staleness) {
+      reply_params(it->first, it->second);
+      it = stale_waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace dtrain::ps

@@ -1,0 +1,91 @@
+// A parameter server owns one contiguous range of the flat parameter vector and runs the
+// runtime's optimizer on it.
+//   sync (default): waits for every worker's gradient for step t, averages them (folded into the
+//     optimizer's pass), applies once, then answers every worker's push with the new parameters.
+//   async: applies each push on arrival and answers at once.
+//   bounded staleness S > 0: async updates, but a worker's push for step t is answered only when
+//     the slowest worker has pushed step t - S, so nobody runs more than S steps ahead.
+// One ROUTER socket, one thread; a bad frame gets an error reply and a log line.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "paramserver/protocol.h"
+#include "paramserver/sharding.h"
+#include "runtime/optimizer.h"
+
+namespace dtrain::ps {
+
+struct CurveKeys;
+
+struct ServerOptions {
+  std::string bind;  // e.g. tcp://127.0.0.1:2222 or inproc://ps0
+  std::string name = "ps:0";
+  size_t index = 0, num_servers = 1, num_workers = 1;
+  size_t param_count = 0;
+  OptimizerOptions optimizer;
+  bool async = false;
+  size_t max_staleness = 0;  // > 0: stale-synchronous
+  double start_timeout_s = 60;
+  double step_timeout_s = 60;
+  uint64_t job_id = 0;
+  nlohmann::json job;  // what every worker's hello must agree with
+  const CurveKeys* curve = nullptr;
+};
+
+class Server {
+ public:
+  Server(zmq::context_t& ctx, ServerOptions opts);
+  // Serves until every worker has said done (returns), or fails (throws): a worker missing past
+  // the step timeout in sync mode, nobody arriving within the start timeout.
+  void run();
+  const Range& range() const { return range_; }
+  size_t rejected_frames() const { return rejected_; }
+
+ private:
+  void handle(const std::string& identity, const Message& m);
+  void reply(const std::string& identity, const Header& req, MsgType type, const void* payload,
+             size_t bytes, uint64_t count, uint64_t step = UINT64_MAX);
+  void reply_error(const std::string& identity, const Header& req, const std::string& why);
+  void reply_params(const std::string& identity, const Header& req);
+  void apply_sync_step();
+  void release_stale_waiters();
+  void check_timeouts();
+
+  zmq::context_t& ctx_;
+  ServerOptions opts_;
+  Range range_;
+  zmq::socket_t sock_;
+  Optimizer opt_;
+  std::vector<float> params_, accum_;
+  bool initialized_ = false;
+  uint64_t resume_[2] = {0, 0};
+  uint64_t version_ = 0;  // updates applied (sync: steps)
+  // sync: who pushed for the current step, and their pending replies
+  std::set<uint32_t> arrived_;
+  std::vector<std::pair<std::string, Header>> waiting_;
+  std::chrono::steady_clock::time_point step_started_;
+  // async with staleness: pushes answered later
+  std::vector<uint64_t> pushed_;  // per worker
+  std::vector<std::pair<std::string, Header>> stale_waiting_;
+  // sums over workers, by key
+  struct SumSlot {
+    std::vector<double> values;
+    std::vector<std::pair<std::string, Header>> waiting;
+  };
+  std::map<uint64_t, SumSlot> sums_;
+  std::map<uint32_t, std::string> worker_identity_;
+  std::set<uint32_t> done_;
+  bool chief_done_ = false;
+  size_t rejected_ = 0;
+  std::chrono::steady_clock::time_point started_, last_message_;
+};
+
+}  // namespace dtrain::ps
