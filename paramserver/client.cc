@@ -48,7 +48,11 @@ void ParameterServerSync::send(size_t server, MsgType type, uint64_t step, uint6
   h.count = count;
   expected_request_[server] = h.request;
   const std::string frame = encode(h, payload, bytes);
-  socks_[server].send(zmq::buffer(frame), zmq::send_flags::none);
+  // Never block: with no connection up (a server not started yet, a refused handshake) the send
+  // fails at once, and the caller's retry or timeout says what is missing.
+  if (!socks_[server].send(zmq::buffer(frame), zmq::send_flags::dontwait))
+    log_debug("worker ", opts_.worker_rank, ": ", opts_.server_names[server],
+              " is not connected yet; ", type_name(h.type), " not sent");
 }
 
 std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(

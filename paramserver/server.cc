@@ -197,8 +197,8 @@ void Server::handle(const std::string& identity, const Message& m) {
       return;
     }
     case MsgType::kPush: {
-      if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
       if (!need_range(1)) return;
+      if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
       const float* g = m.floats();
       if (!opts_.async) {
         if (arrived_.count(h.sender)) {

@@ -47,6 +47,8 @@ class Server {
   // the step timeout in sync mode, nobody arriving within the start timeout.
   void run();
   const Range& range() const { return range_; }
+  // The endpoint actually bound (resolves a wildcard port such as tcp://127.0.0.1:*).
+  std::string endpoint() const { return sock_.get(zmq::sockopt::last_endpoint); }
   size_t rejected_frames() const { return rejected_; }
 
  private:

@@ -1,0 +1,305 @@
+// Servers and workers in one process over inproc:// sockets: sync matches one process at the
+// global batch, async and bounded staleness train, start-up timeout, bad frames, --secure.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "paramserver/client.h"
+#include "paramserver/curve.h"
+#include "paramserver/server.h"
+#include "runtime/batcher.h"
+#include "runtime/dataset.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
+#include "tests/test_util.h"
+
+namespace dtrain::ps {
+namespace {
+
+const Dataset& data() {
+  static const Dataset d = make_synthetic(400, 100, 6);
+  return d;
+}
+
+struct Job {
+  size_t servers = 1, workers = 2, batch = 8, steps = 10;
+  bool async = false;
+  size_t staleness = 0;
+  std::string tag;
+  const CurveKeys* server_keys = nullptr;
+  const CurveKeys* client_keys = nullptr;
+  std::function<void(size_t worker, size_t step)> after_step;
+};
+
+std::string endpoint(const Job& j, size_t s) {
+  return "inproc://" + j.tag + std::to_string(s);
+}
+
+ServerOptions server_opts(const Job& j, size_t s, size_t params) {
+  ServerOptions o;
+  o.bind = endpoint(j, s);
+  o.name = "ps:" + std::to_string(s);
+  o.index = s;
+  o.num_servers = j.servers;
+  o.num_workers = j.workers;
+  o.param_count = params;
+  o.async = j.async;
+  o.max_staleness = j.staleness;
+  o.start_timeout_s = 20;
+  o.step_timeout_s = 20;
+  o.job_id = 5;
+  o.job = {{"batch_size", j.batch}};
+  o.curve = j.server_keys;
+  return o;
+}
+
+ClientOptions client_opts(const Job& j, size_t w) {
+  ClientOptions o;
+  for (size_t s = 0; s < j.servers; ++s) o.servers.push_back(endpoint(j, s));
+  o.worker_rank = w;
+  o.num_workers = j.workers;
+  o.start_timeout_s = 20;
+  o.step_timeout_s = 20;
+  o.job_id = 5;
+  o.job = {{"batch_size", j.batch}};
+  o.curve = j.client_keys;
+  return o;
+}
+
+// Runs the job; returns each worker's final parameters.
+std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  std::vector<std::unique_ptr<Server>> servers;
+  for (size_t s = 0; s < j.servers; ++s)
+    servers.push_back(std::make_unique<Server>(ctx, server_opts(j, s, params)));
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(j.servers + j.workers);
+  for (size_t s = 0; s < j.servers; ++s)
+    threads.emplace_back([&, s] {
+      try {
+        servers[s]->run();
+      } catch (...) {
+        errors[s] = std::current_exception();
+      }
+    });
+  std::vector<std::vector<float>> out(j.workers);
+  for (size_t w = 0; w < j.workers; ++w)
+    threads.emplace_back([&, w] {
+      try {
+        auto m = build_mlp(784, {16, 8}, 10);
+        m->init(w == 0 ? 3 : 1000 + w);  // only the chief's initialization counts
+        Optimizer opt(OptimizerOptions{}, m->param_count());
+        ParameterServerSync sync(ctx, client_opts(j, w));
+        uint64_t resume[2] = {0, 0};
+        sync.start(*m, opt, {}, resume);
+        Batcher b(data().train.size(), j.batch, w, j.workers, 3);
+        b.start_epoch(0);
+        std::vector<float> x(j.batch * 784);
+        std::vector<uint8_t> y(j.batch);
+        for (size_t s = 0; s < j.steps; ++s) {
+          gather_batch(b.indices(s), data().train.images.data(), data().train.labels.data(), 784,
+                       x.data(), y.data());
+          m->train_step(x.data(), y.data(), j.batch, [](size_t, size_t) {});
+          sync.finish_step(*m, opt);
+          if (j.after_step) j.after_step(w, s);
+        }
+        sync.gather_state(*m, opt);
+        out[w].assign(m->params(), m->params() + m->param_count());
+        sync.finish(true);
+      } catch (...) {
+        errors[j.servers + w] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return out;
+}
+
+TEST(PsInProcess, SyncMatchesOneProcessAtTheGlobalBatch) {
+  zmq::context_t ctx;
+  for (size_t servers : {1, 2}) {
+    Job j;
+    j.servers = servers;
+    j.tag = "sync" + std::to_string(servers) + "-";
+    auto got = run_job(ctx, j);
+    // Reference: one process, batch workers*b, the same samples in the same order.
+    auto ref = build_mlp(784, {16, 8}, 10);
+    ref->init(3);
+    Optimizer opt(OptimizerOptions{}, ref->param_count());
+    Batcher one(data().train.size(), j.batch * j.workers, 0, 1, 3);
+    one.start_epoch(0);
+    std::vector<float> x(j.batch * j.workers * 784);
+    std::vector<uint8_t> y(j.batch * j.workers);
+    for (size_t s = 0; s < j.steps; ++s) {
+      gather_batch(one.indices(s), data().train.images.data(), data().train.labels.data(), 784,
+                   x.data(), y.data());
+      ref->train_step(x.data(), y.data(), j.batch * j.workers, [](size_t, size_t) {});
+      opt.step(ref->params(), ref->grads());
+    }
+    for (size_t w = 0; w < j.workers; ++w) {
+      double max_diff = 0;
+      for (size_t i = 0; i < ref->param_count(); ++i)
+        max_diff = std::max(max_diff, double(std::fabs(got[w][i] - ref->params()[i])));
+      EXPECT_LT(max_diff, 1e-4) << servers << " servers, worker " << w;
+    }
+    EXPECT_EQ(got[0], got[1]) << "sync: workers end with the same parameters";
+  }
+}
+
+TEST(PsInProcess, AsyncTrains) {
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.servers = 2;
+  j.tag = "async-";
+  j.steps = 20;
+  auto got = run_job(ctx, j);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_FALSE(got[0].empty());
+}
+
+TEST(PsInProcess, BoundedStalenessHoldsTheFastWorkerBack) {
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.staleness = 2;
+  j.tag = "ssp-";
+  j.steps = 12;
+  std::atomic<size_t> done[2] = {0, 0};
+  std::atomic<size_t> max_gap{0};
+  j.after_step = [&](size_t w, size_t) {
+    done[w]++;
+    if (w == 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the slow one
+    const size_t a = done[0], b = done[1];
+    if (a > b) max_gap = std::max<size_t>(max_gap, a - b);
+  };
+  run_job(ctx, j);
+  EXPECT_LE(max_gap.load(), j.staleness + 1) << "the fast worker ran too far ahead";
+  EXPECT_GE(max_gap.load(), 1u) << "the fast worker was never ahead: not async at all";
+}
+
+TEST(PsInProcess, StartupTimeoutNamesTheMissingTask) {
+  zmq::context_t ctx;
+  Job j;
+  j.tag = "nobody-";
+  ClientOptions o = client_opts(j, 1);
+  o.server_names = {"ps:0 (10.1.2.3:2222)"};
+  o.start_timeout_s = 1;
+  ParameterServerSync sync(ctx, o);
+  auto m = build_mlp(784, {16, 8}, 10);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  uint64_t resume[2] = {0, 0};
+  try {
+    sync.start(*m, opt, {}, resume);
+    FAIL();
+  } catch (const TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("ps:0 (10.1.2.3:2222)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
+  zmq::context_t ctx;
+  Job j;
+  j.tag = "bad-";
+  j.workers = 1;
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  Server server(ctx, server_opts(j, 0, params));
+  std::exception_ptr err;
+  std::thread t([&] {
+    try {
+      server.run();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  });
+  {
+    zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+    raw.set(zmq::sockopt::linger, 0);
+    raw.connect(endpoint(j, 0));
+    raw.send(zmq::str_buffer("this is not a dtrain frame"), zmq::send_flags::none);
+    zmq::message_t reply;
+    ASSERT_TRUE(raw.recv(reply, zmq::recv_flags::none));
+    Message m = decode(reply.data(), reply.size());
+    EXPECT_EQ(m.type(), MsgType::kError);
+    // A well-formed push for a range this server does not own is refused too.
+    Header h;
+    h.type = uint16_t(MsgType::kPush);
+    h.job_id = 5;
+    h.offset = 10;
+    h.count = 2;
+    const float g[2] = {1, 2};
+    const std::string f = encode(h, g, sizeof(g));
+    raw.send(zmq::buffer(f), zmq::send_flags::none);
+    ASSERT_TRUE(raw.recv(reply, zmq::recv_flags::none));
+    EXPECT_EQ(decode(reply.data(), reply.size()).type(), MsgType::kError);
+  }
+  EXPECT_EQ(server.rejected_frames(), 2u);
+  // A real worker still trains against the same server.
+  auto m = build_mlp(784, {16, 8}, 10);
+  m->init(3);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  ParameterServerSync sync(ctx, client_opts(j, 0));
+  uint64_t resume[2] = {0, 0};
+  sync.start(*m, opt, {}, resume);
+  std::vector<float> x(8 * 784, 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+  std::vector<float> before(m->params(), m->params() + m->param_count());
+  sync.finish_step(*m, opt);
+  EXPECT_NE(before, std::vector<float>(m->params(), m->params() + m->param_count()));
+  sync.finish(true);
+  t.join();
+  if (err) std::rethrow_exception(err);
+}
+
+TEST(PsInProcess, SecureRefusesClientsWithoutTheJobsKey) {
+  if (!zmq_has("curve")) GTEST_SKIP() << "this libzmq has no CURVE support";
+  zmq::context_t ctx;
+  const CurveKeys keys = generate_curve_keys();
+  CurveKeys wrong = generate_curve_keys();
+  wrong.server_public = keys.server_public;  // knows the server, but not the job's client key
+  Job j;
+  j.tag = "secure-";
+  j.workers = 1;
+  j.steps = 3;
+  j.server_keys = &keys;
+  ZapHandler zap(ctx, keys.client_public, "ps:0");
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  // inproc skips CURVE, so the secure test goes over loopback TCP on a free port.
+  ServerOptions so = server_opts(j, 0, params);
+  so.bind = "tcp://127.0.0.1:*";
+  Server server(ctx, so);
+  const std::string ep = server.endpoint();
+  std::exception_ptr err;
+  std::thread t([&] {
+    try {
+      server.run();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  });
+  auto try_client = [&](const CurveKeys* k) {
+    ClientOptions o = client_opts(j, 0);
+    o.servers = {ep};
+    o.curve = k;
+    o.start_timeout_s = 1.5;
+    ParameterServerSync sync(ctx, o);
+    auto m = build_mlp(784, {16, 8}, 10);
+    Optimizer opt(OptimizerOptions{}, m->param_count());
+    uint64_t resume[2] = {0, 0};
+    sync.start(*m, opt, {}, resume);
+    sync.finish(true);
+  };
+  EXPECT_THROW(try_client(nullptr), TimeoutError) << "a plain client got through";
+  EXPECT_THROW(try_client(&wrong), TimeoutError) << "a client with the wrong key got through";
+  EXPECT_GE(zap.refused(), 1u);
+  EXPECT_NO_THROW(try_client(&keys));
+  t.join();
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace
+}  // namespace dtrain::ps
