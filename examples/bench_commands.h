@@ -16,6 +16,12 @@ struct TrainBenchOptions {
 };
 int run_train(const TrainBenchOptions& o);
 
+struct PsBenchOptions {
+  size_t servers = 1, workers = 1, rounds = 2000;
+  bool sync = false;
+};
+int run_ps(const PsBenchOptions& o);
+
 // Subcommands that live with the modes (allreduce, ps); they register themselves here.
 void register_extra_commands(CLI::App& app);
 int run_extra_commands(CLI::App& app);

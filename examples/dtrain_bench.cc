@@ -1,5 +1,7 @@
 // dtrain_bench: benchmarks as programs (DESIGN.md), one JSON object per measurement on stdout.
 //   dtrain_bench train      training samples/s of the MLP on one core (forward, backward, step)
+//   dtrain_bench allreduce  allreduce time, algbw and busbw over MPI (run under mpirun)
+//   dtrain_bench ps         push+pull round trips/s to parameter servers over ZeroMQ
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -20,6 +22,12 @@ int main(int argc, char** argv) {
   t->add_option("--optimizer", train.optimizer, "sgd, momentum, adam or rmsprop")
       ->capture_default_str();
   t->add_option("--threads", train.threads, "OpenBLAS threads")->capture_default_str();
+  dtrain::bench::PsBenchOptions psb;
+  auto* p = app.add_subcommand("ps", "push+pull round trips/s of the MLP's gradient over ZeroMQ");
+  p->add_option("--servers", psb.servers, "ps tasks")->capture_default_str();
+  p->add_option("--workers", psb.workers, "workers")->capture_default_str();
+  p->add_option("--rounds", psb.rounds, "timed round trips per worker")->capture_default_str();
+  p->add_flag("--sync", psb.sync, "servers wait for every worker each round");
   dtrain::bench::register_extra_commands(app);
   try {
     app.parse(argc, argv);
@@ -28,6 +36,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (t->parsed()) return dtrain::bench::run_train(train);
+    if (p->parsed()) return dtrain::bench::run_ps(psb);
     return dtrain::bench::run_extra_commands(app);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dtrain_bench: error: %s\n", e.what());

@@ -26,7 +26,7 @@ struct ClientOptions {
   double start_timeout_s = 60;
   double step_timeout_s = 60;
   uint64_t job_id = 0;
-  nlohmann::json job;  // must match the servers'
+  nlohmann::json job = nlohmann::json::object();  // must match the servers
   const CurveKeys* curve = nullptr;
 };
 

@@ -36,7 +36,7 @@ struct ServerOptions {
   double start_timeout_s = 60;
   double step_timeout_s = 60;
   uint64_t job_id = 0;
-  nlohmann::json job;  // what every worker's hello must agree with
+  nlohmann::json job = nlohmann::json::object();  // what every worker hello must agree with
   const CurveKeys* curve = nullptr;
 };
 

@@ -26,11 +26,13 @@ std::set<std::string> readme_flags(const std::string& heading) {
   std::string line;
   bool in_section = false;
   std::set<std::string> out;
-  const std::regex flag(R"(^\| *`(--[a-z0-9-]+))");
+  const std::regex flag(R"(`(--[a-z0-9-]+)`)");
   while (std::getline(in, line)) {
     if (line.rfind("#", 0) == 0) in_section = line.find(heading) != std::string::npos;
-    std::smatch m;
-    if (in_section && std::regex_search(line, m, flag)) out.insert(m[1]);
+    if (!in_section || line.rfind("|", 0) != 0) continue;
+    const std::string first_cell = line.substr(1, line.find('|', 1) - 1);
+    for (std::sregex_iterator it(first_cell.begin(), first_cell.end(), flag), end; it != end; ++it)
+      out.insert((*it)[1]);
   }
   return out;
 }
