@@ -37,7 +37,7 @@ std::vector<size_t> ParameterServerSync::all_servers() const {
 }
 
 void ParameterServerSync::send(size_t server, MsgType type, uint64_t step, uint64_t offset,
-                               const void* payload, size_t bytes, uint64_t count) {
+                               const void* payload, size_t bytes, uint64_t count, bool zero_copy) {
   Header h;
   h.type = uint16_t(type);
   h.job_id = opts_.job_id;
@@ -47,10 +47,21 @@ void ParameterServerSync::send(size_t server, MsgType type, uint64_t step, uint6
   h.offset = offset;
   h.count = count;
   expected_request_[server] = h.request;
-  const std::string frame = encode(h, payload, bytes);
   // Never block: with no connection up (a server not started yet, a refused handshake) the send
   // fails at once, and the caller's retry or timeout says what is missing.
-  if (!socks_[server].send(zmq::buffer(frame), zmq::send_flags::dontwait))
+  zmq::socket_t& sock = socks_[server];
+  bool sent =
+      sock.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+          .has_value();
+  if (sent) {
+    if (zero_copy && bytes > 0) {
+      zmq::message_t body(const_cast<void*>(payload), bytes, nullptr, nullptr);
+      sock.send(body, zmq::send_flags::none);
+    } else {
+      sock.send(zmq::buffer(payload, bytes), zmq::send_flags::none);
+    }
+  }
+  if (!sent)
     log_debug("worker ", opts_.worker_rank, ": ", opts_.server_names[server],
               " is not connected yet; ", type_name(h.type), " not sent");
 }
@@ -84,11 +95,17 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
     for (size_t i = 0; i < items.size(); ++i) {
       if (!(items[i].revents & ZMQ_POLLIN)) continue;
       const size_t s = which[i];
-      zmq::message_t msg;
-      if (!socks_[s].recv(msg, zmq::recv_flags::dontwait)) continue;
+      zmq::message_t head, body;
+      if (!socks_[s].recv(head, zmq::recv_flags::dontwait)) continue;
+      if (head.more()) (void)socks_[s].recv(body, zmq::recv_flags::none);
+      while (body.more()) {  // more frames than a message has: drain them, then reject
+        zmq::message_t extra;
+        (void)socks_[s].recv(extra, zmq::recv_flags::none);
+        if (!extra.more()) break;
+      }
       Message m;
       try {
-        m = decode(msg.data(), msg.size());
+        m = decode(head.data(), head.size(), body.data(), body.size());
       } catch (const ProtocolError& e) {
         throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": bad reply from ",
                                     opts_.server_names[s], ": ", e.what()));
@@ -98,7 +115,10 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
         throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": ",
                                     opts_.server_names[s], " answered: ", std::string(m.payload)));
       out[s].h = m.h;
-      out[s].payload.assign(m.payload.data(), m.payload.size());
+      // Small messages live inside the message object itself, so the view is taken after the move.
+      out[s].body = std::move(body);
+      out[s].payload =
+          std::string_view(static_cast<const char*>(out[s].body.data()), out[s].body.size());
       got[s] = true;
       --left;
     }
@@ -124,7 +144,7 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
     std::vector<size_t> still;
     try {
       auto rs = wait_replies(pending, 0.5, "start-up");
-      for (size_t s : pending) answers[s] = nlohmann::json::parse(rs[s].payload);
+      for (size_t s : pending) answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
     } catch (const TimeoutError&) {
       if (since(t0) > opts_.start_timeout_s) {
         std::string missing;
@@ -179,7 +199,8 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
       for (size_t s = 0; s < socks_.size(); ++s)
         send(s, MsgType::kHello, 0, 0, hs.data(), hs.size(), hs.size());
       auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "waiting for initialization");
-      for (size_t s = 0; s < socks_.size(); ++s) answers[s] = nlohmann::json::parse(rs[s].payload);
+      for (size_t s = 0; s < socks_.size(); ++s)
+        answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
     }
     if (resume) {
       resume[0] = answers[0]["resume"][0].get<uint64_t>();
@@ -197,8 +218,9 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
 
 void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
   for (size_t s = 0; s < socks_.size(); ++s)
+    // Zero-copy: the gradient buffer is not touched again before the server's answer.
     send(s, MsgType::kPush, step_, ranges_[s].offset, model.grads() + ranges_[s].offset,
-         ranges_[s].count * sizeof(float), ranges_[s].count);
+         ranges_[s].count * sizeof(float), ranges_[s].count, /*zero_copy=*/true);
   auto rs =
       wait_replies(all_servers(), opts_.step_timeout_s, detail::cat("step ", step_, " push/pull"));
   for (size_t s = 0; s < socks_.size(); ++s) {

@@ -45,10 +45,12 @@ class ParameterServerSync : public GradientSync {
  private:
   struct Reply {
     Header h;
-    std::string payload;
+    zmq::message_t body;
+    std::string_view payload;  // into body
   };
+  // zero_copy: ZeroMQ sends straight from `payload`, which must not change until the reply.
   void send(size_t server, MsgType type, uint64_t step, uint64_t offset, const void* payload,
-            size_t bytes, uint64_t count);
+            size_t bytes, uint64_t count, bool zero_copy = false);
   // Waits for the answer to the last request sent to each of `servers`; throws a TimeoutError
   // naming the silent servers, or an Error with a server's error reply.
   std::vector<Reply> wait_replies(const std::vector<size_t>& servers, double timeout_s,

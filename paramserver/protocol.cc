@@ -37,8 +37,17 @@ Message decode(const void* frame, size_t size) {
   if (size < sizeof(Header))
     throw ProtocolError(detail::cat("frame of ", size, " bytes is shorter than the ",
                                     sizeof(Header), "-byte header"));
+  return decode(frame, sizeof(Header), static_cast<const char*>(frame) + sizeof(Header),
+                size - sizeof(Header));
+}
+
+Message decode(const void* header, size_t header_size, const void* payload_ptr,
+               size_t payload_size) {
+  if (header_size != sizeof(Header))
+    throw ProtocolError(
+        detail::cat("header frame of ", header_size, " bytes, expected ", sizeof(Header)));
   Message m;
-  std::memcpy(&m.h, frame, sizeof(Header));
+  std::memcpy(&m.h, header, sizeof(Header));
   if (m.h.magic != kMagic)
     throw ProtocolError(detail::cat("bad magic 0x", std::hex, m.h.magic, " (not a dtrain frame)"));
   if (m.h.version != kVersion)
@@ -46,7 +55,7 @@ Message decode(const void* frame, size_t size) {
         detail::cat("protocol version ", m.h.version, ", this build speaks ", kVersion));
   if (m.h.type < uint16_t(MsgType::kHello) || m.h.type > uint16_t(MsgType::kError))
     throw ProtocolError(detail::cat("unknown message type ", m.h.type));
-  const size_t payload = size - sizeof(Header);
+  const size_t payload = payload_size;
   if (payload > kMaxPayloadBytes)
     throw ProtocolError(detail::cat("payload of ", payload, " bytes exceeds the limit"));
   const size_t es = element_size(m.type());
@@ -56,7 +65,7 @@ Message decode(const void* frame, size_t size) {
                                     " bytes"));
   if (m.h.offset > (uint64_t(1) << 40))
     throw ProtocolError(detail::cat("offset ", m.h.offset, " is out of any model's range"));
-  m.payload = std::string_view(static_cast<const char*>(frame) + sizeof(Header), payload);
+  m.payload = std::string_view(static_cast<const char*>(payload_ptr), payload);
   return m;
 }
 

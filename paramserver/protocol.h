@@ -1,8 +1,9 @@
-// The parameter-server wire protocol: one ZeroMQ frame per message, a fixed 48-byte header
-// (little-endian) and a payload. Every received frame goes through decode(), which checks magic,
-// version, type, lengths and that the payload matches the header, before anything reads it; range
-// and sender checks against the server's own state follow in the server. A bad frame is an error
-// reply and a log line, never a crash or an out-of-bounds write.
+// The parameter-server wire protocol: a message is two ZeroMQ frames, a fixed 48-byte header
+// (little-endian) and a payload, so a payload can be sent from and received into its buffer
+// without being copied into a combined frame first. Every received frame goes through decode(),
+// which checks magic, version, type, lengths and that the payload matches the header, before
+// anything reads it; range and sender checks against the server's own state follow in the server. A
+// bad frame is an error reply and a log line, never a crash or an out-of-bounds write.
 #pragma once
 
 #include <cstddef>
@@ -64,8 +65,11 @@ struct Message {
   const double* doubles() const { return reinterpret_cast<const double*>(payload.data()); }
 };
 
+// Header and payload in one buffer (tests, and a one-frame message).
 std::string encode(const Header& h, const void* payload, size_t payload_bytes);
-// Throws ProtocolError saying what is wrong with the frame.
+// Throws ProtocolError saying what is wrong with the frames.
+Message decode(const void* header, size_t header_size, const void* payload, size_t payload_size);
+// The same for header and payload in one buffer.
 Message decode(const void* frame, size_t size);
 // Largest payload accepted: a whole model's parameters and Adam state, with room to spare.
 constexpr size_t kMaxPayloadBytes = size_t(1) << 31;

@@ -40,7 +40,8 @@ Server::Server(zmq::context_t& ctx, ServerOptions opts)
 }
 
 void Server::reply(const std::string& identity, const Header& req, MsgType type,
-                   const void* payload, size_t bytes, uint64_t count, uint64_t step) {
+                   const void* payload, size_t bytes, uint64_t count, uint64_t step,
+                   bool zero_copy) {
   Header h;
   h.type = uint16_t(type);
   h.job_id = opts_.job_id;
@@ -49,9 +50,14 @@ void Server::reply(const std::string& identity, const Header& req, MsgType type,
   h.step = step == UINT64_MAX ? version_ : step;
   h.offset = range_.offset;
   h.count = count;
-  const std::string frame = encode(h, payload, bytes);
   sock_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-  sock_.send(zmq::buffer(frame), zmq::send_flags::none);
+  sock_.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore);
+  if (zero_copy && bytes > 0) {
+    zmq::message_t body(const_cast<void*>(payload), bytes, nullptr, nullptr);
+    sock_.send(body, zmq::send_flags::none);
+  } else {
+    sock_.send(zmq::buffer(payload, bytes), zmq::send_flags::none);
+  }
 }
 
 void Server::reply_error(const std::string& identity, const Header& req, const std::string& why) {
@@ -59,8 +65,11 @@ void Server::reply_error(const std::string& identity, const Header& req, const s
 }
 
 void Server::reply_params(const std::string& identity, const Header& req) {
+  // In sync mode the parameters change only after every worker has pushed again, which each does
+  // only after receiving this reply whole: ZeroMQ may send them without a copy. Async updates can
+  // come at any time, so there they are copied.
   reply(identity, req, MsgType::kParams, params_.data(), params_.size() * sizeof(float),
-        params_.size());
+        params_.size(), UINT64_MAX, /*zero_copy=*/!opts_.async);
 }
 
 void Server::run() {
@@ -78,14 +87,17 @@ void Server::run() {
         if (!more) break;
       }
       last_message_ = std::chrono::steady_clock::now();
-      if (parts.size() != 2) {
+      if (parts.size() != 2 && parts.size() != 3) {
         ++rejected_;
-        log_info(opts_.name, ": rejected a message of ", parts.size(), " frames (expected 1)");
+        log_info(opts_.name, ": rejected a message of ", parts.size() - 1,
+                 " frames (expected header and payload)");
         continue;
       }
       const std::string identity = parts[0].to_string();
       try {
-        Message m = decode(parts[1].data(), parts[1].size());
+        Message m = parts.size() == 3
+                        ? decode(parts[1].data(), parts[1].size(), parts[2].data(), parts[2].size())
+                        : decode(parts[1].data(), parts[1].size());
         handle(identity, m);
       } catch (const ProtocolError& e) {
         ++rejected_;

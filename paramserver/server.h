@@ -53,8 +53,9 @@ class Server {
 
  private:
   void handle(const std::string& identity, const Message& m);
+  // zero_copy: ZeroMQ sends straight from `payload`, which must not change until sent.
   void reply(const std::string& identity, const Header& req, MsgType type, const void* payload,
-             size_t bytes, uint64_t count, uint64_t step = UINT64_MAX);
+             size_t bytes, uint64_t count, uint64_t step = UINT64_MAX, bool zero_copy = false);
   void reply_error(const std::string& identity, const Header& req, const std::string& why);
   void reply_params(const std::string& identity, const Header& req);
   void apply_sync_step();

@@ -220,10 +220,15 @@ TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
     raw.set(zmq::sockopt::linger, 0);
     raw.connect(endpoint(j, 0));
     raw.send(zmq::str_buffer("this is not a dtrain frame"), zmq::send_flags::none);
-    zmq::message_t reply;
-    ASSERT_TRUE(raw.recv(reply, zmq::recv_flags::none));
-    Message m = decode(reply.data(), reply.size());
-    EXPECT_EQ(m.type(), MsgType::kError);
+    // Replies are two frames: header, payload.
+    auto recv_reply = [&raw] {
+      zmq::message_t head, body;
+      EXPECT_TRUE(raw.recv(head, zmq::recv_flags::none));
+      EXPECT_TRUE(head.more());
+      EXPECT_TRUE(raw.recv(body, zmq::recv_flags::none));
+      return decode(head.data(), head.size(), body.data(), body.size()).type();
+    };
+    EXPECT_EQ(recv_reply(), MsgType::kError);
     // A well-formed push for a range this server does not own is refused too.
     Header h;
     h.type = uint16_t(MsgType::kPush);
@@ -233,8 +238,7 @@ TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
     const float g[2] = {1, 2};
     const std::string f = encode(h, g, sizeof(g));
     raw.send(zmq::buffer(f), zmq::send_flags::none);
-    ASSERT_TRUE(raw.recv(reply, zmq::recv_flags::none));
-    EXPECT_EQ(decode(reply.data(), reply.size()).type(), MsgType::kError);
+    EXPECT_EQ(recv_reply(), MsgType::kError);
   }
   EXPECT_EQ(server.rejected_frames(), 2u);
   // A real worker still trains against the same server.
