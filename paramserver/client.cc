@@ -4,17 +4,12 @@
 #include <thread>
 
 #include "paramserver/curve.h"
+#include "paramserver/zmq_util.h"
 #include "runtime/log.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 
 namespace dtrain::ps {
-
-namespace {
-double since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-}  // namespace
 
 ParameterServerSync::ParameterServerSync(zmq::context_t& ctx, ClientOptions opts)
     : ctx_(ctx), opts_(std::move(opts)) {
@@ -82,7 +77,7 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
         items.push_back({socks_[s].handle(), 0, ZMQ_POLLIN, 0});
         which.push_back(s);
       }
-    const double remaining = timeout_s - since(t0);
+    const double remaining = timeout_s - seconds_since(t0);
     if (remaining <= 0) {
       std::string silent;
       for (size_t s : which) silent += (silent.empty() ? "" : ", ") + opts_.server_names[s];
@@ -141,30 +136,18 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
   std::vector<nlohmann::json> answers(socks_.size());
   while (!pending.empty()) {
     for (size_t s : pending) send(s, MsgType::kHello, 0, 0, hs.data(), hs.size(), hs.size());
-    std::vector<size_t> still;
     try {
       auto rs = wait_replies(pending, 0.5, "start-up");
       for (size_t s : pending) answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
     } catch (const TimeoutError&) {
-      if (since(t0) > opts_.start_timeout_s) {
+      if (seconds_since(t0) > opts_.start_timeout_s) {
         std::string missing;
-        for (size_t s : pending) {
-          zmq::pollitem_t it{socks_[s].handle(), 0, ZMQ_POLLIN, 0};
-          (void)it;
-          missing += (missing.empty() ? "" : ", ") + opts_.server_names[s];
-        }
+        for (size_t s : pending) missing += (missing.empty() ? "" : ", ") + opts_.server_names[s];
         throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": ps task(s) ", missing,
                                        " did not answer within ", opts_.start_timeout_s,
                                        " s (--start-timeout); are they running?"));
       }
-      // Retry only those that did not answer: poll each once more without waiting.
-      for (size_t s : pending) {
-        zmq::pollitem_t it{socks_[s].handle(), 0, ZMQ_POLLIN, 0};
-        zmq::poll(&it, 1, std::chrono::milliseconds(0));
-        still.push_back(s);
-      }
-      pending = still;
-      continue;
+      continue;  // say hello again; answering twice is harmless
     }
     pending.clear();
   }
@@ -191,7 +174,7 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
       for (size_t s = 0; s < socks_.size(); ++s)
         if (!answers[s].value("initialized", false)) all = false;
       if (all) break;
-      if (since(t0) > opts_.start_timeout_s)
+      if (seconds_since(t0) > opts_.start_timeout_s)
         throw TimeoutError(detail::cat("worker ", opts_.worker_rank,
                                        ": the chief did not initialize the servers within ",
                                        opts_.start_timeout_s, " s (--start-timeout)"));

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 
+#include "paramserver/zmq_util.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -86,14 +87,7 @@ void ZapHandler::loop() {
     zmq::poll(&item, 1, std::chrono::milliseconds(100));
     if (!(item.revents & ZMQ_POLLIN)) continue;
     // ZAP request: version, request id, domain, address, identity, mechanism, credentials...
-    std::vector<zmq::message_t> req;
-    while (true) {
-      zmq::message_t m;
-      if (!sock_.recv(m, zmq::recv_flags::none)) break;
-      const bool more = m.more();
-      req.push_back(std::move(m));
-      if (!more) break;
-    }
+    std::vector<zmq::message_t> req = recv_multipart(sock_);
     std::string status = "400", text = "refused";
     if (req.size() >= 7 && req[5].to_string() == "CURVE" && req[6].size() == 32) {
       char z85[41];

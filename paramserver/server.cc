@@ -4,15 +4,10 @@
 #include <cstring>
 
 #include "paramserver/curve.h"
+#include "paramserver/zmq_util.h"
 #include "runtime/log.h"
 
 namespace dtrain::ps {
-
-namespace {
-double since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-}  // namespace
 
 Server::Server(zmq::context_t& ctx, ServerOptions opts)
     : ctx_(ctx),
@@ -78,14 +73,7 @@ void Server::run() {
     zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(200));
     if (item.revents & ZMQ_POLLIN) {
-      std::vector<zmq::message_t> parts;
-      while (true) {
-        zmq::message_t part;
-        if (!sock_.recv(part, zmq::recv_flags::none)) break;
-        const bool more = part.more();
-        parts.push_back(std::move(part));
-        if (!more) break;
-      }
+      std::vector<zmq::message_t> parts = recv_multipart(sock_);
       last_message_ = std::chrono::steady_clock::now();
       if (parts.size() != 2 && parts.size() != 3) {
         ++rejected_;
@@ -115,10 +103,10 @@ void Server::run() {
 }
 
 void Server::check_timeouts() {
-  if (worker_identity_.empty() && since(started_) > opts_.start_timeout_s)
+  if (worker_identity_.empty() && seconds_since(started_) > opts_.start_timeout_s)
     throw TimeoutError(detail::cat(opts_.name, ": no worker connected within ",
                                    opts_.start_timeout_s, " s (--start-timeout)"));
-  if (!opts_.async && !arrived_.empty() && since(step_started_) > opts_.step_timeout_s) {
+  if (!opts_.async && !arrived_.empty() && seconds_since(step_started_) > opts_.step_timeout_s) {
     std::string missing;
     for (size_t w = 0; w < opts_.num_workers; ++w)
       if (!arrived_.count(uint32_t(w)) && !done_.count(uint32_t(w)))
