@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
   }
   try {
     if (t->parsed()) return dtrain::bench::run_train(train);

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
   }
   std::unique_ptr<dtrain::GradientSync> sync;
   // Ends the job: an error all ranks share exits normally; one only this rank has takes the

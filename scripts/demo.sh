@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: installs what is missing, builds, fetches MNIST, and runs a
-# local multi-process training run (2 allreduce ranks through mpirun), then prints where its
-# outputs went.
+# The main job on a fresh machine: installs what is missing, builds, fetches MNIST, and runs two
+# local multi-process training jobs through the launcher on real MNIST:
+#   1. allreduce: 2 ranks (dtrainrun -np 2)
+#   2. parameter servers: 1 ps + 2 workers (dtrainrun --mode ps)
+# and prints each one's test accuracy, samples/s, and where its outputs/ and logs/ went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 scripts/get-mnist.sh
 out="${DTRAIN_DEMO_OUTPUT:-demo-output}"
+epochs="${DTRAIN_DEMO_EPOCHS:-3}"
 rm -rf "$out"
-mpi=(mpirun --oversubscribe --bind-to none)
-[[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
+mkdir -p "$out/allreduce" "$out/ps"
+
+report() {  # name dir
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+name, d = sys.argv[1], sys.argv[2]
+lines = [l for l in open(d + "/console") if '"event":"summary"' in l]
+s = json.loads(lines[-1].split("] ", 1)[1])
+print(f"{name}: test accuracy {s['test_accuracy']*100:.2f}%, "
+      f"{s['samples_per_sec']:,.0f} samples/s over {s['world_size']} workers")
+print(f"  outputs: {d}/outputs (metrics.jsonl, model/checkpoint.bin, model/model.json)")
+print(f"  logs:    {d}/logs (one folder per task)")
+PY
+}
 
 echo
-echo "== allreduce: 2 ranks x batch 50, 3 epochs on MNIST (mpirun -np 2 build/bin/mnist_train --mode allreduce)"
-mkdir -p "$out/allreduce/logs"
-"${mpi[@]}" -np 2 build/bin/mnist_train --mode allreduce --data-folder data/mnist --epochs 3 \
-  --output-dir "$out/allreduce/outputs" 2> >(tee "$out/allreduce/logs/stderr" >&2) |
-  tee "$out/allreduce/logs/stdout"
-summary="$(tail -n 1 "$out/allreduce/logs/stdout")"
-python3 - "$summary" "$out/allreduce" <<'PY'
-import json, sys
-s = json.loads(sys.argv[1])
-print(f"\nallreduce: test accuracy {s['test_accuracy']*100:.2f}%, "
-      f"{s['samples_per_sec']:,.0f} samples/s over {s['world_size']} ranks")
-print(f"  outputs: {sys.argv[2]}/outputs (metrics.jsonl, model/checkpoint.bin, model/model.json)")
-print(f"  logs:    {sys.argv[2]}/logs")
-PY
+echo "== 1/2 allreduce: dtrainrun -np 2 -- build/bin/mnist_train ($epochs epochs, batch 50 per rank)"
+build/bin/dtrainrun -np 2 --output-dir "$out/allreduce" -- build/bin/mnist_train \
+  --data-folder data/mnist --epochs "$epochs" --output-dir "$out/allreduce/outputs" 2>&1 |
+  tee "$out/allreduce/console"
+
+echo
+echo "== 2/2 parameter servers: dtrainrun --mode ps --num-ps 1 --num-workers 2 -- build/bin/mnist_train"
+build/bin/dtrainrun --mode ps --num-ps 1 --num-workers 2 --output-dir "$out/ps" -- \
+  build/bin/mnist_train --data-folder data/mnist --epochs "$epochs" \
+  --output-dir "$out/ps/outputs" 2>&1 | tee "$out/ps/console"
+
+echo
+echo "== results"
+report "allreduce, 2 ranks      " "$out/allreduce"
+report "ps, 1 ps + 2 workers    " "$out/ps"

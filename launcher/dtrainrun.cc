@@ -1,0 +1,87 @@
+// dtrainrun: starts a training job and watches it, in the manner of horovodrun and torchrun.
+//   dtrainrun -np 2 -- build/bin/mnist_train ...                       allreduce job via mpirun
+//   dtrainrun --node-count 2 --process-count-per-node 4 -H a,b -- ...   an MPI configuration
+//   dtrainrun --mode ps --num-ps 1 --num-workers 2 -- ...               a local ps job
+//   dtrainrun --mode ps --cluster-spec cluster.json -- ...              a TF_CONFIG cluster
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "launcher/job_plan.h"
+#include "launcher/launcher_options.h"
+#include "launcher/supervisor.h"
+#include "paramserver/curve.h"
+#include "runtime/error.h"
+
+int main(int argc, char** argv) {
+  using namespace dtrain::launcher;
+  CLI::App app{
+      "dtrainrun: start a dtrain job (allreduce through mpirun, or TF_CONFIG ps tasks) "
+      "and supervise it"};
+  LauncherOptions o;
+  add_launcher_flags(app, o);
+  try {
+    std::vector<std::string> args = normalize_args(argc, argv);
+    std::reverse(args.begin(), args.end());  // CLI11 takes them last first
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
+  }
+  try {
+    const char* tf = std::getenv("TF_CONFIG");
+    JobPlan plan = plan_job(o, tf ? tf : "", geteuid() == 0);
+    if (o.secure) {
+      if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
+      const auto keys = dtrain::ps::generate_curve_keys();
+      for (auto& t : plan.tasks) {
+        t.env["DTRAIN_PS_SERVER_PUBLIC_KEY"] = keys.server_public;
+        t.env["DTRAIN_PS_CLIENT_PUBLIC_KEY"] = keys.client_public;
+        if (t.name.rfind("ps:", 0) == 0)
+          t.env["DTRAIN_PS_SERVER_SECRET_KEY"] = keys.server_secret;
+        else
+          t.env["DTRAIN_PS_CLIENT_SECRET_KEY"] = keys.client_secret;
+      }
+    }
+    if (o.dry_run) {
+      for (const auto& t : plan.tasks)
+        std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
+      return 0;
+    }
+    install_stop_handlers();
+    Supervisor sup(o.output_dir, o.grace_period_s, o.verbose);
+    for (size_t attempt = 0;; ++attempt) {
+      RunResult r = sup.run(plan);
+      if (r.exit_code == 0) {
+        std::fprintf(stderr, "[dtrainrun] job finished; logs in %s/logs\n", o.output_dir.c_str());
+        return 0;
+      }
+      if (r.interrupted) {
+        std::fprintf(stderr, "[dtrainrun] stopped: %s; every task was stopped\n", r.reason.c_str());
+        return r.exit_code;
+      }
+      std::fprintf(stderr, "[dtrainrun] task %s %s; the other tasks were stopped\n",
+                   r.failed_task.c_str(), r.reason.c_str());
+      if (!r.last_lines.empty()) {
+        std::fprintf(stderr, "[dtrainrun] last lines of %s:\n", r.failed_task.c_str());
+        for (const auto& l : r.last_lines) std::fprintf(stderr, "    %s\n", l.c_str());
+      }
+      if (attempt >= o.max_restarts) return r.exit_code;
+      std::fprintf(stderr,
+                   "[dtrainrun] restarting from the latest checkpoint (restart %zu of %zu)\n",
+                   attempt + 1, o.max_restarts);
+      for (auto& t : plan.tasks)
+        if (std::find(t.argv.begin(), t.argv.end(), "--resume") == t.argv.end())
+          t.argv.push_back("--resume");
+    }
+  } catch (const dtrain::InputError& e) {
+    std::fprintf(stderr, "dtrainrun: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dtrainrun: error: %s\n", e.what());
+    return 1;
+  }
+}

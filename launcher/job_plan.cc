@@ -1,0 +1,214 @@
+#include "launcher/job_plan.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "runtime/cluster_spec.h"
+#include "runtime/error.h"
+
+extern char** environ;
+
+namespace dtrain::launcher {
+
+namespace {
+
+struct HostSlots {
+  std::string host;
+  size_t slots = 0;  // 0: not given
+};
+
+HostSlots parse_host_slots(const std::string& s) {
+  HostSlots h;
+  const size_t c = s.rfind(':');
+  if (c == std::string::npos) {
+    h.host = s;
+  } else {
+    h.host = s.substr(0, c);
+    const std::string n = s.substr(c + 1);
+    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || std::stoul(n) == 0)
+      throw InputError("-H " + s + ": slots must be a positive number (host:slots)");
+    h.slots = std::stoul(n);
+  }
+  if (h.host.empty()) throw InputError("-H " + s + ": empty host name");
+  return h;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("--cluster-spec " + path + ": cannot open");
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+bool is_local_host(const std::string& h) {
+  if (h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1") return true;
+  char name[256] = "";
+  gethostname(name, sizeof(name) - 1);
+  return h == name;
+}
+
+JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
+  if (!o.cluster_spec.empty()) throw InputError("--cluster-spec is for --mode ps");
+  std::vector<HostSlots> hosts;
+  for (const auto& h : o.hosts) hosts.push_back(parse_host_slots(h));
+  size_t np = o.np;
+  if (o.node_count || o.process_count_per_node) {
+    if (!o.node_count || !o.process_count_per_node)
+      throw InputError("an MPI configuration needs both --node-count and --process-count-per-node");
+    const size_t total = o.node_count * o.process_count_per_node;
+    if (np && np != total)
+      throw InputError(detail::cat("-np ", np, " does not match --node-count ", o.node_count,
+                                   " x --process-count-per-node ", o.process_count_per_node, " = ",
+                                   total));
+    np = total;
+    if (hosts.empty() && o.hostfile.empty() && o.node_count > 1)
+      throw InputError(detail::cat("--node-count ", o.node_count,
+                                   " needs the nodes: -H with that many hosts, or --hostfile"));
+    if (!hosts.empty()) {
+      if (hosts.size() != o.node_count)
+        throw InputError(
+            detail::cat("--node-count ", o.node_count, " but -H names ", hosts.size(), " host(s)"));
+      for (auto& h : hosts) {
+        if (h.slots && h.slots != o.process_count_per_node)
+          throw InputError(detail::cat("-H ", h.host, ":", h.slots, " disagrees with ",
+                                       "--process-count-per-node ", o.process_count_per_node));
+        h.slots = o.process_count_per_node;
+      }
+    }
+  }
+  size_t slots = 0;
+  for (const auto& h : hosts) slots += h.slots ? h.slots : 1;
+  if (!np) np = hosts.empty() ? 1 : slots;
+  if (!hosts.empty() && np > slots)
+    throw InputError(detail::cat("-np ", np, " is more than the ", slots, " slot(s) -H gives"));
+  Task t;
+  t.name = "mpirun";
+  t.log_dir = "logs/mpirun";
+  t.mpi_tagged_output = true;
+  t.argv = {"mpirun", "-np", std::to_string(np)};
+  if (!hosts.empty()) {
+    std::string list;
+    for (const auto& h : hosts)
+      list += (list.empty() ? "" : ",") + h.host + ":" + std::to_string(h.slots ? h.slots : 1);
+    t.argv.insert(t.argv.end(), {"-H", list});
+  }
+  if (!o.hostfile.empty()) t.argv.insert(t.argv.end(), {"--hostfile", o.hostfile});
+  if (is_root) t.argv.push_back("--allow-run-as-root");
+  // One process per core is the job's layout; mpirun's default binding fights oversubscription.
+  t.argv.insert(t.argv.end(), {"--bind-to", "none", "--tag-output"});
+  if (hosts.empty() && o.hostfile.empty()) t.argv.push_back("--oversubscribe");
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    if (kv.rfind("DTRAIN_", 0) == 0)
+      t.argv.insert(t.argv.end(), {"-x", kv.substr(0, kv.find('='))});
+  }
+  t.argv.insert(t.argv.end(), o.command.begin(), o.command.end());
+  return {"allreduce", {t}};
+}
+
+ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config) {
+  if (!o.cluster_spec.empty())
+    return parse_cluster_spec(read_text(o.cluster_spec), "--cluster-spec " + o.cluster_spec, false);
+  if (!tf_config.empty()) {
+    ClusterSpec s = parse_cluster_spec(tf_config, "TF_CONFIG", false);
+    if (s.task_type)
+      throw InputError(
+          "TF_CONFIG names a task: that is one task's configuration; the launcher "
+          "needs a cluster alone (or pass --cluster-spec)");
+    return s;
+  }
+  if (o.num_ps == 0 || o.num_workers == 0)
+    throw InputError("--num-ps and --num-workers must be at least 1");
+  ClusterSpec s;
+  const auto ports = free_ports(o.num_ps + o.num_workers);
+  for (size_t i = 0; i < o.num_ps; ++i) s.jobs["ps"].push_back({"127.0.0.1", ports[i]});
+  for (size_t i = 0; i < o.num_workers; ++i)
+    s.jobs["worker"].push_back({"127.0.0.1", ports[o.num_ps + i]});
+  return s;
+}
+
+JobPlan plan_ps(const LauncherOptions& o, const std::string& tf_config) {
+  if (o.np || !o.hosts.empty() || !o.hostfile.empty() || o.node_count || o.process_count_per_node)
+    throw InputError(
+        "-np, -H, --hostfile and the MPI configuration are for --mode allreduce; a "
+        "ps job's hosts come from its cluster spec");
+  ClusterSpec spec = ps_cluster(o, tf_config);
+  validate_for_ps(spec, o.cluster_spec.empty() ? "the cluster" : o.cluster_spec);
+  if (!spec.job("evaluator").empty())
+    throw InputError("evaluator tasks are not supported (the chief evaluates)");
+  std::random_device rd;
+  const uint64_t job_id = ((uint64_t(rd()) << 32) | rd()) >> 1;
+  JobPlan plan{"ps", {}};
+  for (const char* type : {"ps", "chief", "worker"}) {
+    for (size_t i = 0; i < spec.job(type).size(); ++i) {
+      ClusterSpec me = spec;
+      me.task_type = type;
+      me.task_index = i;
+      Task t;
+      t.name = detail::cat(type, ":", i);
+      t.log_dir = detail::cat("logs/", type, ".", i);
+      const std::string host = spec.job(type)[i].host;
+      t.host = is_local_host(host) ? "" : host;
+      t.env["TF_CONFIG"] = me.to_json(true).dump();
+      t.env["DTRAIN_JOB_ID"] = std::to_string(job_id);
+      t.argv = o.command;
+      t.argv.insert(t.argv.end(),
+                    {"--mode", "ps", "--start-timeout", detail::cat(o.start_timeout_s)});
+      if (o.secure) t.argv.push_back("--secure");
+      plan.tasks.push_back(std::move(t));
+    }
+  }
+  return plan;
+}
+
+std::string quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-./:=,@%+") == std::string::npos)
+    return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+}  // namespace
+
+std::vector<uint16_t> free_ports(size_t n) {
+  std::vector<int> fds;
+  std::vector<uint16_t> ports;
+  for (size_t i = 0; i < n; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw Error("cannot find a free port on 127.0.0.1");
+    fds.push_back(fd);
+    ports.push_back(ntohs(a.sin_port));
+  }
+  for (int fd : fds) close(fd);
+  return ports;
+}
+
+JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is_root) {
+  if (o.command.empty()) throw InputError("no training command: dtrainrun [options] -- COMMAND");
+  return o.mode == "ps" ? plan_ps(o, tf_config) : plan_allreduce(o, is_root);
+}
+
+std::string shell_line(const Task& t) {
+  std::string s;
+  if (!t.host.empty()) s += "ssh " + t.host + " ";
+  for (const auto& [k, v] : t.env) s += k + "=" + quote(v) + " ";
+  for (size_t i = 0; i < t.argv.size(); ++i) s += (i ? " " : "") + quote(t.argv[i]);
+  return s;
+}
+
+}  // namespace dtrain::launcher

@@ -1,0 +1,57 @@
+#include "launcher/launcher_options.h"
+
+namespace dtrain::launcher {
+
+void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
+  app.add_option("-n,--np", o.np,
+                 "allreduce: number of ranks (default: the slots of -H, node-count x "
+                 "process-count-per-node, or 1)");
+  app.add_option("-H,--hosts", o.hosts, "allreduce: hosts as host[:slots], comma-separated")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+  app.add_option("--hostfile", o.hostfile, "allreduce: an Open MPI hostfile")
+      ->check(CLI::ExistingFile);
+  app.add_option("--node-count", o.node_count, "MPI configuration: nodes");
+  app.add_option("--process-count-per-node", o.process_count_per_node,
+                 "MPI configuration: processes per node");
+  app.add_option("--mode", o.mode, "allreduce (through mpirun) or ps (TF_CONFIG tasks)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"allreduce", "ps"}));
+  app.add_option("--num-ps", o.num_ps, "ps: ps tasks to start on 127.0.0.1")->capture_default_str();
+  app.add_option("--num-workers", o.num_workers, "ps: worker tasks to start on 127.0.0.1")
+      ->capture_default_str();
+  app.add_option("--cluster-spec", o.cluster_spec,
+                 "ps: a TF_CONFIG-style JSON file with the cluster (default: TF_CONFIG's cluster, "
+                 "else --num-ps/--num-workers on 127.0.0.1)");
+  app.add_option("--output-dir", o.output_dir, "logs/<task>/{stdout,stderr} go under it")
+      ->capture_default_str();
+  app.add_option("--start-timeout", o.start_timeout_s,
+                 "ps: seconds the tasks wait for each other at start-up (passed to them)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-restarts", o.max_restarts,
+                 "restart a failed job from its latest checkpoint (--resume) up to N times")
+      ->capture_default_str();
+  app.add_option("--grace-period", o.grace_period_s,
+                 "seconds between SIGTERM and SIGKILL when stopping tasks")
+      ->capture_default_str();
+  app.add_flag("--dry-run", o.dry_run, "print every task's command and environment, run nothing");
+  app.add_flag("--verbose", o.verbose, "log what the launcher does");
+  app.add_flag("--secure", o.secure, "ps: generate the job's CURVE keys and pass --secure");
+  app.add_option("command", o.command, "the training command, after --")->required();
+}
+
+std::vector<std::string> normalize_args(int argc, char** argv) {
+  std::vector<std::string> out;
+  bool command = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") command = true;
+    if (!command && a == "-np") a = "--np";
+    if (!command && a.rfind("-np=", 0) == 0) a = "--np=" + a.substr(4);
+    out.push_back(a);
+  }
+  return out;
+}
+
+}  // namespace dtrain::launcher

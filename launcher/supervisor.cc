@@ -1,0 +1,266 @@
+#include "launcher/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <regex>
+
+#include "runtime/error.h"
+
+namespace dtrain::launcher {
+
+namespace {
+
+volatile sig_atomic_t g_stop_signal = 0;
+void on_stop(int sig) {
+  g_stop_signal = sig;
+}
+
+struct Stream {
+  int fd = -1;
+  bool is_err = false;
+  size_t task = 0;
+  std::string partial;
+};
+
+struct Running {
+  const Task* task;
+  pid_t pid = -1;
+  bool exited = false;
+  int status = 0;
+};
+
+// Per (task name) output: console prefix and the log files.
+class Sink {
+ public:
+  Sink(std::string root) : root_(std::move(root)) {}
+  void line(const std::string& name, const std::string& log_dir, bool err, const std::string& s) {
+    std::FILE* out = err ? stderr : stdout;
+    std::fprintf(out, "[%s] %s\n", name.c_str(), s.c_str());
+    std::fflush(out);
+    auto& f = file(log_dir, err);
+    f << s << '\n';
+    f.flush();
+    auto& last = last_[name];
+    last.push_back(s);
+    if (last.size() > 10) last.pop_front();
+  }
+  std::deque<std::string> last(const std::string& name) { return last_[name]; }
+  // Every task gets its log folder, even one that never prints.
+  void touch(const std::string& log_dir) {
+    file(log_dir, false);
+    file(log_dir, true);
+  }
+
+ private:
+  std::ofstream& file(const std::string& log_dir, bool err) {
+    const std::string key = log_dir + (err ? "/stderr" : "/stdout");
+    auto it = files_.find(key);
+    if (it != files_.end()) return *it->second;
+    std::filesystem::create_directories(std::filesystem::path(root_) / log_dir);
+    auto f = std::make_unique<std::ofstream>(std::filesystem::path(root_) / key, std::ios::app);
+    return *files_.emplace(key, std::move(f)).first->second;
+  }
+  std::string root_;
+  std::map<std::string, std::unique_ptr<std::ofstream>> files_;
+  std::map<std::string, std::deque<std::string>> last_;
+};
+
+pid_t spawn(const Task& t, int out_fd, int err_fd) {
+  std::vector<std::string> argv = t.argv;
+  if (!t.host.empty()) {
+    // A task on another machine runs over ssh, in the same folder, with its environment inline.
+    std::string remote = "cd " + std::filesystem::current_path().string() + " && exec env";
+    Task copy = t;
+    copy.host.clear();
+    remote += " " + shell_line(copy);
+    argv = {"ssh", "-o", "BatchMode=yes", t.host, remote};
+  }
+  const pid_t pid = fork();
+  if (pid < 0) throw Error(std::string("fork failed: ") + std::strerror(errno));
+  if (pid == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (t.host.empty())
+      for (const auto& [k, v] : t.env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  return pid;
+}
+
+std::string describe(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return detail::cat("was killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
+                       ")");
+  return "stopped";
+}
+
+int code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+Supervisor::Supervisor(std::string output_dir, double grace_period_s, bool verbose)
+    : output_dir_(std::move(output_dir)), grace_s_(grace_period_s), verbose_(verbose) {}
+
+RunResult Supervisor::run(const JobPlan& plan) {
+  Sink sink(output_dir_);
+  std::vector<Running> tasks;
+  std::vector<Stream> streams;
+  for (const Task& t : plan.tasks) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+      throw Error("pipe failed: " + std::string(std::strerror(errno)));
+    Running r{&t};
+    sink.touch(t.log_dir);
+    r.pid = spawn(t, out[1], err[1]);
+    close(out[1]);
+    close(err[1]);
+    streams.push_back({out[0], false, tasks.size(), ""});
+    streams.push_back({err[0], true, tasks.size(), ""});
+    if (verbose_) std::fprintf(stderr, "[dtrainrun] started %s (pid %d)\n", t.name.c_str(), r.pid);
+    tasks.push_back(r);
+  }
+  // mpirun's tagged lines ("[1,3]<stdout>:text") belong to worker:3; its own reports name the
+  // rank that failed.
+  const std::regex tag(R"(^\[\d+,(\d+)\]<(stdout|stderr)>: ?(.*)$)");
+  const std::regex died(R"(process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+))");
+  const std::regex exit_name(R"(Process name:\s+\[\[\d+,\d+\],(\d+)\])");
+  std::string mpi_failed_rank, mpi_reason;
+  auto emit = [&](const Stream& s, const std::string& line) {
+    const Task& t = *tasks[s.task].task;
+    std::smatch m;
+    if (t.mpi_tagged_output && std::regex_match(line, m, tag)) {
+      const std::string r = m[1];
+      sink.line("worker:" + r, "logs/worker." + r, m[2] == "stderr", m[3]);
+      return;
+    }
+    if (t.mpi_tagged_output && std::regex_search(line, m, died)) {
+      mpi_failed_rank = m[1];
+      mpi_reason =
+          detail::cat("was killed by signal ", m[2], " (", strsignal(std::stoi(m[2])), ")");
+    } else if (t.mpi_tagged_output && mpi_failed_rank.empty() &&
+               std::regex_search(line, m, exit_name)) {
+      mpi_failed_rank = m[1];
+    }
+    sink.line(t.name, t.log_dir, s.is_err, line);
+  };
+
+  RunResult result;
+  size_t open_streams = streams.size(), alive = tasks.size();
+  bool stopping = false;
+  std::chrono::steady_clock::time_point stop_at;
+  auto stop_all = [&](int sig) {
+    for (auto& r : tasks)
+      if (!r.exited) kill(-r.pid, sig);
+  };
+  while (alive > 0 || open_streams > 0) {
+    std::vector<pollfd> fds;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < streams.size(); ++i)
+      if (streams[i].fd >= 0) {
+        fds.push_back({streams[i].fd, POLLIN, 0});
+        which.push_back(i);
+      }
+    poll(fds.data(), fds.size(), 100);
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      Stream& s = streams[which[k]];
+      char buf[65536];
+      const ssize_t n = read(s.fd, buf, sizeof(buf));
+      if (n <= 0) {
+        if (!s.partial.empty()) emit(s, s.partial);
+        s.partial.clear();
+        close(s.fd);
+        s.fd = -1;
+        --open_streams;
+        continue;
+      }
+      s.partial.append(buf, size_t(n));
+      size_t pos;
+      while ((pos = s.partial.find('\n')) != std::string::npos) {
+        emit(s, s.partial.substr(0, pos));
+        s.partial.erase(0, pos + 1);
+      }
+    }
+    for (auto& r : tasks) {
+      if (r.exited) continue;
+      int status = 0;
+      if (waitpid(r.pid, &status, WNOHANG) != r.pid) continue;
+      r.exited = true;
+      r.status = status;
+      --alive;
+      if (verbose_)
+        std::fprintf(stderr, "[dtrainrun] %s %s\n", r.task->name.c_str(), describe(status).c_str());
+      if (code_of(status) != 0 && result.failed_task.empty() && !stopping) {
+        result.failed_task = r.task->name;
+        result.reason = describe(status);
+        result.exit_code = code_of(status);
+        stopping = true;
+        stop_at = std::chrono::steady_clock::now();
+        stop_all(SIGTERM);
+      }
+    }
+    if (g_stop_signal && !stopping) {
+      result.interrupted = true;
+      result.exit_code = 128 + g_stop_signal;
+      result.reason = detail::cat("the launcher got signal ", int(g_stop_signal));
+      stopping = true;
+      stop_at = std::chrono::steady_clock::now();
+      stop_all(SIGTERM);
+    }
+    if (stopping && alive > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_at).count() >
+            grace_s_) {
+      stop_all(SIGKILL);
+      stop_at = std::chrono::steady_clock::now() + std::chrono::hours(1);
+    }
+    // Once every task has exited, streams still held open by a grandchild must not keep us here.
+    if (alive == 0 && stopping) break;
+  }
+  for (auto& s : streams)
+    if (s.fd >= 0) close(s.fd);
+  // A task's own children (mpirun's ranks) in its process group go with it.
+  for (auto& r : tasks) kill(-r.pid, SIGKILL);
+  if (!mpi_failed_rank.empty() && !result.failed_task.empty() && result.failed_task == "mpirun") {
+    result.failed_task = "worker:" + mpi_failed_rank;
+    if (!mpi_reason.empty()) result.reason = mpi_reason;
+  }
+  if (!result.failed_task.empty()) result.last_lines = sink.last(result.failed_task);
+  return result;
+}
+
+}  // namespace dtrain::launcher

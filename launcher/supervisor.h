@@ -1,0 +1,38 @@
+// Runs a JobPlan's tasks and watches them. Every line a task prints reaches the console with the
+// task's name in front ("[worker:1] ...") and that task's log file (logs/worker.1/stdout). When a
+// task exits non-zero or dies by a signal, the others are stopped (SIGTERM, then SIGKILL after the
+// grace period) and the run reports that task, its exit code or signal and its last lines. SIGINT
+// or SIGTERM to the launcher stops the whole job the same way. Each task runs in a process group
+// of its own and dies with the launcher (PR_SET_PDEATHSIG), so nothing is left behind.
+#pragma once
+
+#include <deque>
+#include <string>
+
+#include "launcher/job_plan.h"
+
+namespace dtrain::launcher {
+
+struct RunResult {
+  int exit_code = 0;        // 0, the failed task's code, or 128 + signal
+  std::string failed_task;  // empty on success
+  std::string reason;       // "exited with code 2", "killed by signal 9 (Killed)"
+  std::deque<std::string> last_lines;
+  bool interrupted = false;  // the launcher itself got SIGINT/SIGTERM
+};
+
+class Supervisor {
+ public:
+  Supervisor(std::string output_dir, double grace_period_s, bool verbose);
+  RunResult run(const JobPlan& plan);
+
+ private:
+  std::string output_dir_;
+  double grace_s_;
+  bool verbose_;
+};
+
+// Installs SIGINT/SIGTERM handlers that ask a running Supervisor to stop the job.
+void install_stop_handlers();
+
+}  // namespace dtrain::launcher

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# dtrainrun end to end:
+#   allreduce  a local 2-rank job: prefixed console lines, logs/worker.r/, outputs, accuracy
+#   ps         a local 1 ps + 2 worker job
+#   dryrun     --dry-run prints every task's command and environment and starts nothing
+#   badinput   bad flags and cluster specs exit 2 with a message saying what is wrong
+#   killworker SIGKILL of a worker ends the job within 10 s, naming that worker (both modes)
+#   sigterm    SIGTERM to the launcher stops the job and leaves no process behind
+#   restart    --max-restarts 1 resumes after a kill and finishes with the accuracy bar
+# Usage: mp_launcher_test.sh BIN_DIR SOURCE_DIR CASE
+set -uo pipefail
+bin="$1"; src="$2"; case_="$3"
+tmp="$(mktemp -d)"
+trap 'pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; tail -n 20 "$tmp"/console 2>/dev/null >&2; exit 1; }
+if [[ -f "$src/data/mnist/train-images-idx3-ubyte" || -f "$src/data/mnist/train-images-idx3-ubyte.gz" ]]; then
+  data=(--data-folder "$src/data/mnist"); real=1
+else
+  data=(--synthetic-data 12000); real=0
+fi
+run=("$bin/dtrainrun" --output-dir "$tmp/job" --grace-period 2)
+train=("$bin/mnist_train" "${data[@]}" --output-dir "$tmp/job/outputs")
+check_summary() {  # file bar
+  python3 - "$1" "$2" "$real" <<'PY' || fail "summary check"
+import json, sys
+lines = [l for l in open(sys.argv[1]) if '"event":"summary"' in l]
+assert lines, "no summary line"
+s = json.loads(lines[-1].split("] ", 1)[1])
+bar = float(sys.argv[2]) if sys.argv[3] == "1" else 0.9
+assert s["test_accuracy"] >= bar, f"accuracy {s['test_accuracy']} < {bar}"
+print("summary ok:", s["mode"], s["world_size"], s["test_accuracy"])
+PY
+}
+pid_of_task() {  # pattern-in-environ -> pid of that mnist_train under $tmp
+  local p
+  for p in $(pgrep -f "$tmp/job/outputs"); do
+    grep -q mnist_train /proc/$p/cmdline 2>/dev/null || continue
+    if tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -q "$1"; then echo "$p"; return; fi
+  done
+}
+
+case "$case_" in
+allreduce)
+  "${run[@]}" -np 2 -- "${train[@]}" --epochs 3 >"$tmp/console" 2>&1 || fail "job exited $?"
+  grep -q "^\[worker:0\] epoch 3/3" "$tmp/console" || fail "no prefixed epoch line"
+  [[ -s "$tmp/job/logs/worker.0/stdout" ]] || fail "no logs/worker.0/stdout"
+  grep -q "epoch 3/3" "$tmp/job/logs/worker.0/stdout" || fail "log file lacks the epoch line"
+  [[ -f "$tmp/job/outputs/model/checkpoint.bin" ]] || fail "no checkpoint"
+  check_summary "$tmp/console" 0.97
+  ;;
+ps)
+  "${run[@]}" --mode ps --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 2 >"$tmp/console" 2>&1 ||
+    fail "job exited $?"
+  for t in ps.0 worker.0 worker.1; do [[ -d "$tmp/job/logs/$t" ]] || fail "no logs/$t"; done
+  check_summary "$tmp/console" 0.97
+  ;;
+dryrun)
+  out="$("${run[@]}" --dry-run --mode ps --num-ps 2 --num-workers 2 -- "${train[@]}")" || fail "dry run failed"
+  echo "$out"
+  [[ $(grep -c '^\[ps:[01]\] .*TF_CONFIG=.*"type":"ps"' <<<"$out") == 2 ]] || fail "ps tasks"
+  [[ $(grep -c '^\[worker:[01]\] .*TF_CONFIG=.*"type":"worker"' <<<"$out") == 2 ]] || fail "workers"
+  grep -q "DTRAIN_JOB_ID=" <<<"$out" || fail "no job id"
+  out="$("${run[@]}" --dry-run --node-count 2 --process-count-per-node 4 -H n1,n2 -- "${train[@]}")"
+  echo "$out"
+  grep -q "mpirun -np 8 -H n1:4,n2:4 .*--bind-to none --tag-output" <<<"$out" || fail "mpirun line"
+  echo '{"cluster":{"ps":["127.0.0.1:5000"],"chief":["127.0.0.1:5001"],"worker":["127.0.0.1:5002"]}}' >"$tmp/c.json"
+  out="$("${run[@]}" --dry-run --mode ps --cluster-spec "$tmp/c.json" -- "${train[@]}")"
+  grep -q '^\[chief:0\]' <<<"$out" || fail "chief from the cluster spec"
+  [[ -z "$(pgrep -f "$tmp/job" || true)" ]] || fail "dry run started processes"
+  ;;
+badinput)
+  expect() {  # message args...
+    local msg="$1"; shift
+    "$bin/dtrainrun" "$@" >"$tmp/out" 2>&1; local rc=$?
+    ((rc == 2)) || { cat "$tmp/out"; fail "exit $rc for: $*"; }
+    grep -q -- "$msg" "$tmp/out" || { cat "$tmp/out"; fail "no '$msg' for: $*"; }
+  }
+  echo '{"cluster":{"ps":["127.0.0.1:5000"],"worker":["127.0.0.1:5000"]}}' >"$tmp/dup.json"
+  echo '{"cluster":{"worker":["127.0.0.1:5001"]}}' >"$tmp/nops.json"
+  echo '{"cluster":{"ps":["127.0.0.1:5000"],"worker":["127.0.0.1"]}}' >"$tmp/noport.json"
+  echo '{"cluster": {"ps": ["127.0.0.1:5000"],,}}' >"$tmp/bad.json"
+  expect "used twice" --mode ps --cluster-spec "$tmp/dup.json" -- x
+  expect "at least one ps" --mode ps --cluster-spec "$tmp/nops.json" -- x
+  expect "is not host:port" --mode ps --cluster-spec "$tmp/noport.json" -- x
+  expect "line 1, column" --mode ps --cluster-spec "$tmp/bad.json" -- x
+  expect "does not match --node-count 2 x --process-count-per-node 4 = 8" --node-count 2 --process-count-per-node 4 -np 6 -- x
+  expect "needs both" --node-count 2 -- x
+  expect "names 1 host" --node-count 2 --process-count-per-node 1 -H a -- x
+  expect "for --mode allreduce" --mode ps -np 2 -- x
+  expect "mode: .* not in" --mode nope -- x
+  echo "badinput ok"
+  ;;
+killworker)
+  for mode in allreduce ps; do
+    rm -rf "$tmp/job"
+    if [[ $mode == allreduce ]]; then
+      "${run[@]}" -np 2 -- "${train[@]}" --epochs 1000 >"$tmp/console" 2>&1 & job=$!
+      marker=OMPI_COMM_WORLD_RANK=1
+    else
+      "${run[@]}" --mode ps --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 1000 >"$tmp/console" 2>&1 & job=$!
+      marker='"type":"worker"}'
+    fi
+    victim=""
+    for _ in $(seq 100); do
+      if [[ $mode == ps ]]; then
+        for p in $(pgrep -f "$tmp/job/outputs"); do
+          tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -q '"index":1,"type":"worker"' && victim=$p
+        done
+      else
+        victim="$(pid_of_task "$marker")"
+      fi
+      [[ -n "$victim" ]] && break
+      sleep 0.2
+    done
+    [[ -n "$victim" ]] || fail "$mode: worker 1 never started"
+    sleep 1
+    kill -9 "$victim"
+    start=$SECONDS
+    for _ in $(seq 100); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
+    kill -0 $job 2>/dev/null && fail "$mode: job still running 10 s after SIGKILL of worker 1"
+    wait $job; rc=$?
+    ((rc != 0)) || fail "$mode: job exited 0"
+    grep -q "task worker:1 was killed by signal 9" "$tmp/console" || fail "$mode: worker 1 not named"
+    sleep 0.5
+    [[ -z "$(pgrep -f "$tmp/job" || true)" ]] || fail "$mode: processes left behind"
+    echo "$mode: ended $((SECONDS - start)) s after the kill, exit $rc"
+  done
+  ;;
+sigterm)
+  for mode in allreduce ps; do
+    if [[ $mode == allreduce ]]; then
+      "${run[@]}" -np 2 -- "${train[@]}" --epochs 1000 >"$tmp/console" 2>&1 & job=$!
+    else
+      "${run[@]}" --mode ps --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 1000 >"$tmp/console" 2>&1 & job=$!
+    fi
+    for _ in $(seq 100); do grep -q "epoch 1/" "$tmp/console" 2>/dev/null && break; sleep 0.2; done
+    kill -TERM $job
+    for _ in $(seq 100); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
+    kill -0 $job 2>/dev/null && fail "$mode: launcher still running 10 s after SIGTERM"
+    wait $job; rc=$?
+    ((rc == 143)) || fail "$mode: exit $rc, expected 143"
+    sleep 0.5
+    left="$(pgrep -f "$tmp/job" || true)"
+    [[ -z "$left" ]] || fail "$mode: processes left behind: $left"
+    echo "$mode: stopped cleanly"
+  done
+  ;;
+restart)
+  "${run[@]}" -np 2 --max-restarts 1 -- "${train[@]}" --epochs 3 >"$tmp/console" 2>&1 & job=$!
+  for _ in $(seq 300); do [[ -f "$tmp/job/outputs/model/checkpoint.bin" ]] && break; sleep 0.1; done
+  [[ -f "$tmp/job/outputs/model/checkpoint.bin" ]] || fail "no checkpoint appeared"
+  victim="$(pid_of_task OMPI_COMM_WORLD_RANK=1)"
+  [[ -n "$victim" ]] || fail "rank 1 not found"
+  kill -9 "$victim"
+  wait $job || fail "job exited $? after a restart"
+  grep -q "restarting from the latest checkpoint" "$tmp/console" || fail "no restart"
+  grep -q "resuming from" "$tmp/console" || fail "the restart did not resume"
+  python3 -c "
+import json
+lines = [json.loads(l) for l in open('$tmp/job/outputs/metrics.jsonl')]
+assert [l['epoch'] for l in lines] == [1, 2, 3], lines
+" || fail "metrics.jsonl epochs"
+  check_summary "$tmp/console" 0.97
+  ;;
+*) fail "unknown case $case_" ;;
+esac
+echo "$case_ ok"

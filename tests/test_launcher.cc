@@ -1,0 +1,148 @@
+// dtrainrun's planning without processes: flag and cluster-spec validation, the mpirun command
+// of allreduce jobs and MPI configurations, the TF_CONFIG of every ps task; help vs README.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "launcher/job_plan.h"
+#include "runtime/cluster_spec.h"
+#include "runtime/error.h"
+#include "tests/test_readme_flags.h"
+
+namespace dtrain::launcher {
+namespace {
+
+LauncherOptions with_command() {
+  LauncherOptions o;
+  o.command = {"train", "--epochs", "1"};
+  return o;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& a : v) s += a + " ";
+  return s;
+}
+
+void expect_error(const LauncherOptions& o, const std::string& what, const std::string& tf = "") {
+  try {
+    plan_job(o, tf, false);
+    FAIL() << "no error, expected: " << what;
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+TEST(Launcher, ReadmeDocumentsExactlyTheParsersFlags) {
+  CLI::App app;
+  LauncherOptions o;
+  add_launcher_flags(app, o);
+  EXPECT_EQ(testing::readme_flags("dtrainrun flags"), testing::app_flags(app));
+}
+
+TEST(Launcher, AllreducePlansOneMpirun) {
+  LauncherOptions o = with_command();
+  o.np = 3;
+  JobPlan p = plan_job(o, "", true);
+  ASSERT_EQ(p.tasks.size(), 1u);
+  const std::string cmd = joined(p.tasks[0].argv);
+  EXPECT_EQ(cmd.rfind("mpirun -np 3 ", 0), 0u) << cmd;
+  EXPECT_NE(cmd.find("--allow-run-as-root"), std::string::npos);
+  EXPECT_NE(cmd.find("--bind-to none"), std::string::npos);
+  EXPECT_NE(cmd.find("--tag-output"), std::string::npos);
+  EXPECT_NE(cmd.find("train --epochs 1"), std::string::npos);
+  EXPECT_EQ(plan_job(o, "", false).tasks[0].argv[3], "--bind-to") << "no root flag unless root";
+}
+
+TEST(Launcher, MpiConfigurationIsNodesTimesProcesses) {
+  LauncherOptions o = with_command();
+  o.node_count = 2;
+  o.process_count_per_node = 4;
+  o.hosts = {"node1", "node2"};
+  const std::string cmd = joined(plan_job(o, "", false).tasks[0].argv);
+  EXPECT_NE(cmd.find("-np 8 -H node1:4,node2:4"), std::string::npos) << cmd;
+  o.np = 6;
+  expect_error(o, "does not match");
+  o.np = 0;
+  o.hosts = {"node1"};
+  expect_error(o, "names 1 host");
+  o.hosts = {"node1:3", "node2:4"};
+  expect_error(o, "disagrees with --process-count-per-node 4");
+  o.hosts = {};
+  expect_error(o, "needs the nodes");
+  o.process_count_per_node = 0;
+  expect_error(o, "needs both");
+}
+
+TEST(Launcher, HostSlotsGiveTheRankCount) {
+  LauncherOptions o = with_command();
+  o.hosts = {"a:2", "b"};
+  EXPECT_NE(joined(plan_job(o, "", false).tasks[0].argv).find("-np 3 -H a:2,b:1"),
+            std::string::npos);
+  o.np = 5;
+  expect_error(o, "more than the 3 slot(s)");
+  o.np = 0;
+  o.hosts = {"a:0"};
+  expect_error(o, "slots must be a positive number");
+}
+
+TEST(Launcher, PsTasksEachGetTheirTfConfig) {
+  LauncherOptions o = with_command();
+  o.mode = "ps";
+  o.num_ps = 2;
+  o.num_workers = 3;
+  JobPlan p = plan_job(o, "", false);
+  ASSERT_EQ(p.tasks.size(), 5u);
+  std::set<std::string> addrs;
+  for (const auto& t : p.tasks) {
+    ClusterSpec s = parse_cluster_spec(t.env.at("TF_CONFIG"), t.name, true);
+    EXPECT_EQ(t.name, *s.task_type + ":" + std::to_string(s.task_index));
+    EXPECT_EQ(s.job("ps").size(), 2u);
+    EXPECT_EQ(s.job("worker").size(), 3u);
+    EXPECT_EQ(t.env.at("DTRAIN_JOB_ID"), p.tasks[0].env.at("DTRAIN_JOB_ID"));
+    EXPECT_NE(std::find(t.argv.begin(), t.argv.end(), "--start-timeout"), t.argv.end());
+    EXPECT_TRUE(t.host.empty()) << "127.0.0.1 tasks run here";
+    addrs.insert(s.job(*s.task_type)[s.task_index].str());
+  }
+  EXPECT_EQ(addrs.size(), 5u) << "every task has its own port";
+}
+
+TEST(Launcher, PsClusterFromTfConfigOrRejected) {
+  LauncherOptions o = with_command();
+  o.mode = "ps";
+  JobPlan p =
+      plan_job(o, R"({"cluster":{"ps":["127.0.0.1:7000"],"chief":["127.0.0.1:7001"]}})", false);
+  ASSERT_EQ(p.tasks.size(), 2u);
+  EXPECT_EQ(p.tasks[1].name, "chief:0");
+  expect_error(o, "names a task",
+               R"({"cluster":{"ps":["a:1"],"worker":["a:2"]},"task":{"type":"ps","index":0}})");
+  expect_error(o, "at least one ps", R"({"cluster":{"worker":["a:2"]}})");
+  expect_error(o, "used twice", R"({"cluster":{"ps":["a:2"],"worker":["a:2"]}})");
+  o.np = 2;
+  expect_error(o, "are for --mode allreduce");
+}
+
+TEST(Launcher, RemoteTasksGoOverSsh) {
+  LauncherOptions o = with_command();
+  o.mode = "ps";
+  JobPlan p =
+      plan_job(o, R"({"cluster":{"ps":["10.0.0.5:7000"],"worker":["127.0.0.1:7001"]}})", false);
+  EXPECT_EQ(p.tasks[0].host, "10.0.0.5");
+  EXPECT_EQ(shell_line(p.tasks[0]).rfind("ssh 10.0.0.5 ", 0), 0u);
+  EXPECT_TRUE(p.tasks[1].host.empty());
+}
+
+TEST(Launcher, NoCommandIsAnError) {
+  LauncherOptions o;
+  expect_error(o, "no training command");
+}
+
+TEST(Launcher, NpSpellingIsNormalized) {
+  const char* argv[] = {"dtrainrun", "-np", "4", "--", "train", "-np", "9"};
+  auto args = normalize_args(7, const_cast<char**>(argv));
+  EXPECT_EQ(args[0], "--np");
+  EXPECT_EQ(args[4], "-np") << "the command's own arguments are left alone";
+}
+
+}  // namespace
+}  // namespace dtrain::launcher
