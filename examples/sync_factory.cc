@@ -137,6 +137,7 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     o.step_timeout_s = flags.step_timeout_s;
     o.job_id = env.job_id.value_or(ps::job_id_of(*spec));
     o.job = ps_job(flags, o.num_workers);
+    o.overlap = !flags.ps_sync && flags.max_staleness == 0;
     return std::make_unique<OwningPsSync>(std::move(res), o);
   }
   if (mode == "local") {

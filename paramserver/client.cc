@@ -199,13 +199,9 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
   log_debug("worker ", opts_.worker_rank, " connected to ", socks_.size(), " ps task(s)");
 }
 
-void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
-  for (size_t s = 0; s < socks_.size(); ++s)
-    // Zero-copy: the gradient buffer is not touched again before the server's answer.
-    send(s, MsgType::kPush, step_, ranges_[s].offset, model.grads() + ranges_[s].offset,
-         ranges_[s].count * sizeof(float), ranges_[s].count, /*zero_copy=*/true);
-  auto rs =
-      wait_replies(all_servers(), opts_.step_timeout_s, detail::cat("step ", step_, " push/pull"));
+void ParameterServerSync::apply_params_reply(Model& model) {
+  auto rs = wait_replies(all_servers(), opts_.step_timeout_s,
+                         detail::cat("step ", pending_step_, " push/pull"));
   for (size_t s = 0; s < socks_.size(); ++s) {
     if (rs[s].payload.size() != ranges_[s].count * sizeof(float))
       throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", opts_.server_names[s],
@@ -213,10 +209,41 @@ void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
                                   ranges_[s].count * sizeof(float)));
     std::memcpy(model.params() + ranges_[s].offset, rs[s].payload.data(), rs[s].payload.size());
   }
+  push_outstanding_ = false;
+}
+
+void ParameterServerSync::drain(Model& model) {
+  if (push_outstanding_) apply_params_reply(model);
+}
+
+void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
+  if (!opts_.overlap) {
+    for (size_t s = 0; s < socks_.size(); ++s)
+      // Zero-copy: the gradient buffer is not touched again before the server's answer.
+      send(s, MsgType::kPush, step_, ranges_[s].offset, model.grads() + ranges_[s].offset,
+           ranges_[s].count * sizeof(float), ranges_[s].count, /*zero_copy=*/true);
+    pending_step_ = step_;
+    push_outstanding_ = true;
+    apply_params_reply(model);
+    ++step_;
+    return;
+  }
+  // Async with overlap: the answer to the previous push (the servers' parameters after it) is
+  // taken now, after this step's compute, and this step's push goes out to be answered while the
+  // next step computes. The gradient is copied, since the next backward overwrites the buffer.
+  drain(model);
+  staged_grads_.assign(model.grads(), model.grads() + model.param_count());
+  for (size_t s = 0; s < socks_.size(); ++s)
+    send(s, MsgType::kPush, step_, ranges_[s].offset, staged_grads_.data() + ranges_[s].offset,
+         ranges_[s].count * sizeof(float), ranges_[s].count, /*zero_copy=*/true);
+  pending_step_ = step_;
+  push_outstanding_ = true;
   ++step_;
 }
 
 void ParameterServerSync::sum(double* values, size_t n) {
+  if (push_outstanding_)
+    throw Error("ParameterServerSync::sum with a push outstanding (call gather_state first)");
   send(0, MsgType::kSum, sum_key_++, 0, values, n * sizeof(double), n);
   auto rs = wait_replies({0}, opts_.step_timeout_s, "summing metrics");
   if (rs[0].payload.size() != n * sizeof(double))
@@ -225,6 +252,7 @@ void ParameterServerSync::sum(double* values, size_t n) {
 }
 
 void ParameterServerSync::gather_state(Model& model, Optimizer& opt) {
+  drain(model);
   if (opts_.worker_rank != 0) return;  // only the chief checkpoints
   const size_t slots = opt.slots();
   for (size_t s = 0; s < socks_.size(); ++s)
@@ -248,6 +276,14 @@ void ParameterServerSync::gather_state(Model& model, Optimizer& opt) {
 void ParameterServerSync::finish(bool ok) {
   if (finished_) return;
   finished_ = true;
+  if (push_outstanding_ && ok) {
+    try {
+      wait_replies(all_servers(), opts_.step_timeout_s, "the last push");
+    } catch (const Error& e) {
+      log_info("note: ", e.what());
+    }
+    push_outstanding_ = false;
+  }
   for (size_t s = 0; s < socks_.size(); ++s) send(s, MsgType::kDone, step_, 0, nullptr, 0, 0);
   if (!ok) return;
   try {

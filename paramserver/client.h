@@ -28,6 +28,9 @@ struct ClientOptions {
   uint64_t job_id = 0;
   nlohmann::json job = nlohmann::json::object();  // must match the servers
   const CurveKeys* curve = nullptr;
+  // Async mode: overlap each step's push/pull with the next step's compute (the parameters a step
+  // uses are then one more update behind; only for unbounded async, where that is the contract).
+  bool overlap = false;
 };
 
 class ParameterServerSync : public GradientSync {
@@ -56,6 +59,9 @@ class ParameterServerSync : public GradientSync {
   std::vector<Reply> wait_replies(const std::vector<size_t>& servers, double timeout_s,
                                   const std::string& what);
   std::vector<size_t> all_servers() const;
+  void apply_params_reply(Model& model);
+  // Takes the answer to an outstanding push, if any.
+  void drain(Model& model);
 
   zmq::context_t& ctx_;
   ClientOptions opts_;
@@ -65,6 +71,9 @@ class ParameterServerSync : public GradientSync {
   std::vector<Range> ranges_;
   uint64_t step_ = 0, sum_key_ = 0;
   bool finished_ = false;
+  bool push_outstanding_ = false;
+  uint64_t pending_step_ = 0;
+  std::vector<float> staged_grads_;
 };
 
 }  // namespace dtrain::ps

@@ -31,6 +31,7 @@ struct Job {
   const CurveKeys* server_keys = nullptr;
   const CurveKeys* client_keys = nullptr;
   std::function<void(size_t worker, size_t step)> after_step;
+  bool overlap = false;
 };
 
 std::string endpoint(const Job& j, size_t s) {
@@ -65,6 +66,7 @@ ClientOptions client_opts(const Job& j, size_t w) {
   o.job_id = 5;
   o.job = {{"batch_size", j.batch}};
   o.curve = j.client_keys;
+  o.overlap = j.overlap;
   return o;
 }
 
@@ -159,6 +161,22 @@ TEST(PsInProcess, AsyncTrains) {
   auto got = run_job(ctx, j);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_FALSE(got[0].empty());
+}
+
+TEST(PsInProcess, AsyncWithOverlapTrainsAndEndsInAgreement) {
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.overlap = true;
+  j.tag = "overlap-";
+  j.steps = 30;
+  j.workers = 1;
+  auto got = run_job(ctx, j);
+  // One worker, async with overlap: after the final drain its parameters are the server's, which
+  // differ from the chief's initialization (every push was applied).
+  auto init = build_mlp(784, {16, 8}, 10);
+  init->init(3);
+  EXPECT_NE(got[0], std::vector<float>(init->params(), init->params() + init->param_count()));
 }
 
 TEST(PsInProcess, BoundedStalenessHoldsTheFastWorkerBack) {
