@@ -13,6 +13,7 @@ struct TrainBenchOptions {
   size_t repeats = 3;
   std::string optimizer = "adam";
   int threads = 1;
+  std::string model = "mlp";
 };
 int run_train(const TrainBenchOptions& o);
 

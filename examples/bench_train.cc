@@ -16,7 +16,7 @@ namespace dtrain::bench {
 
 int run_train(const TrainBenchOptions& o) {
   cpu::set_blas_threads(o.threads);
-  auto model = build_mlp(784, {300, 100}, 10);
+  auto model = build_model(o.model, 28, 28, 300, 100, 10);
   model->init(1);
   OptimizerOptions oo;
   oo.name = o.optimizer;
@@ -48,7 +48,7 @@ int run_train(const TrainBenchOptions& o) {
   }
   const nlohmann::json j = {{"bench", "train"},
                             {"impl", "dtrain"},
-                            {"model", "mlp-784-300-100-10"},
+                            {"model", o.model == "mlp" ? "mlp-784-300-100-10" : o.model},
                             {"optimizer", o.optimizer},
                             {"batch_size", o.batch_size},
                             {"threads", o.threads},

@@ -41,8 +41,8 @@ int main(int argc, char** argv) {
             ? dtrain::make_synthetic(flags.synthetic_data,
                                      std::max<size_t>(flags.synthetic_data / 6, 1), flags.seed)
             : dtrain::load_mnist(flags.data_folder);
-    auto model = dtrain::build_mlp(
-        data.features(), {flags.first_layer_neurons, flags.second_layer_neurons}, data.classes);
+    auto model = dtrain::build_model(flags.model, data.rows, data.cols, flags.first_layer_neurons,
+                                     flags.second_layer_neurons, data.classes);
     dtrain::Optimizer opt(flags.optimizer, model->param_count());
     dtrain::TrainerOptions topts;
     topts.batch_size = flags.batch_size;

@@ -55,7 +55,7 @@ std::optional<ClusterSpec> tf_config_spec(const EnvConfig& env) {
 
 // What every ps task and worker of a job must agree on.
 nlohmann::json ps_job(const TrainFlags& f, size_t workers) {
-  auto m = build_mlp(784, {f.first_layer_neurons, f.second_layer_neurons}, 10);
+  auto m = build_model(f.model, 28, 28, f.first_layer_neurons, f.second_layer_neurons, 10);
   Optimizer opt(f.optimizer, 0);
   return {{"model", m->spec()}, {"optimizer", opt.spec()},
           {"workers", workers}, {"batch_size", f.batch_size},
@@ -97,8 +97,9 @@ std::optional<int> run_if_ps_task(const TrainFlags& flags) {
   o.index = spec->task_index;
   o.num_servers = spec->job("ps").size();
   o.num_workers = spec->num_workers();
-  o.param_count =
-      build_mlp(784, {flags.first_layer_neurons, flags.second_layer_neurons}, 10)->param_count();
+  o.param_count = build_model(flags.model, 28, 28, flags.first_layer_neurons,
+                              flags.second_layer_neurons, 10)
+                      ->param_count();
   o.optimizer = flags.optimizer;
   o.async = !flags.ps_sync;
   o.max_staleness = flags.ps_sync ? 0 : flags.max_staleness;

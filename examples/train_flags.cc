@@ -35,7 +35,11 @@ void add_train_flags(CLI::App& app, TrainFlags& f) {
                  "rank, ps when TF_CONFIG names ps tasks, else local)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "local", "allreduce", "ps"}));
-  app.add_option("--model", f.model, "mlp")->capture_default_str()->check(CLI::IsMember({"mlp"}));
+  app.add_option("--model", f.model,
+                 "mlp (784-first-second-10) or cnn (conv 5x5x32, pool, conv 5x5x64, pool, dense "
+                 "1024, dense 10)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"mlp", "cnn"}));
   app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
   app.add_option("--timeline", f.timeline,
                  "write a Chrome-trace timeline (forward, backward, allreduce buckets) here");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "runtime/conv2d.h"
 #include "runtime/cpu_ops.h"
 #include "runtime/error.h"
 #include "runtime/functors.h"
@@ -152,6 +153,28 @@ std::unique_ptr<Model> build_mlp(size_t input_size, const std::vector<size_t>& h
   }
   layers.push_back(std::make_unique<Dense>(prev, classes));
   return std::make_unique<Model>(input_size, classes, std::move(layers));
+}
+
+std::unique_ptr<Model> build_cnn(size_t rows, size_t cols, size_t classes) {
+  if (rows % 4 || cols % 4) throw InputError("the cnn needs image sides divisible by 4");
+  std::vector<std::unique_ptr<Layer>> l;
+  l.push_back(std::make_unique<Conv2D>(1, rows, cols, 32, 5));
+  l.push_back(std::make_unique<Relu>(32 * rows * cols));
+  l.push_back(std::make_unique<MaxPool2>(32, rows, cols));
+  l.push_back(std::make_unique<Conv2D>(32, rows / 2, cols / 2, 64, 5));
+  l.push_back(std::make_unique<Relu>(64 * rows * cols / 4));
+  l.push_back(std::make_unique<MaxPool2>(64, rows / 2, cols / 2));
+  l.push_back(std::make_unique<Dense>(64 * rows * cols / 16, 1024));
+  l.push_back(std::make_unique<Relu>(1024));
+  l.push_back(std::make_unique<Dense>(1024, classes));
+  return std::make_unique<Model>(rows * cols, classes, std::move(l));
+}
+
+std::unique_ptr<Model> build_model(const std::string& name, size_t rows, size_t cols, size_t first,
+                                   size_t second, size_t classes) {
+  if (name == "mlp") return build_mlp(rows * cols, {first, second}, classes);
+  if (name == "cnn") return build_cnn(rows, cols, classes);
+  throw InputError("unknown model '" + name + "' (expected mlp or cnn)");
 }
 
 }  // namespace dtrain

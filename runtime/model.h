@@ -73,4 +73,12 @@ class Model {
 std::unique_ptr<Model> build_mlp(size_t input_size, const std::vector<size_t>& hidden,
                                  size_t classes);
 
+// The classic MNIST convnet: conv 5x5x32, ReLU, max-pool 2, conv 5x5x64, ReLU, max-pool 2,
+// dense 1024, ReLU, dense 10 ("same" padding, so 28 -> 14 -> 7).
+std::unique_ptr<Model> build_cnn(size_t rows, size_t cols, size_t classes);
+
+// "mlp" (784 -> first -> second -> classes) or "cnn".
+std::unique_ptr<Model> build_model(const std::string& name, size_t rows, size_t cols, size_t first,
+                                   size_t second, size_t classes);
+
 }  // namespace dtrain
