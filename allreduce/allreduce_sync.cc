@@ -127,5 +127,4 @@ void AllreduceSync::sum(double* values, size_t n) {
   comm_.allreduce(values, n, "metrics sum");
 }
 
-
 }  // namespace dtrain

@@ -30,6 +30,12 @@ size_t slots_for(const std::string& name) {
 }
 }  // namespace
 
+void adam_corrections(const OptimizerOptions& o, uint64_t t, float* bc1, float* inv_sqrt_bc2) {
+  const double td = static_cast<double>(t);
+  *bc1 = static_cast<float>(1.0 / (1.0 - std::pow(double(o.beta1), td)));
+  *inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(o.beta2), td)));
+}
+
 Optimizer::Optimizer(const OptimizerOptions& opts, size_t count) : opts_(opts), count_(count) {
   if (!(opts.learning_rate > 0) || !std::isfinite(opts.learning_rate))
     throw InputError(
@@ -45,9 +51,8 @@ void Optimizer::step(float* p, const float* g, float gs) {
   } else if (o.name == "momentum") {
     momentum_loop(fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum, gs}, count_);
   } else if (o.name == "adam") {
-    const double t = static_cast<double>(t_);
-    const float bc1 = static_cast<float>(1.0 / (1.0 - std::pow(double(o.beta1), t)));
-    const float isb2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(o.beta2), t)));
+    float bc1 = 0, isb2 = 0;
+    adam_corrections(o, t_, &bc1, &isb2);
     adam_loop(fn::AdamUpdate{p, g, state_.data(), state_.data() + count_, o.learning_rate, o.beta1,
                              o.beta2, o.epsilon, bc1, isb2, gs},
               count_);

@@ -1,0 +1,106 @@
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/ops.h"
+#include "runtime/functors.h"
+
+namespace dtrain::cuda {
+
+namespace {
+
+template <typename F>
+__global__ void for_each_kernel(size_t n, F f) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) f(i);
+}
+
+// The CUDA twin of cpu::for_each: the functor is the kernel body.
+template <typename F>
+void launch(size_t n, const F& f, cudaStream_t s) {
+  if (n == 0) return;
+  constexpr unsigned kThreads = 256;
+  const unsigned blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+  for_each_kernel<<<blocks, kThreads, 0, s>>>(n, f);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+struct ColumnSum {
+  const float* dy;
+  float* db;
+  size_t rows, cols;
+  __device__ void operator()(size_t c) const {
+    float s = 0.0f;
+    for (size_t r = 0; r < rows; ++r) s += dy[r * cols + c];
+    db[c] = s;
+  }
+};
+
+}  // namespace
+
+Blas::Blas(cudaStream_t stream) : stream_(stream) {
+  CUBLAS_CHECK(cublasCreate(&handle_));
+  CUBLAS_CHECK(cublasSetStream(handle_, stream_));
+  // Plain FP32 math, as the CPU reference computes.
+  CUBLAS_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+}
+
+Blas::~Blas() {
+  if (handle_) cublasDestroy(handle_);
+}
+
+void Blas::gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                const float* a, const float* b, float beta, float* c) {
+  if (m == 0 || n == 0) return;
+  // cuBLAS is column-major: a row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T,
+  // so the operands swap places and keep their leading dimensions.
+  const int lda = static_cast<int>(trans_a ? m : k);
+  const int ldb = static_cast<int>(trans_b ? k : n);
+  CUBLAS_CHECK(cublasSgemm(handle_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                           trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
+                           static_cast<int>(m), static_cast<int>(k), &alpha, b, ldb > 0 ? ldb : 1,
+                           a, lda > 0 ? lda : 1, &beta, c, static_cast<int>(n)));
+}
+
+void relu(float* y, size_t n, cudaStream_t s) {
+  launch(n, fn::Relu{y}, s);
+}
+
+void relu_grad(float* dy, const float* y, size_t n, cudaStream_t s) {
+  launch(n, fn::ReluGrad{dy, y}, s);
+}
+
+void bias_add(float* y, const float* b, size_t rows, size_t cols, cudaStream_t s) {
+  launch(rows * cols, fn::BiasAdd{y, b, cols}, s);
+}
+
+void column_sums(const float* dy, size_t rows, size_t cols, float* db, cudaStream_t s) {
+  launch(cols, ColumnSum{dy, db, rows, cols}, s);
+}
+
+void softmax_xent(const float* logits, const unsigned char* labels, float* grad, float* loss,
+                  unsigned char* hit, size_t rows, size_t classes, cudaStream_t s) {
+  launch(
+      rows,
+      fn::SoftmaxXentRow{logits, labels, grad, loss, hit, classes, 1.0f / static_cast<float>(rows)},
+      s);
+}
+
+void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* state,
+                    size_t count, float gs, cudaStream_t s) {
+  if (o.name == "sgd") {
+    launch(count, fn::SgdUpdate{p, g, o.learning_rate, gs}, s);
+  } else if (o.name == "momentum") {
+    launch(count, fn::MomentumUpdate{p, g, state, o.learning_rate, o.momentum, gs}, s);
+  } else if (o.name == "adam") {
+    float bc1 = 0, isb2 = 0;
+    adam_corrections(o, t, &bc1, &isb2);
+    launch(count,
+           fn::AdamUpdate{p, g, state, state + count, o.learning_rate, o.beta1, o.beta2, o.epsilon,
+                          bc1, isb2, gs},
+           s);
+  } else if (o.name == "rmsprop") {
+    launch(count, fn::RmspropUpdate{p, g, state, o.learning_rate, o.rho, o.epsilon, gs}, s);
+  } else {
+    throw InputError("unknown optimizer '" + o.name + "'");
+  }
+}
+
+}  // namespace dtrain::cuda

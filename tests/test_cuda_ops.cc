@@ -1,0 +1,184 @@
+// Every CUDA op against the CPU reference (DESIGN.md decision 2). Skipped, saying why, when no
+// GPU is present. Tolerances: elementwise ops and optimizer updates 1e-6 relative (the same
+// functors; only expf/sqrtf may differ in the last bit), softmax 1e-5, GEMM 1e-4 relative to the
+// row's magnitude, convolution and pooling 1e-3.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "runtime/conv2d.h"
+#include "runtime/cpu_ops.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cudnn_conv.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/ops.h"
+#include "runtime/functors.h"
+#include "runtime/rng.h"
+
+namespace dtrain::cuda {
+namespace {
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (device_count(&why) == 0) GTEST_SKIP() << "no CUDA device on this machine (" << why << ")";
+    CUDA_CHECK(cudaSetDevice(0));
+    CUDA_CHECK(cudaStreamCreate(&s_));
+  }
+  void TearDown() override {
+    if (s_) cudaStreamDestroy(s_);
+  }
+  static std::vector<float> random(size_t n, uint64_t seed, float lo = -1, float hi = 1) {
+    Rng r(seed);
+    std::vector<float> v(n);
+    for (auto& x : v) x = r.uniform(lo, hi);
+    return v;
+  }
+  std::vector<float> down(const DeviceBuffer<float>& b) {
+    std::vector<float> h(b.size());
+    b.download(h.data(), h.size(), s_);
+    return h;
+  }
+  static void expect_close(const std::vector<float>& got, const std::vector<float>& want,
+                           double rel, const char* what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], rel * (1.0 + std::fabs(want[i]))) << what << " at " << i;
+  }
+  cudaStream_t s_ = nullptr;
+};
+
+TEST_F(CudaOps, ReluBiasAndColumnSums) {
+  const size_t rows = 37, cols = 19;
+  auto y = random(rows * cols, 1), b = random(cols, 2);
+  DeviceBuffer<float> dy(rows * cols), db(cols), dout(cols);
+  dy.upload(y.data(), y.size(), s_);
+  db.upload(b.data(), b.size(), s_);
+  bias_add(dy.data(), db.data(), rows, cols, s_);
+  relu(dy.data(), rows * cols, s_);
+  std::vector<float> ref = y;
+  cpu::for_each(ref.size(), fn::BiasAdd{ref.data(), b.data(), cols});
+  cpu::for_each(ref.size(), fn::Relu{ref.data()});
+  expect_close(down(dy), ref, 1e-6, "bias+relu");
+  column_sums(dy.data(), rows, cols, dout.data(), s_);
+  std::vector<float> sums(cols);
+  cpu::column_sums(ref.data(), rows, cols, sums.data());
+  expect_close(down(dout), sums, 1e-5, "column sums");
+}
+
+TEST_F(CudaOps, SoftmaxCrossEntropy) {
+  const size_t rows = 50, classes = 10;
+  auto z = random(rows * classes, 3, -5, 5);
+  std::vector<unsigned char> labels(rows);
+  for (size_t r = 0; r < rows; ++r) labels[r] = static_cast<unsigned char>(r % classes);
+  DeviceBuffer<float> dz(z.size()), dg(z.size()), dl(rows);
+  DeviceBuffer<unsigned char> dlab(rows), dhit(rows);
+  dz.upload(z.data(), z.size(), s_);
+  dlab.upload(labels.data(), rows, s_);
+  softmax_xent(dz.data(), dlab.data(), dg.data(), dl.data(), dhit.data(), rows, classes, s_);
+  std::vector<float> g(z.size()), l(rows);
+  std::vector<unsigned char> hit(rows);
+  cpu::for_each(rows, fn::SoftmaxXentRow{z.data(), labels.data(), g.data(), l.data(), hit.data(),
+                                         classes, 1.0f / float(rows)});
+  expect_close(down(dg), g, 1e-5, "softmax gradient");
+  expect_close(down(dl), l, 1e-5, "softmax loss");
+  std::vector<unsigned char> dh(rows);
+  dhit.download(dh.data(), rows, s_);
+  EXPECT_EQ(dh, hit);
+}
+
+TEST_F(CudaOps, GemmAllTranspositions) {
+  Blas blas(s_);
+  const size_t m = 33, n = 17, k = 29;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      auto a = random(m * k, 4), b = random(k * n, 5), c = random(m * n, 6);
+      DeviceBuffer<float> da(a.size()), dbuf(b.size()), dc(c.size());
+      da.upload(a.data(), a.size(), s_);
+      dbuf.upload(b.data(), b.size(), s_);
+      dc.upload(c.data(), c.size(), s_);
+      blas.gemm(ta, tb, m, n, k, 0.5f, da.data(), dbuf.data(), 2.0f, dc.data());
+      cpu::gemm(ta, tb, m, n, k, 0.5f, a.data(), b.data(), 2.0f, c.data());
+      expect_close(down(dc), c, 1e-4,
+                   ta ? (tb ? "gemm TT" : "gemm TN") : (tb ? "gemm NT" : "gemm NN"));
+    }
+}
+
+TEST_F(CudaOps, EveryOptimizerMatchesTheCpu) {
+  const size_t n = 1031;
+  for (const char* name : {"sgd", "momentum", "adam", "rmsprop"}) {
+    OptimizerOptions o;
+    o.name = name;
+    o.learning_rate = 0.01f;
+    Optimizer cpu_opt(o, n);
+    auto p = random(n, 7), g = random(n, 8);
+    DeviceBuffer<float> dp(n), dg(n), ds(std::max<size_t>(cpu_opt.state().size(), 1));
+    dp.upload(p.data(), n, s_);
+    dg.upload(g.data(), n, s_);
+    CUDA_CHECK(cudaMemsetAsync(ds.data(), 0, ds.size() * sizeof(float), s_));
+    for (uint64_t t = 1; t <= 3; ++t) {
+      optimizer_step(o, t, dp.data(), dg.data(), ds.data(), n, 0.5f, s_);
+      cpu_opt.step(p.data(), g.data(), 0.5f);
+    }
+    expect_close(down(dp), p, 1e-6, name);
+  }
+}
+
+TEST_F(CudaOps, CudnnConvolutionAndPoolingMatchTheCpu) {
+  cudnnHandle_t h;
+  CUDNN_CHECK(cudnnCreate(&h));
+  CUDNN_CHECK(cudnnSetStream(h, s_));
+  const size_t batch = 3, c = 2, hw = 8, out = 4, k = 5;
+  Conv2D ref(c, hw, hw, out, k);
+  std::vector<float> params(ref.param_count()), grads(ref.param_count());
+  Rng rng(9);
+  ref.init_params(params.data(), rng);
+  ref.bind(params.data(), grads.data(), 0);
+  auto x = random(batch * ref.in_size(), 10), dy = random(batch * ref.out_size(), 11);
+  std::vector<float> y(batch * ref.out_size()), dx(batch * ref.in_size());
+  ref.forward(x.data(), y.data(), batch);
+  std::vector<float> dy_cpu = dy;
+  ref.backward(x.data(), y.data(), dy_cpu.data(), dx.data(), batch, [](size_t, size_t) {});
+
+  CudnnConv2D conv(h, c, hw, hw, out, k);
+  DeviceBuffer<float> dX(x.size()), dW(params.size()), dY(y.size()), dDY(dy.size()),
+      dGW(params.size()), dDX(dx.size());
+  dX.upload(x.data(), x.size(), s_);
+  dW.upload(params.data(), params.size(), s_);
+  dDY.upload(dy.data(), dy.size(), s_);
+  const size_t nw = out * c * k * k;
+  conv.forward(dX.data(), dW.data(), dW.data() + nw, dY.data(), batch);
+  expect_close(down(dY), y, 1e-3, "conv forward");
+  conv.backward(dX.data(), dDY.data(), dW.data(), dGW.data(), dGW.data() + nw, dDX.data(), batch);
+  expect_close(down(dGW), grads, 1e-3, "conv weight and bias gradients");
+  expect_close(down(dDX), dx, 1e-3, "conv input gradient");
+
+  MaxPool2 pref(c, hw, hw);
+  std::vector<float> py(batch * pref.out_size()), pdx(x.size());
+  auto pdy = random(py.size(), 12);
+  pref.forward(x.data(), py.data(), batch);
+  pref.backward(x.data(), py.data(), pdy.data(), pdx.data(), batch, [](size_t, size_t) {});
+  CudnnMaxPool2 pool(h, c, hw, hw);
+  DeviceBuffer<float> dPY(py.size()), dPDY(pdy.size()), dPDX(pdx.size());
+  dPDY.upload(pdy.data(), pdy.size(), s_);
+  pool.forward(dX.data(), dPY.data(), batch);
+  expect_close(down(dPY), py, 1e-6, "max-pool forward");
+  pool.backward(dX.data(), dPY.data(), dPDY.data(), dPDX.data(), batch);
+  expect_close(down(dPDX), pdx, 1e-6, "max-pool backward");
+  cudnnDestroy(h);
+}
+
+TEST(CudaDevice, ReportsWhyThereIsNoDevice) {
+  std::string why;
+  const int n = device_count(&why);
+  if (n == 0) {
+    EXPECT_FALSE(why.empty());
+    EXPECT_THROW(select_device(0), InputError);
+  } else {
+    EXPECT_EQ(select_device(size_t(n)), 0) << "local rank n maps to device 0";
+  }
+}
+
+}  // namespace
+}  // namespace dtrain::cuda
