@@ -25,6 +25,7 @@ struct AllreduceBenchOptions {
   size_t iters = 20, warmup = 5;
   int check = 1;
   bool nonblocking = false;
+  std::string backend = "mpi";
 };
 AllreduceBenchOptions g_ar;
 CLI::App* g_ar_cmd = nullptr;
@@ -64,6 +65,13 @@ int run_allreduce(int argc, char** argv) {
   const size_t lo = std::max<size_t>(parse_bytes(g_ar.min_bytes), 4);
   const size_t hi = std::max(lo, parse_bytes(g_ar.max_bytes));
   if (g_ar.factor <= 1) throw InputError("-f must be greater than 1");
+  if (g_ar.backend == "nccl") {
+#if defined(DTRAIN_HAVE_CUDA)
+    return run_allreduce_nccl(comm, lo, hi, g_ar.factor, g_ar.warmup, g_ar.iters);
+#else
+    throw InputError("--backend nccl: this build has no CUDA backend (configure with the CUDA toolkit)");
+#endif
+  }
   int errors = 0;
   for (double b = double(lo); b <= double(hi) * 1.0000001; b *= g_ar.factor) {
     const size_t count = static_cast<size_t>(b) / sizeof(float);
@@ -132,7 +140,10 @@ void register_extra_commands(CLI::App& app) {
   g_ar_cmd->add_option("-w,--warmup_iters", g_ar.warmup, "warm-up iterations")
       ->capture_default_str();
   g_ar_cmd->add_option("-c,--check", g_ar.check, "check results (0/1)")->capture_default_str();
-  g_ar_cmd->add_flag("--nonblocking", g_ar.nonblocking, "time MPI_Iallreduce + wait instead");
+  g_ar_cmd->add_flag("--nonblocking", g_ar.nonblocking, "time the non-blocking allreduce + wait");
+  g_ar_cmd->add_option("--backend", g_ar.backend, "mpi (host buffers) or nccl (GPU buffers)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"mpi", "nccl"}));
 }
 
 int run_extra_commands(CLI::App& /*app*/) {

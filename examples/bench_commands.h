@@ -23,6 +23,15 @@ struct PsBenchOptions {
 };
 int run_ps(const PsBenchOptions& o);
 
+}  // namespace dtrain::bench
+namespace dtrain {
+class MpiCommunicator;
+}
+namespace dtrain::bench {
+// NCCL allreduce over GPU buffers, nccl-tests style (CUDA builds only).
+int run_allreduce_nccl(MpiCommunicator& mpi, size_t lo, size_t hi, double factor, size_t warmup,
+                       size_t iters);
+
 // Subcommands that live with the modes (allreduce, ps); they register themselves here.
 void register_extra_commands(CLI::App& app);
 int run_extra_commands(CLI::App& app);

@@ -26,7 +26,7 @@ int device_count(std::string* why) {
 int select_device(size_t local_rank) {
   std::string why;
   const int n = device_count(&why);
-  if (n == 0) throw InputError("--device cuda: no CUDA device (" + why + ")");
+  if (n == 0) throw InputError("no CUDA device (" + why + ")");
   const int dev = static_cast<int>(local_rank % static_cast<size_t>(n));
   CUDA_CHECK(cudaSetDevice(dev));
   return dev;
