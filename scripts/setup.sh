@@ -6,12 +6,13 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config git ca-certificates
   libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
-  libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev)
+  libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev
+  procps)  # pgrep/pkill for the multi-process tests
 # Tools that may come from elsewhere (a Node.js install of its own, say) count when on PATH.
 command -v npm >/dev/null || packages+=(npm)
 command -v python3 >/dev/null || packages+=(python3)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-matplotlib)
+  packages+=(python3-torch python3-mpi4py python3-matplotlib)
 fi
 
 missing=()
