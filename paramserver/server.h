@@ -50,6 +50,8 @@ class Server {
   // The endpoint actually bound (resolves a wildcard port such as tcp://127.0.0.1:*).
   std::string endpoint() const { return sock_.get(zmq::sockopt::last_endpoint); }
   size_t rejected_frames() const { return rejected_; }
+  // Updates applied: steps in sync mode, pushes in async mode.
+  uint64_t updates_applied() const { return version_; }
 
  private:
   void handle(const std::string& identity, const Message& m);

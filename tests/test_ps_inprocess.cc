@@ -32,6 +32,8 @@ struct Job {
   const CurveKeys* client_keys = nullptr;
   std::function<void(size_t worker, size_t step)> after_step;
   bool overlap = false;
+  uint64_t* chief_optimizer_steps = nullptr;   // out: the update count the chief saw
+  std::vector<uint64_t>* server_updates = nullptr;  // out: updates each server applied in all
 };
 
 std::string endpoint(const Job& j, size_t s) {
@@ -108,6 +110,7 @@ std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
           if (j.after_step) j.after_step(w, s);
         }
         sync.gather_state(*m, opt);
+        if (w == 0 && j.chief_optimizer_steps) *j.chief_optimizer_steps = opt.steps();
         out[w].assign(m->params(), m->params() + m->param_count());
         sync.finish(true);
       } catch (...) {
@@ -117,6 +120,8 @@ std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
   for (auto& t : threads) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+  if (j.server_updates)
+    for (auto& s : servers) j.server_updates->push_back(s->updates_applied());
   return out;
 }
 
@@ -126,7 +131,10 @@ TEST(PsInProcess, SyncMatchesOneProcessAtTheGlobalBatch) {
     Job j;
     j.servers = servers;
     j.tag = "sync" + std::to_string(servers) + "-";
+    uint64_t updates = 0;
+    j.chief_optimizer_steps = &updates;
     auto got = run_job(ctx, j);
+    EXPECT_EQ(updates, j.steps) << "sync: one update per step, whatever the worker count";
     // Reference: one process, batch workers*b, the same samples in the same order.
     auto ref = build_mlp(784, {16, 8}, 10);
     ref->init(3);
@@ -158,9 +166,15 @@ TEST(PsInProcess, AsyncTrains) {
   j.servers = 2;
   j.tag = "async-";
   j.steps = 20;
+  std::vector<uint64_t> updates;
+  j.server_updates = &updates;
   auto got = run_job(ctx, j);
   ASSERT_EQ(got.size(), 2u);
-  EXPECT_FALSE(got[0].empty());
+  // Async applies every push on its own: workers x steps updates on each server, not steps.
+  EXPECT_EQ(updates, std::vector<uint64_t>(j.servers, j.workers * j.steps));
+  auto init = build_mlp(784, {16, 8}, 10);
+  init->init(3);
+  EXPECT_NE(got[0], std::vector<float>(init->params(), init->params() + init->param_count()));
 }
 
 TEST(PsInProcess, AsyncWithOverlapTrainsAndEndsInAgreement) {
