@@ -69,7 +69,8 @@ int run_allreduce(int argc, char** argv) {
 #if defined(DTRAIN_HAVE_CUDA)
     return run_allreduce_nccl(comm, lo, hi, g_ar.factor, g_ar.warmup, g_ar.iters);
 #else
-    throw InputError("--backend nccl: this build has no CUDA backend (configure with the CUDA toolkit)");
+    throw InputError(
+        "--backend nccl: this build has no CUDA backend (configure with the CUDA toolkit)");
 #endif
   }
   int errors = 0;

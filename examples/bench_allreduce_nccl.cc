@@ -32,8 +32,7 @@ int run_allreduce_nccl(MpiCommunicator& mpi, size_t lo, size_t hi, double factor
     for (size_t i = 0; i < warmup; ++i) nccl.allreduce(d.data(), count, ReduceOp::kSum, "warm-up");
     mpi.barrier("bench");
     CUDA_CHECK(cudaEventRecord(a, nccl.stream()));
-    for (size_t i = 0; i < iters; ++i)
-      nccl.iallreduce(d.data(), count, ReduceOp::kSum, "bench");
+    for (size_t i = 0; i < iters; ++i) nccl.iallreduce(d.data(), count, ReduceOp::kSum, "bench");
     CUDA_CHECK(cudaEventRecord(b, nccl.stream()));
     CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
@@ -56,15 +55,16 @@ int run_allreduce_nccl(MpiCommunicator& mpi, size_t lo, size_t hi, double factor
     const size_t bytes = count * sizeof(float);
     const double algbw = double(bytes) / t / 1e9;
     if (mpi.rank() == 0) {
-      const nlohmann::json j = {{"bench", "allreduce"},
-                                {"backend", "nccl"},
-                                {"ranks", n},
-                                {"bytes", bytes},
-                                {"count", count},
-                                {"time_us", t * 1e6},
-                                {"algbw_gbps", algbw},
-                                {"busbw_gbps", n > 1 ? algbw * 2.0 * double(n - 1) / double(n) : algbw},
-                                {"wrong", long(wrong)}};
+      const nlohmann::json j = {
+          {"bench", "allreduce"},
+          {"backend", "nccl"},
+          {"ranks", n},
+          {"bytes", bytes},
+          {"count", count},
+          {"time_us", t * 1e6},
+          {"algbw_gbps", algbw},
+          {"busbw_gbps", n > 1 ? algbw * 2.0 * double(n - 1) / double(n) : algbw},
+          {"wrong", long(wrong)}};
       std::printf("%s\n", j.dump().c_str());
       std::fflush(stdout);
     }

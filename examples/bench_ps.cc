@@ -51,6 +51,7 @@ int run_ps(const PsBenchOptions& b) {
       o.worker_rank = w;
       o.num_workers = b.workers;
       o.job_id = 1;
+      o.sync = b.sync;
       ps::ParameterServerSync sync(ctx, o);
       uint64_t resume[2] = {0, 0};
       sync.start(*m, opt, {}, resume);

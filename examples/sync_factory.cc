@@ -97,9 +97,9 @@ std::optional<int> run_if_ps_task(const TrainFlags& flags) {
   o.index = spec->task_index;
   o.num_servers = spec->job("ps").size();
   o.num_workers = spec->num_workers();
-  o.param_count = build_model(flags.model, 28, 28, flags.first_layer_neurons,
-                              flags.second_layer_neurons, 10)
-                      ->param_count();
+  o.param_count =
+      build_model(flags.model, 28, 28, flags.first_layer_neurons, flags.second_layer_neurons, 10)
+          ->param_count();
   o.optimizer = flags.optimizer;
   o.async = !flags.ps_sync;
   o.max_staleness = flags.ps_sync ? 0 : flags.max_staleness;
@@ -139,6 +139,7 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     o.job_id = env.job_id.value_or(ps::job_id_of(*spec));
     o.job = ps_job(flags, o.num_workers);
     o.overlap = !flags.ps_sync && flags.max_staleness == 0;
+    o.sync = flags.ps_sync;
     return std::make_unique<OwningPsSync>(std::move(res), o);
   }
   if (mode == "local") {

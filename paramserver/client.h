@@ -31,6 +31,10 @@ struct ClientOptions {
   // Async mode: overlap each step's push/pull with the next step's compute (the parameters a step
   // uses are then one more update behind; only for unbounded async, where that is the contract).
   bool overlap = false;
+  // Sync mode: push in pieces of this many floats as backward finishes them (the servers'
+  // chunk_floats); async mode pushes each server's whole range at the end of the step.
+  bool sync = true;
+  size_t chunk_floats = 65536;
 };
 
 class ParameterServerSync : public GradientSync {
@@ -40,6 +44,7 @@ class ParameterServerSync : public GradientSync {
   size_t rank() const override { return opts_.worker_rank; }
   size_t world() const override { return opts_.num_workers; }
   void start(Model& model, Optimizer& opt, const nlohmann::json& job, uint64_t* resume) override;
+  void ready(size_t offset, size_t count) override;
   void finish_step(Model& model, Optimizer& opt) override;
   void sum(double* values, size_t n) override;
   void gather_state(Model& model, Optimizer& opt) override;
@@ -52,8 +57,11 @@ class ParameterServerSync : public GradientSync {
     std::string_view payload;  // into body
   };
   // zero_copy: ZeroMQ sends straight from `payload`, which must not change until the reply.
-  void send(size_t server, MsgType type, uint64_t step, uint64_t offset, const void* payload,
-            size_t bytes, uint64_t count, bool zero_copy = false);
+  // Returns the request id.
+  uint32_t send(size_t server, MsgType type, uint64_t step, uint64_t offset, const void* payload,
+                size_t bytes, uint64_t count, bool zero_copy = false);
+  void send_piece(size_t i);
+  void finish_sync_step(Model& model);
   // Waits for the answer to the last request sent to each of `servers`; throws a TimeoutError
   // naming the silent servers, or an Error with a server's error reply.
   std::vector<Reply> wait_replies(const std::vector<size_t>& servers, double timeout_s,
@@ -74,6 +82,16 @@ class ParameterServerSync : public GradientSync {
   bool push_outstanding_ = false;
   uint64_t pending_step_ = 0;
   std::vector<float> staged_grads_;
+  // sync: the pieces of the gradient, highest offset first (backward's order)
+  struct Piece {
+    size_t server, offset, count;
+    uint32_t request = 0;
+    bool sent = false, answered = false;
+  };
+  std::vector<Piece> pieces_;
+  size_t next_piece_ = 0, ready_lo_ = 0;
+  bool contiguous_ = true;
+  float* grads_ = nullptr;
 };
 
 }  // namespace dtrain::ps

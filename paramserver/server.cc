@@ -18,6 +18,10 @@ Server::Server(zmq::context_t& ctx, ServerOptions opts)
       params_(range_.count, 0.0f),
       accum_(range_.count, 0.0f),
       pushed_(opts_.num_workers, 0) {
+  chunk_ = std::max<size_t>(1, std::min(opts_.chunk_floats ? opts_.chunk_floats : range_.count,
+                                        std::max<size_t>(range_.count, 1)));
+  chunks_.resize(range_.count ? (range_.count + chunk_ - 1) / chunk_ : 0);
+  for (auto& ch : chunks_) ch.from.assign(opts_.num_workers, 0);
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::router_mandatory, 0);
   if (opts_.curve) apply_server_curve(sock_, *opts_.curve);
@@ -35,15 +39,15 @@ Server::Server(zmq::context_t& ctx, ServerOptions opts)
 }
 
 void Server::reply(const std::string& identity, const Header& req, MsgType type,
-                   const void* payload, size_t bytes, uint64_t count, uint64_t step,
-                   bool zero_copy) {
+                   const void* payload, size_t bytes, uint64_t count, uint64_t step, bool zero_copy,
+                   uint64_t offset) {
   Header h;
   h.type = uint16_t(type);
   h.job_id = opts_.job_id;
   h.sender = uint32_t(opts_.index);
   h.request = req.request;
   h.step = step == UINT64_MAX ? version_ : step;
-  h.offset = range_.offset;
+  h.offset = offset == UINT64_MAX ? range_.offset : offset;
   h.count = count;
   sock_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
   sock_.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore);
@@ -106,16 +110,19 @@ void Server::check_timeouts() {
   if (worker_identity_.empty() && seconds_since(started_) > opts_.start_timeout_s)
     throw TimeoutError(detail::cat(opts_.name, ": no worker connected within ",
                                    opts_.start_timeout_s, " s (--start-timeout)"));
-  if (!opts_.async && !arrived_.empty() && seconds_since(step_started_) > opts_.step_timeout_s) {
+  if (!opts_.async && step_open_ && seconds_since(step_started_) > opts_.step_timeout_s) {
     std::string missing;
-    for (size_t w = 0; w < opts_.num_workers; ++w)
-      if (!arrived_.count(uint32_t(w)) && !done_.count(uint32_t(w)))
+    for (size_t w = 0; w < opts_.num_workers; ++w) {
+      bool all = true;
+      for (const auto& ch : chunks_) all = all && (ch.applied || ch.from[w]);
+      if (!all && !done_.count(uint32_t(w)))
         missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+    }
     const std::string why =
         detail::cat(opts_.name, ": step ", version_, ": no gradient from worker(s) ", missing,
                     " after ", opts_.step_timeout_s, " s; the worker(s) may have died");
-    for (auto& [id, h] : waiting_) reply_error(id, h, why);
-    waiting_.clear();
+    for (auto& ch : chunks_)
+      for (auto& [id, h] : ch.waiting) reply_error(id, h, why);
     throw TimeoutError(why);
   }
 }
@@ -197,26 +204,10 @@ void Server::handle(const std::string& identity, const Message& m) {
       return;
     }
     case MsgType::kPush: {
+      if (!opts_.async) return push_sync(identity, h, m.floats());
       if (!need_range(1)) return;
       if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
       const float* g = m.floats();
-      if (!opts_.async) {
-        if (arrived_.count(h.sender)) {
-          ++rejected_;
-          return reply_error(identity, h,
-                             detail::cat("worker ", h.sender, " pushed twice for step ", version_));
-        }
-        if (arrived_.empty()) {
-          step_started_ = std::chrono::steady_clock::now();
-          std::memcpy(accum_.data(), g, range_.count * sizeof(float));
-        } else {
-          for (size_t i = 0; i < range_.count; ++i) accum_[i] += g[i];
-        }
-        arrived_.insert(h.sender);
-        waiting_.push_back({identity, h});
-        if (arrived_.size() + done_.size() >= opts_.num_workers) apply_sync_step();
-        return;
-      }
       opt_.step(params_.data(), g, 1.0f);
       ++version_;
       pushed_[h.sender] = h.step + 1;
@@ -245,8 +236,11 @@ void Server::handle(const std::string& identity, const Message& m) {
       if (h.sender == 0) chief_done_ = true;
       reply(identity, h, MsgType::kDoneOk, nullptr, 0, 0);
       // A finished worker no longer holds back the others.
-      if (!opts_.async && !arrived_.empty() && arrived_.size() + done_.size() >= opts_.num_workers)
-        apply_sync_step();
+      if (!opts_.async)
+        for (size_t k = 0; k < chunks_.size(); ++k)
+          if (!chunks_[k].applied && chunks_[k].arrived > 0 &&
+              chunks_[k].arrived + done_.size() >= opts_.num_workers)
+            apply_chunk(k);
       release_stale_waiters();
       return;
     default:
@@ -255,12 +249,62 @@ void Server::handle(const std::string& identity, const Message& m) {
   }
 }
 
-void Server::apply_sync_step() {
-  opt_.step(params_.data(), accum_.data(), 1.0f / static_cast<float>(arrived_.size()));
+void Server::push_sync(const std::string& identity, const Header& h, const float* g) {
+  const uint64_t rel = h.offset - range_.offset;
+  const bool inside = h.offset >= range_.offset && rel < range_.count;
+  const size_t k = inside ? rel / chunk_ : 0;
+  if (!inside || rel % chunk_ != 0 || h.count != chunk_len(k)) {
+    ++rejected_;
+    log_info(opts_.name, ": rejected a push from worker ", h.sender, " for [", h.offset, ", +",
+             h.count, "): sync pushes are the ", chunk_, "-float chunks of [", range_.offset, ", +",
+             range_.count, ")");
+    return reply_error(identity, h, "push is not a chunk of this server's shard");
+  }
+  if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
+  Chunk& ch = chunks_[k];
+  if (ch.from[h.sender]) {
+    ++rejected_;
+    return reply_error(identity, h,
+                       detail::cat("worker ", h.sender, " pushed chunk ", k, " twice in a step"));
+  }
+  if (!step_open_) {
+    step_open_ = true;
+    step_started_ = std::chrono::steady_clock::now();
+  }
+  float* acc = accum_.data() + k * chunk_;
+  if (ch.arrived == 0)
+    std::memcpy(acc, g, h.count * sizeof(float));
+  else
+    for (size_t i = 0; i < h.count; ++i) acc[i] += g[i];
+  ch.from[h.sender] = 1;
+  ++ch.arrived;
+  ch.waiting.push_back({identity, h});
+  if (ch.arrived + done_.size() >= opts_.num_workers) apply_chunk(k);
+}
+
+void Server::apply_chunk(size_t k) {
+  Chunk& ch = chunks_[k];
+  const size_t off = k * chunk_, n = chunk_len(k);
+  opt_.step_range(params_.data(), accum_.data(), off, n, 1.0f / static_cast<float>(ch.arrived),
+                  opt_.steps() + 1);
+  // Zero-copy is safe: this chunk changes again only after every worker has pushed it for the
+  // next step, which each does only after receiving this reply whole.
+  for (auto& [id, h] : ch.waiting)
+    reply(id, h, MsgType::kParams, params_.data() + off, n * sizeof(float), n, UINT64_MAX,
+          /*zero_copy=*/true, range_.offset + off);
+  ch.waiting.clear();
+  ch.applied = true;
+  if (++chunks_applied_ < chunks_.size()) return;
+  // The step is complete on this server.
+  opt_.set_steps(opt_.steps() + 1);
   ++version_;
-  for (auto& [id, h] : waiting_) reply_params(id, h);
-  waiting_.clear();
-  arrived_.clear();
+  chunks_applied_ = 0;
+  step_open_ = false;
+  for (auto& c : chunks_) {
+    std::fill(c.from.begin(), c.from.end(), 0);
+    c.arrived = 0;
+    c.applied = false;
+  }
 }
 
 void Server::release_stale_waiters() {

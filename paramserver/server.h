@@ -2,6 +2,9 @@
 // runtime's optimizer on it.
 //   sync (default): waits for every worker's gradient for step t, averages them (folded into the
 //     optimizer's pass), applies once, then answers every worker's push with the new parameters.
+//     It does so chunk by chunk (chunk_floats pieces of its range): workers push each piece as
+//     backward finishes it, and a piece is averaged, updated and sent back as soon as every worker
+//     has pushed it, so transfers, the update and backward overlap instead of taking turns.
 //   async: applies each push on arrival and answers at once.
 //   bounded staleness S > 0: async updates, but a worker's push for step t is answered only when
 //     the slowest worker has pushed step t - S, so nobody runs more than S steps ahead.
@@ -32,7 +35,8 @@ struct ServerOptions {
   size_t param_count = 0;
   OptimizerOptions optimizer;
   bool async = false;
-  size_t max_staleness = 0;  // > 0: stale-synchronous
+  size_t max_staleness = 0;     // > 0: stale-synchronous
+  size_t chunk_floats = 65536;  // sync: the pieces a step is pushed and applied in
   double start_timeout_s = 60;
   double step_timeout_s = 60;
   uint64_t job_id = 0;
@@ -57,10 +61,13 @@ class Server {
   void handle(const std::string& identity, const Message& m);
   // zero_copy: ZeroMQ sends straight from `payload`, which must not change until sent.
   void reply(const std::string& identity, const Header& req, MsgType type, const void* payload,
-             size_t bytes, uint64_t count, uint64_t step = UINT64_MAX, bool zero_copy = false);
+             size_t bytes, uint64_t count, uint64_t step = UINT64_MAX, bool zero_copy = false,
+             uint64_t offset = UINT64_MAX);
   void reply_error(const std::string& identity, const Header& req, const std::string& why);
   void reply_params(const std::string& identity, const Header& req);
-  void apply_sync_step();
+  void push_sync(const std::string& identity, const Header& h, const float* g);
+  void apply_chunk(size_t k);
+  size_t chunk_len(size_t k) const { return std::min(chunk_, range_.count - k * chunk_); }
   void release_stale_waiters();
   void check_timeouts();
 
@@ -73,9 +80,17 @@ class Server {
   bool initialized_ = false;
   uint64_t resume_[2] = {0, 0};
   uint64_t version_ = 0;  // updates applied (sync: steps)
-  // sync: who pushed for the current step, and their pending replies
-  std::set<uint32_t> arrived_;
-  std::vector<std::pair<std::string, Header>> waiting_;
+  // sync: per chunk of the range, who pushed it this step and their pending replies
+  struct Chunk {
+    std::vector<uint8_t> from;  // per worker
+    size_t arrived = 0;
+    bool applied = false;
+    std::vector<std::pair<std::string, Header>> waiting;
+  };
+  size_t chunk_ = 1;
+  std::vector<Chunk> chunks_;
+  size_t chunks_applied_ = 0;
+  bool step_open_ = false;
   std::chrono::steady_clock::time_point step_started_;
   // async with staleness: pushes answered later
   std::vector<uint64_t> pushed_;  // per worker

@@ -45,20 +45,28 @@ Optimizer::Optimizer(const OptimizerOptions& opts, size_t count) : opts_(opts), 
 
 void Optimizer::step(float* p, const float* g, float gs) {
   ++t_;
+  step_range(p, g, 0, count_, gs, t_);
+}
+
+void Optimizer::step_range(float* p, const float* g, size_t offset, size_t n, float gs,
+                           uint64_t t) {
+  DTRAIN_CHECK_LE(offset + n, count_);
   const auto& o = opts_;
+  p += offset;
+  g += offset;
+  float* s0 = state_.data() + offset;  // first state slot of this piece
   if (o.name == "sgd") {
-    sgd_loop(fn::SgdUpdate{p, g, o.learning_rate, gs}, count_);
+    sgd_loop(fn::SgdUpdate{p, g, o.learning_rate, gs}, n);
   } else if (o.name == "momentum") {
-    momentum_loop(fn::MomentumUpdate{p, g, state_.data(), o.learning_rate, o.momentum, gs}, count_);
+    momentum_loop(fn::MomentumUpdate{p, g, s0, o.learning_rate, o.momentum, gs}, n);
   } else if (o.name == "adam") {
     float bc1 = 0, isb2 = 0;
-    adam_corrections(o, t_, &bc1, &isb2);
-    adam_loop(fn::AdamUpdate{p, g, state_.data(), state_.data() + count_, o.learning_rate, o.beta1,
-                             o.beta2, o.epsilon, bc1, isb2, gs},
-              count_);
+    adam_corrections(o, t, &bc1, &isb2);
+    adam_loop(fn::AdamUpdate{p, g, s0, s0 + count_, o.learning_rate, o.beta1, o.beta2, o.epsilon,
+                             bc1, isb2, gs},
+              n);
   } else {
-    rmsprop_loop(fn::RmspropUpdate{p, g, state_.data(), o.learning_rate, o.rho, o.epsilon, gs},
-                 count_);
+    rmsprop_loop(fn::RmspropUpdate{p, g, s0, o.learning_rate, o.rho, o.epsilon, gs}, n);
   }
 }
 

@@ -35,6 +35,9 @@ class Optimizer {
   // p -= update(g * grad_scale) over `count` elements; p and g point at the start of this
   // optimizer's range. grad_scale folds gradient averaging into the update's single pass.
   void step(float* p, const float* g, float grad_scale = 1.0f);
+  // The same update on elements [offset, offset + n) only, as step number t, without counting a
+  // step: a parameter server applies one step to its shard piece by piece as pieces arrive.
+  void step_range(float* p, const float* g, size_t offset, size_t n, float grad_scale, uint64_t t);
 
   const OptimizerOptions& options() const { return opts_; }
   size_t count() const { return count_; }

@@ -92,3 +92,32 @@ TEST(Optimizer, RejectsBadOptions) {
 
 }  // namespace
 }  // namespace dtrain
+
+namespace dtrain {
+namespace {
+
+TEST(Optimizer, StepInPiecesEqualsOneStep) {
+  for (const char* name : {"sgd", "momentum", "adam", "rmsprop"}) {
+    OptimizerOptions o;
+    o.name = name;
+    const size_t n = 1000;
+    Optimizer whole(o, n), pieces(o, n);
+    std::vector<float> p1(n), p2, g(n);
+    for (size_t i = 0; i < n; ++i) {
+      p1[i] = std::cos(float(i));
+      g[i] = std::sin(float(i) * 0.3f);
+    }
+    p2 = p1;
+    for (int t = 1; t <= 3; ++t) {
+      whole.step(p1.data(), g.data(), 0.5f);
+      for (size_t off = 0; off < n; off += 300)
+        pieces.step_range(p2.data(), g.data(), off, std::min<size_t>(300, n - off), 0.5f,
+                          uint64_t(t));
+    }
+    EXPECT_EQ(p1, p2) << name;
+    EXPECT_EQ(whole.state(), pieces.state()) << name;
+  }
+}
+
+}  // namespace
+}  // namespace dtrain

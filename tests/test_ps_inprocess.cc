@@ -32,7 +32,8 @@ struct Job {
   const CurveKeys* client_keys = nullptr;
   std::function<void(size_t worker, size_t step)> after_step;
   bool overlap = false;
-  uint64_t* chief_optimizer_steps = nullptr;   // out: the update count the chief saw
+  size_t chunk_floats = 1000;                 // several chunks per server even for this small model
+  uint64_t* chief_optimizer_steps = nullptr;  // out: the update count the chief saw
   std::vector<uint64_t>* server_updates = nullptr;  // out: updates each server applied in all
 };
 
@@ -55,6 +56,7 @@ ServerOptions server_opts(const Job& j, size_t s, size_t params) {
   o.job_id = 5;
   o.job = {{"batch_size", j.batch}};
   o.curve = j.server_keys;
+  o.chunk_floats = j.chunk_floats;
   return o;
 }
 
@@ -69,6 +71,8 @@ ClientOptions client_opts(const Job& j, size_t w) {
   o.job = {{"batch_size", j.batch}};
   o.curve = j.client_keys;
   o.overlap = j.overlap;
+  o.sync = !j.async;
+  o.chunk_floats = j.chunk_floats;
   return o;
 }
 
