@@ -76,6 +76,13 @@ ClientOptions client_opts(const Job& j, size_t w) {
   return o;
 }
 
+// The chief's initial parameters in run_job.
+std::vector<float> initial_params() {
+  auto m = build_mlp(784, {16, 8}, 10);
+  m->init(3);
+  return std::vector<float>(m->params(), m->params() + m->param_count());
+}
+
 // Runs the job; returns each worker's final parameters.
 std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
   const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
@@ -176,12 +183,10 @@ TEST(PsInProcess, AsyncTrains) {
   ASSERT_EQ(got.size(), 2u);
   // Async applies every push on its own: workers x steps updates on each server, not steps.
   EXPECT_EQ(updates, std::vector<uint64_t>(j.servers, j.workers * j.steps));
-  auto init = build_mlp(784, {16, 8}, 10);
-  init->init(3);
-  EXPECT_NE(got[0], std::vector<float>(init->params(), init->params() + init->param_count()));
+  EXPECT_NE(got[0], initial_params());
 }
 
-TEST(PsInProcess, AsyncWithOverlapTrainsAndEndsInAgreement) {
+TEST(PsInProcess, AsyncWithOverlapAppliesEveryPush) {
   zmq::context_t ctx;
   Job j;
   j.async = true;
@@ -189,12 +194,13 @@ TEST(PsInProcess, AsyncWithOverlapTrainsAndEndsInAgreement) {
   j.tag = "overlap-";
   j.steps = 30;
   j.workers = 1;
+  j.servers = 2;
+  std::vector<uint64_t> updates;
+  j.server_updates = &updates;
   auto got = run_job(ctx, j);
-  // One worker, async with overlap: after the final drain its parameters are the server's, which
-  // differ from the chief's initialization (every push was applied).
-  auto init = build_mlp(784, {16, 8}, 10);
-  init->init(3);
-  EXPECT_NE(got[0], std::vector<float>(init->params(), init->params() + init->param_count()));
+  // The last push, still outstanding when the loop ends, is drained too: every push is applied.
+  EXPECT_EQ(updates, std::vector<uint64_t>(j.servers, j.steps));
+  EXPECT_NE(got[0], initial_params());
 }
 
 TEST(PsInProcess, BoundedStalenessHoldsTheFastWorkerBack) {
