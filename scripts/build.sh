@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Configures and builds dtrain into build/ (binaries in build/bin/).
+#   scripts/build.sh                 everything, tests included
+#   scripts/build.sh TARGET...       only these targets (demo.sh builds just what it runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${DTRAIN_CMAKE_ARGS:-} >/dev/null
-cmake --build build -j"$(nproc)"
+if (($#)); then
+  cmake --build build -j"$(nproc)" --target "$@"
+else
+  cmake --build build -j"$(nproc)"
+fi

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh mnist_train dtrainrun
 scripts/get-mnist.sh
 out="${DTRAIN_DEMO_OUTPUT:-demo-output}"
 epochs="${DTRAIN_DEMO_EPOCHS:-3}"
