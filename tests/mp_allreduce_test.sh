@@ -3,6 +3,7 @@
 #   e2e       2 ranks train (real MNIST when present), chief-only outputs, timeline with buckets
 #   mismatch  ranks started with different batch sizes stop with an error naming rank and field
 #   kill      SIGKILL of rank 1 ends the whole job within a bounded time, no process left behind
+#   onefails  an error only rank 1 sees (its data folder is missing) ends every rank, no hang
 # Usage: mp_allreduce_test.sh BIN_DIR SOURCE_DIR CASE
 set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
@@ -58,6 +59,18 @@ mismatch)
     fail "the error does not name the rank and the field"
   ((SECONDS - start < 60)) || fail "took $((SECONDS - start)) s"
   echo "mismatch ok (exit $rc)"
+  ;;
+onefails)
+  start=$SECONDS
+  "${mpi[@]}" -np 1 "$bin/mnist_train" --synthetic-data 6000 --epochs 100 --output-dir "$tmp/o" : \
+    -np 1 "$bin/mnist_train" --data-folder "$tmp/no-such-folder" --epochs 100 --output-dir "$tmp/o" \
+    >"$tmp/stdout" 2>"$tmp/stderr"
+  rc=$?
+  ((rc != 0)) || fail "exited 0"
+  grep -q "rank 1/2 .*no-such-folder does not exist" "$tmp/stderr" || { cat "$tmp/stderr"; fail "no message naming the folder"; }
+  ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
+  [[ -z "$(pgrep -f "$tmp/o" || true)" ]] || fail "processes left behind"
+  echo "onefails ok: exit $rc after $((SECONDS - start)) s"
   ;;
 kill)
   "${mpi[@]}" -np 2 "$bin/mnist_train" --synthetic-data 60000 --epochs 1000 --output-dir "$tmp/o" \
