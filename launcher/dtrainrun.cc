@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "dtrainrun: start a dtrain job (allreduce through mpirun, or TF_CONFIG ps tasks) "
       "and supervise it"};
+  app.name("dtrainrun");
   LauncherOptions o;
   add_launcher_flags(app, o);
   try {

@@ -4,8 +4,8 @@ namespace dtrain::launcher {
 
 void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("-n,--np", o.np,
-                 "allreduce: number of ranks (default: the slots of -H, node-count x "
-                 "process-count-per-node, or 1)");
+                 "allreduce: number of ranks, also spelled -np (default: the slots of -H, "
+                 "node-count x process-count-per-node, or 1)");
   app.add_option("-H,--hosts", o.hosts, "allreduce: hosts as host[:slots], comma-separated")
       ->delimiter(',')
       ->allow_extra_args(false);
