@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "runtime/cpu_ops.h"
+#include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/functors.h"
 
@@ -75,11 +76,7 @@ class ThreadHandle : public Communicator::Handle {
 }  // namespace
 
 bool launched_by_mpi_with_peers() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"}) {
-    const char* s = std::getenv(v);
-    if (s && std::atoi(s) > 1) return true;
-  }
-  return false;
+  return read_env().mpi_world_size > 1;
 }
 
 MpiCommunicator::MpiCommunicator(int* argc, char*** argv) {

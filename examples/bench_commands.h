@@ -5,6 +5,10 @@
 #include <cstddef>
 #include <string>
 
+namespace dtrain {
+class MpiCommunicator;
+}
+
 namespace dtrain::bench {
 
 struct TrainBenchOptions {
@@ -23,11 +27,6 @@ struct PsBenchOptions {
 };
 int run_ps(const PsBenchOptions& o);
 
-}  // namespace dtrain::bench
-namespace dtrain {
-class MpiCommunicator;
-}
-namespace dtrain::bench {
 // NCCL allreduce over GPU buffers, nccl-tests style (CUDA builds only).
 int run_allreduce_nccl(MpiCommunicator& mpi, size_t lo, size_t hi, double factor, size_t warmup,
                        size_t iters);

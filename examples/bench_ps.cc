@@ -27,7 +27,7 @@ int run_ps(const PsBenchOptions& b) {
   std::vector<std::string> eps;
   for (size_t s = 0; s < b.servers; ++s) {
     ps::ServerOptions o;
-    o.bind = std::getenv("PSB_IPC") ? "ipc:///tmp/psb" + std::to_string(s) : "tcp://127.0.0.1:*";
+    o.bind = "tcp://127.0.0.1:*";
     o.index = s;
     o.num_servers = b.servers;
     o.num_workers = b.workers;

@@ -89,7 +89,7 @@ std::optional<int> run_if_ps_task(const TrainFlags& flags) {
   ps::ServerOptions o;
   o.name = detail::cat("ps:", spec->task_index, " (", spec->job("ps")[spec->task_index].str(), ")");
   if (flags.secure) {
-    keys = ps::load_curve_keys(true);
+    keys = ps::load_curve_keys(true, env);
     zap.emplace(ctx, keys->client_public, o.name);
     o.curve = &*keys;
   }
@@ -126,7 +126,7 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     const size_t rank = spec->worker_rank();
     set_log_identity(*spec->task_type, spec->task_index, spec->num_workers());
     auto res = std::make_unique<PsResources>();
-    if (flags.secure) res->keys = ps::load_curve_keys(false);
+    if (flags.secure) res->keys = ps::load_curve_keys(false, env);
     ps::ClientOptions o;
     for (size_t i = 0; i < spec->job("ps").size(); ++i) {
       o.servers.push_back(ps::tcp_endpoint(spec->job("ps")[i]));

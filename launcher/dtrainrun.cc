@@ -14,6 +14,7 @@
 #include "launcher/launcher_options.h"
 #include "launcher/supervisor.h"
 #include "paramserver/curve.h"
+#include "runtime/env.h"
 #include "runtime/error.h"
 
 int main(int argc, char** argv) {
@@ -33,8 +34,8 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
   }
   try {
-    const char* tf = std::getenv("TF_CONFIG");
-    JobPlan plan = plan_job(o, tf ? tf : "", geteuid() == 0);
+    const dtrain::EnvConfig env = dtrain::read_env();
+    JobPlan plan = plan_job(o, env.tf_config.value_or(""), geteuid() == 0);
     if (o.secure) {
       if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
       const auto keys = dtrain::ps::generate_curve_keys();

@@ -305,7 +305,7 @@ void ParameterServerSync::finish_sync_step(Model& model) {
                                      " s"));
     }
   }
-  for (auto& p : pieces_) p.sent = p.answered = false;
+  for (auto& p : pieces_) p.sent = false;
   next_piece_ = 0;
   ready_lo_ = model.param_count();
   contiguous_ = true;

@@ -86,7 +86,7 @@ class ParameterServerSync : public GradientSync {
   struct Piece {
     size_t server, offset, count;
     uint32_t request = 0;
-    bool sent = false, answered = false;
+    bool sent = false;
   };
   std::vector<Piece> pieces_;
   size_t next_piece_ = 0, ready_lo_ = 0;

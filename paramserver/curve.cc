@@ -1,6 +1,5 @@
 #include "paramserver/curve.h"
 
-#include <cstdlib>
 #include <fstream>
 #include <map>
 
@@ -23,21 +22,19 @@ CurveKeys generate_curve_keys() {
   return k;
 }
 
-CurveKeys load_curve_keys(bool for_server) {
+CurveKeys load_curve_keys(bool for_server, const EnvConfig& env) {
   if (!zmq_has("curve")) throw InputError("--secure: this ZeroMQ library lacks CURVE support");
   std::map<std::string, std::string> vals;
-  if (const char* f = std::getenv("DTRAIN_PS_KEY_FILE"); f && *f) {
-    std::ifstream in(f);
-    if (!in) throw InputError(std::string("DTRAIN_PS_KEY_FILE: cannot open ") + f);
+  if (env.ps_key_file) {
+    std::ifstream in(*env.ps_key_file);
+    if (!in) throw InputError("DTRAIN_PS_KEY_FILE: cannot open " + *env.ps_key_file);
     std::string line;
     while (std::getline(in, line)) {
       const size_t eq = line.find('=');
       if (eq != std::string::npos) vals[line.substr(0, eq)] = line.substr(eq + 1);
     }
   }
-  for (const char* n : {"DTRAIN_PS_SERVER_PUBLIC_KEY", "DTRAIN_PS_SERVER_SECRET_KEY",
-                        "DTRAIN_PS_CLIENT_PUBLIC_KEY", "DTRAIN_PS_CLIENT_SECRET_KEY"})
-    if (const char* v = std::getenv(n); v && *v) vals[n] = v;
+  for (const auto& [k, v] : env.ps_keys) vals[k] = v;  // variables win over the file
   auto need = [&](const char* n) {
     auto it = vals.find(n);
     if (it == vals.end())

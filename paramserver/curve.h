@@ -9,6 +9,8 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "runtime/env.h"
+
 namespace dtrain::ps {
 
 struct CurveKeys {
@@ -21,7 +23,7 @@ CurveKeys generate_curve_keys();
 // ..._CLIENT_SECRET_KEY, or the file DTRAIN_PS_KEY_FILE with lines NAME=VALUE of the same names.
 // Throws InputError naming what is missing or malformed. A server needs both server keys and the
 // client public key; a client the server public key and both client keys.
-CurveKeys load_curve_keys(bool for_server);
+CurveKeys load_curve_keys(bool for_server, const EnvConfig& env);
 
 void apply_server_curve(zmq::socket_t& s, const CurveKeys& k);
 void apply_client_curve(zmq::socket_t& s, const CurveKeys& k);

@@ -33,6 +33,15 @@ EnvConfig read_env() {
     e.fusion_threshold_bytes = parse_size("DTRAIN_FUSION_THRESHOLD", *v);
   e.tf_config = get("TF_CONFIG");
   if (auto v = get("DTRAIN_JOB_ID")) e.job_id = parse_size("DTRAIN_JOB_ID", *v);
+  for (const char* n : {"DTRAIN_PS_SERVER_PUBLIC_KEY", "DTRAIN_PS_SERVER_SECRET_KEY",
+                        "DTRAIN_PS_CLIENT_PUBLIC_KEY", "DTRAIN_PS_CLIENT_SECRET_KEY"})
+    if (auto v = get(n)) e.ps_keys[n] = *v;
+  e.ps_key_file = get("DTRAIN_PS_KEY_FILE");
+  for (const char* n : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"})
+    if (auto v = get(n)) {
+      e.mpi_world_size = static_cast<size_t>(std::atol(v->c_str()));
+      break;
+    }
   return e;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -13,6 +14,12 @@ struct EnvConfig {
   std::optional<size_t> fusion_threshold_bytes;  // DTRAIN_FUSION_THRESHOLD (bytes)
   std::optional<std::string> tf_config;          // TF_CONFIG (TensorFlow's name, kept)
   std::optional<uint64_t> job_id;                // DTRAIN_JOB_ID (the launcher sets one per job)
+  // --secure: DTRAIN_PS_{SERVER,CLIENT}_{PUBLIC,SECRET}_KEY by full name, and DTRAIN_PS_KEY_FILE
+  std::map<std::string, std::string> ps_keys;
+  std::optional<std::string> ps_key_file;
+  // Ranks in the job when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMI_SIZE,
+  // PMIX_SIZE or MPI_LOCALNRANKS, whichever is set), else 0.
+  size_t mpi_world_size = 0;
 };
 
 // Reads the environment (each call reads it afresh, so tests can set variables).

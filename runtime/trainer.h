@@ -55,7 +55,6 @@ class Trainer {
   TrainResult run();
 
  private:
-  EpochMetrics run_epoch(uint64_t epoch, uint64_t& global_step);
   void write_epoch_outputs(const EpochMetrics& m, uint64_t global_step);
 
   Model& model_;
