@@ -7,6 +7,7 @@
 #   killworker SIGKILL of a worker ends the job within 10 s, naming that worker (both modes)
 #   sigterm    SIGTERM to the launcher stops the job and leaves no process behind
 #   restart    --max-restarts 1 resumes after a kill and finishes with the accuracy bar
+#   psresume   a ps job resumed from its checkpoint ends where an uninterrupted one does
 # Usage: mp_launcher_test.sh BIN_DIR SOURCE_DIR CASE
 set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
@@ -161,6 +162,20 @@ lines = [json.loads(l) for l in open('$tmp/job/outputs/metrics.jsonl')]
 assert [l['epoch'] for l in lines] == [1, 2, 3], lines
 " || fail "metrics.jsonl epochs"
   check_summary "$tmp/console" 0.97
+  ;;
+psresume)
+  ps=(--mode ps --num-ps 2 --num-workers 2 --)
+  last_loss() { python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])['loss'])" "$1"; }
+  "$bin/dtrainrun" --output-dir "$tmp/a" "${ps[@]}" "$bin/mnist_train" "${data[@]}" --epochs 2 \
+    --output-dir "$tmp/a/outputs" >"$tmp/console" 2>&1 || fail "uninterrupted job"
+  "$bin/dtrainrun" --output-dir "$tmp/b" "${ps[@]}" "$bin/mnist_train" "${data[@]}" --epochs 1 \
+    --output-dir "$tmp/b/outputs" >"$tmp/console" 2>&1 || fail "first half"
+  "$bin/dtrainrun" --output-dir "$tmp/b" "${ps[@]}" "$bin/mnist_train" "${data[@]}" --epochs 2 \
+    --resume --output-dir "$tmp/b/outputs" >"$tmp/console" 2>&1 || fail "resumed half"
+  grep -q "resuming from" "$tmp/console" || fail "did not resume"
+  a="$(last_loss "$tmp/a/outputs/metrics.jsonl")"; b="$(last_loss "$tmp/b/outputs/metrics.jsonl")"
+  [[ "$a" == "$b" ]] || fail "resumed loss $b differs from uninterrupted $a"
+  echo "psresume: epoch-2 loss $a both ways"
   ;;
 *) fail "unknown case $case_" ;;
 esac
