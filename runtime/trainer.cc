@@ -134,6 +134,8 @@ TrainResult Trainer::run() {
       }
       const double secs = seconds_since(t0);
       if (progress) std::printf("\r%60s\r", "");
+      log_debug("epoch ", e + 1, ": ", steps, " steps, loss ", stats[0] / stats[2], ", ",
+                secs > 0 ? stats[2] / secs : 0.0, " samples/s on this worker");
 
       sync_.gather_state(model_, opt_);
       // Test set sharded over workers; sums combined with the training sums in one call.
