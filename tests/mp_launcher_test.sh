@@ -8,6 +8,7 @@
 #   sigterm    SIGTERM to the launcher stops the job and leaves no process behind
 #   restart    --max-restarts 1 resumes after a kill and finishes with the accuracy bar
 #   psresume   a ps job resumed from its checkpoint ends where an uninterrupted one does
+#   secure     a --secure ps job: the launcher's CURVE keys reach every task and training runs
 # Usage: mp_launcher_test.sh BIN_DIR SOURCE_DIR CASE
 set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
@@ -176,6 +177,16 @@ psresume)
   a="$(last_loss "$tmp/a/outputs/metrics.jsonl")"; b="$(last_loss "$tmp/b/outputs/metrics.jsonl")"
   [[ "$a" == "$b" ]] || fail "resumed loss $b differs from uninterrupted $a"
   echo "psresume: epoch-2 loss $a both ways"
+  ;;
+secure)
+  "${run[@]}" --mode ps --secure --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 1 \
+    --max-steps-per-epoch 100 >"$tmp/console" 2>&1 || fail "secure job exited $?"
+  out="$("${run[@]}" --dry-run --mode ps --secure --num-ps 1 --num-workers 1 -- x)"
+  grep -q '^\[ps:0\] .*DTRAIN_PS_SERVER_SECRET_KEY=' <<<"$out" || fail "ps task lacks its secret key"
+  grep '^\[worker:0\]' <<<"$out" | grep -q 'SERVER_SECRET' && fail "a worker got the server's secret"
+  grep -q '^\[worker:0\] .*DTRAIN_PS_CLIENT_SECRET_KEY=.*--secure' <<<"$out" || fail "worker keys"
+  grep -q '"event":"summary"' "$tmp/console" || fail "no summary"
+  echo "secure ok"
   ;;
 *) fail "unknown case $case_" ;;
 esac
