@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -15,11 +16,11 @@
 namespace dtrain::ps {
 
 ParameterServerSync::ParameterServerSync(zmq::context_t& ctx, ClientOptions opts)
-    : ctx_(ctx), opts_(std::move(opts)) {
+    : opts_(std::move(opts)) {
   if (opts_.servers.empty()) throw InputError("parameter-server mode needs at least one ps task");
   if (opts_.server_names.size() != opts_.servers.size()) opts_.server_names = opts_.servers;
   for (size_t s = 0; s < opts_.servers.size(); ++s) {
-    zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
+    zmq::socket_t sock(ctx, zmq::socket_type::dealer);
     sock.set(zmq::sockopt::linger, 0);
     if (opts_.curve) apply_client_curve(sock, *opts_.curve);
     sock.connect(opts_.servers[s]);
@@ -67,6 +68,30 @@ uint32_t ParameterServerSync::send(size_t server, MsgType type, uint64_t step, u
   return h.request;
 }
 
+std::optional<ParameterServerSync::Reply> ParameterServerSync::recv_reply(size_t s,
+                                                                          const std::string& what) {
+  zmq::message_t head, body;
+  if (!socks_[s].recv(head, zmq::recv_flags::dontwait)) return std::nullopt;
+  if (head.more()) (void)socks_[s].recv(body, zmq::recv_flags::none);
+  bool more = body.more();
+  while (more) {  // more frames than a message has: drain them, the decode below rejects it
+    zmq::message_t extra;
+    (void)socks_[s].recv(extra, zmq::recv_flags::none);
+    more = extra.more();
+  }
+  Reply r;
+  try {
+    r.h = decode(head.data(), head.size(), body.data(), body.size()).h;
+  } catch (const ProtocolError& e) {
+    throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": bad reply from ",
+                                opts_.server_names[s], ": ", e.what()));
+  }
+  // Small messages live inside the message object itself, so the view is taken after the move.
+  r.body = std::move(body);
+  r.payload = std::string_view(static_cast<const char*>(r.body.data()), r.body.size());
+  return r;
+}
+
 std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
     const std::vector<size_t>& servers, double timeout_s, const std::string& what) {
   std::vector<Reply> out(socks_.size());
@@ -96,30 +121,13 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
     for (size_t i = 0; i < items.size(); ++i) {
       if (!(items[i].revents & ZMQ_POLLIN)) continue;
       const size_t s = which[i];
-      zmq::message_t head, body;
-      if (!socks_[s].recv(head, zmq::recv_flags::dontwait)) continue;
-      if (head.more()) (void)socks_[s].recv(body, zmq::recv_flags::none);
-      while (body.more()) {  // more frames than a message has: drain them, then reject
-        zmq::message_t extra;
-        (void)socks_[s].recv(extra, zmq::recv_flags::none);
-        if (!extra.more()) break;
-      }
-      Message m;
-      try {
-        m = decode(head.data(), head.size(), body.data(), body.size());
-      } catch (const ProtocolError& e) {
-        throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": bad reply from ",
-                                    opts_.server_names[s], ": ", e.what()));
-      }
-      if (m.h.request != expected_request_[s]) continue;  // a stale answer to an earlier retry
-      if (m.type() == MsgType::kError)
+      std::optional<Reply> r = recv_reply(s, what);
+      if (!r) continue;
+      if (r->h.request != expected_request_[s]) continue;  // a stale answer to an earlier retry
+      if (r->h.type == uint16_t(MsgType::kError))
         throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": ",
-                                    opts_.server_names[s], " answered: ", std::string(m.payload)));
-      out[s].h = m.h;
-      // Small messages live inside the message object itself, so the view is taken after the move.
-      out[s].body = std::move(body);
-      out[s].payload =
-          std::string_view(static_cast<const char*>(out[s].body.data()), out[s].body.size());
+                                    opts_.server_names[s], " answered: ", std::string(r->payload)));
+      out[s] = std::move(*r);
       got[s] = true;
       --left;
     }
@@ -270,28 +278,21 @@ void ParameterServerSync::finish_sync_step(Model& model) {
     zmq::poll(items.data(), items.size(), std::chrono::milliseconds(200));
     for (size_t s = 0; s < socks_.size(); ++s) {
       if (!(items[s].revents & ZMQ_POLLIN)) continue;
-      zmq::message_t head, body;
-      while (socks_[s].recv(head, zmq::recv_flags::dontwait)) {
-        if (head.more()) (void)socks_[s].recv(body, zmq::recv_flags::none);
-        Message m;
-        try {
-          m = decode(head.data(), head.size(), body.data(), body.size());
-        } catch (const ProtocolError& e) {
-          throw PeerError(detail::cat("worker ", opts_.worker_rank, ": step ", step_,
-                                      ": bad reply from ", opts_.server_names[s], ": ", e.what()));
-        }
-        auto it = outstanding.find({s, m.h.request});
+      const std::string what = detail::cat("step ", step_);
+      while (std::optional<Reply> r = recv_reply(s, what)) {
+        auto it = outstanding.find({s, r->h.request});
         if (it == outstanding.end()) continue;  // an answer to an earlier request
-        if (m.type() == MsgType::kError)
-          throw PeerError(detail::cat("worker ", opts_.worker_rank, ": step ", step_, ": ",
+        if (r->h.type == uint16_t(MsgType::kError))
+          throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": ",
                                       opts_.server_names[s],
-                                      " answered: ", std::string(m.payload)));
+                                      " answered: ", std::string(r->payload)));
         const Piece& p = pieces_[it->second];
-        if (m.type() != MsgType::kParams || m.h.offset != p.offset || m.h.count != p.count)
+        if (r->h.type != uint16_t(MsgType::kParams) || r->h.offset != p.offset ||
+            r->h.count != p.count)
           throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", opts_.server_names[s],
-                                      " answered [", m.h.offset, ", +", m.h.count, ") for [",
+                                      " answered [", r->h.offset, ", +", r->h.count, ") for [",
                                       p.offset, ", +", p.count, ")"));
-        std::memcpy(model.params() + p.offset, m.payload.data(), m.payload.size());
+        std::memcpy(model.params() + p.offset, r->payload.data(), r->payload.size());
         outstanding.erase(it);
       }
     }

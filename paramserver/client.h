@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -66,12 +67,14 @@ class ParameterServerSync : public GradientSync {
   // naming the silent servers, or an Error with a server's error reply.
   std::vector<Reply> wait_replies(const std::vector<size_t>& servers, double timeout_s,
                                   const std::string& what);
+  // The next message waiting on server s, if any (header and payload; extra frames drained).
+  // A reply that does not decode is a PeerError naming the server.
+  std::optional<Reply> recv_reply(size_t s, const std::string& what);
   std::vector<size_t> all_servers() const;
   void apply_params_reply(Model& model);
   // Takes the answer to an outstanding push, if any.
   void drain(Model& model);
 
-  zmq::context_t& ctx_;
   ClientOptions opts_;
   std::vector<zmq::socket_t> socks_;
   std::vector<uint32_t> expected_request_;

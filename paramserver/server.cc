@@ -10,8 +10,7 @@
 namespace dtrain::ps {
 
 Server::Server(zmq::context_t& ctx, ServerOptions opts)
-    : ctx_(ctx),
-      opts_(std::move(opts)),
+    : opts_(std::move(opts)),
       range_(shard_ranges(opts_.param_count, opts_.num_servers).at(opts_.index)),
       sock_(ctx, zmq::socket_type::router),
       opt_(opts_.optimizer, range_.count),
@@ -107,7 +106,7 @@ void Server::run() {
 }
 
 void Server::check_timeouts() {
-  if (worker_identity_.empty() && seconds_since(started_) > opts_.start_timeout_s)
+  if (!any_worker_ && seconds_since(started_) > opts_.start_timeout_s)
     throw TimeoutError(detail::cat(opts_.name, ": no worker connected within ",
                                    opts_.start_timeout_s, " s (--start-timeout)"));
   if (!opts_.async && step_open_ && seconds_since(step_started_) > opts_.step_timeout_s) {
@@ -167,7 +166,7 @@ void Server::handle(const std::string& identity, const Message& m) {
           return reply_error(identity, h, why);
         }
       }
-      worker_identity_[h.sender] = identity;
+      any_worker_ = true;
       // The chief says where training resumes, so workers joining later start there too.
       if (h.sender == 0 && j.contains("resume") && j["resume"].is_array() &&
           j["resume"].size() == 2) {

@@ -71,7 +71,6 @@ class Server {
   void release_stale_waiters();
   void check_timeouts();
 
-  zmq::context_t& ctx_;
   ServerOptions opts_;
   Range range_;
   zmq::socket_t sock_;
@@ -101,7 +100,7 @@ class Server {
     std::vector<std::pair<std::string, Header>> waiting;
   };
   std::map<uint64_t, SumSlot> sums_;
-  std::map<uint32_t, std::string> worker_identity_;
+  bool any_worker_ = false;  // a worker has said hello
   std::set<uint32_t> done_;
   bool chief_done_ = false;
   size_t rejected_ = 0;
