@@ -27,19 +27,30 @@ void check_job_consistency(Communicator& comm, const nlohmann::json& job) {
   }
 }
 
-AllreduceSync::AllreduceSync(Communicator& comm, AllreduceOptions opts)
-    : comm_(comm), opts_(opts) {}
+AllreduceSync::AllreduceSync(Communicator& comm, AllreduceOptions opts, Communicator* host_comm)
+    : comm_(comm), meta_(host_comm ? host_comm : &comm), opts_(opts) {}
 
 void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
                           uint64_t* resume) {
-  check_job_consistency(comm_, job);
-  if (resume) comm_.broadcast(resume, 2 * sizeof(uint64_t), 0, "broadcast resume point");
+  device_ = !model.on_host();
+  if (device_ && comm_.backend() != "nccl")
+    throw InputError(detail::cat("the model is on ", model.backend().name(),
+                                 " but gradients would be reduced over ", comm_.backend(),
+                                 ": GPU models need the NCCL communicator"));
+  check_job_consistency(*meta_, job);
+  if (resume) meta_->broadcast(resume, 2 * sizeof(uint64_t), 0, "broadcast resume point");
   // Rank 0's parameters and optimizer state (after --resume too) become everybody's.
-  comm_.broadcast(model.params(), model.param_count() * sizeof(float), 0, "broadcast parameters");
-  comm_.broadcast(opt.state().data(), opt.state().size() * sizeof(float), 0,
-                  "broadcast optimizer state");
+  // Through host memory, whatever the backend: once per job, and the MPI path needs no
+  // GPU-aware MPI.
+  std::vector<float> host(model.param_count() + opt.state_size());
+  model.read_params(host.data());
+  opt.read_state(host.data() + model.param_count());
+  meta_->broadcast(host.data(), host.size() * sizeof(float), 0,
+                   "broadcast parameters and optimizer state");
+  model.write_params(host.data());
+  opt.write_state(host.data() + model.param_count());
   uint64_t t = opt.steps();
-  comm_.broadcast(&t, sizeof(t), 0, "broadcast optimizer step");
+  meta_->broadcast(&t, sizeof(t), 0, "broadcast optimizer step");
   opt.set_steps(t);
   grads_ = model.grads();
   param_count_ = model.param_count();
@@ -59,7 +70,7 @@ void AllreduceSync::launch(size_t lo, size_t hi) {
   b.count = hi - lo;
   b.start_us = timeline_ ? timeline_->now_us() : 0;
   b.handle =
-      comm_.iallreduce(grads_ + lo, hi - lo, ReduceOp::kSum,
+      comm_.iallreduce(grads_ + lo, hi - lo, device_ ? ReduceOp::kAverage : ReduceOp::kSum,
                        detail::cat("allreduce bucket ", buckets_.size(), " of step ", step_));
   buckets_.push_back(std::move(b));
 }
@@ -92,13 +103,17 @@ void AllreduceSync::ready(size_t offset, size_t count) {
 }
 
 void AllreduceSync::finish_step(Model& model, Optimizer& opt) {
-  if (!contiguous_) {
-    for (auto& b : buckets_) b.handle->wait();
-    buckets_.clear();
-    sent_lo_ = param_count_;
+  // Out-of-order ready() calls stopped new buckets (see ready()); what the buckets sent is final
+  // and reduced, and [0, sent_lo_) is reduced below.
+  if (device_) {
+    // Everything left goes out as one more bucket; the compute stream then waits for all of them
+    // on the device, and the optimizer kernel is queued behind them.
+    launch(0, sent_lo_);
+    sent_lo_ = 0;
+    for (auto& b : buckets_) b.handle->wait_on_device();
   }
   for (auto& b : buckets_) {
-    b.handle->wait();
+    if (!device_) b.handle->wait();
     note_done(b);
   }
   // The last bucket is reduced on this thread: nothing is left to overlap it with, and a hand-off
@@ -117,14 +132,15 @@ void AllreduceSync::finish_step(Model& model, Optimizer& opt) {
   contiguous_ = true;
   ++step_;
   const int64_t t0 = timeline_ ? timeline_->now_us() : 0;
-  // The buckets hold sums; the optimizer averages them in its own pass over the buffer.
-  opt.step(model.params(), model.grads(), 1.0f / static_cast<float>(comm_.size()));
+  // On the host the buckets hold sums and the optimizer averages them in its own pass over the
+  // buffer; NCCL has averaged already.
+  opt.step(model.params(), model.grads(), device_ ? 1.0f : 1.0f / static_cast<float>(comm_.size()));
   if (timeline_ && timeline_->enabled())
     timeline_->span("optimizer", 0, t0, timeline_->now_us(), {{"step", step_ - 1}});
 }
 
 void AllreduceSync::sum(double* values, size_t n) {
-  comm_.allreduce(values, n, "metrics sum");
+  meta_->allreduce(values, n, "metrics sum");
 }
 
 }  // namespace dtrain

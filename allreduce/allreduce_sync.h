@@ -7,6 +7,11 @@
 // yet sent reaches the fusion threshold, it is sent as one bucket with a non-blocking allreduce;
 // later ready() calls poll the outstanding buckets so the engine progresses while backward keeps
 // computing. finish_step sends the rest, waits for every bucket, and steps the optimizer.
+//
+// On a GPU the same code runs with NCCL: ready() is called when backward's kernels for a range
+// are queued, and the NCCL communicator orders each bucket after them with an event on its own
+// stream; finish_step makes the compute stream wait for the buckets (no host round trip) and
+// queues the optimizer kernel. Buckets are averaged by NCCL itself (ncclAvg).
 #pragma once
 
 #include <memory>
@@ -26,7 +31,9 @@ struct AllreduceOptions {
 
 class AllreduceSync : public GradientSync {
  public:
-  AllreduceSync(Communicator& comm, AllreduceOptions opts);
+  // comm reduces the gradients: MPI for a model in host memory, NCCL for one on a GPU. host_comm
+  // (null: comm) carries what lives on the host: the start-up check and broadcast, metrics.
+  AllreduceSync(Communicator& comm, AllreduceOptions opts, Communicator* host_comm = nullptr);
   std::string name() const override { return "allreduce"; }
   size_t rank() const override { return comm_.rank(); }
   size_t world() const override { return comm_.size(); }
@@ -50,7 +57,9 @@ class AllreduceSync : public GradientSync {
   void note_done(Bucket& b);
 
   Communicator& comm_;
+  Communicator* meta_;
   AllreduceOptions opts_;
+  bool device_ = false;  // the gradients are in GPU memory (NCCL)
   float* grads_ = nullptr;
   size_t param_count_ = 0;
   size_t ready_lo_ = 0;  // [ready_lo_, param_count_) is final this step

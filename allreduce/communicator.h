@@ -23,6 +23,9 @@ class Communicator {
     // True once complete; drives progress of the engine.
     virtual bool test() = 0;
     virtual void wait() = 0;
+    // Orders the work queued after this call (on a GPU: the compute stream's) behind the
+    // operation, without blocking the host where the engine allows it. Default: wait().
+    virtual void wait_on_device() { wait(); }
   };
 
   virtual ~Communicator() = default;

@@ -9,7 +9,8 @@ namespace dtrain {
 namespace {
 class StreamHandle : public Communicator::Handle {
  public:
-  StreamHandle(cudaStream_t s, std::string what) : what_(std::move(what)) {
+  StreamHandle(cudaStream_t s, cudaStream_t compute, std::string what)
+      : compute_(compute), what_(std::move(what)) {
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventRecord(done_, s));
   }
@@ -23,8 +24,10 @@ class StreamHandle : public Communicator::Handle {
     return true;
   }
   void wait() override { CUDA_CHECK(cudaEventSynchronize(done_)); }
+  void wait_on_device() override { CUDA_CHECK(cudaStreamWaitEvent(compute_, done_, 0)); }
 
  private:
+  cudaStream_t compute_;
   std::string what_;
   cudaEvent_t done_ = nullptr;
 };
@@ -90,7 +93,7 @@ std::unique_ptr<Communicator::Handle> NcclCommunicator::iallreduce_group(
     check(ncclAllReduce(ptr, ptr, n, ncclFloat, nop, comm_, stream_), what, n);
   }
   check(ncclGroupEnd(), what + ": ncclGroupEnd", total);
-  return std::make_unique<StreamHandle>(stream_, what);
+  return std::make_unique<StreamHandle>(stream_, compute_, what);
 }
 
 void NcclCommunicator::broadcast(void* data, size_t bytes, size_t root, const std::string& what) {

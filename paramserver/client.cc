@@ -137,6 +137,9 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
 
 void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
                                 uint64_t* resume) {
+  if (!model.on_host())
+    throw InputError(detail::cat("ps workers train on the CPU backend (the model is on ",
+                                 model.backend().name(), "); pass --device cpu"));
   ranges_ = shard_ranges(model.param_count(), socks_.size());
   const bool chief = opts_.worker_rank == 0;
   nlohmann::json hello = opts_.job;
@@ -175,8 +178,7 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
       std::memcpy(buf.data(), model.params() + r.offset, r.count * sizeof(float));
       for (size_t k = 0; k < slots; ++k)
         std::memcpy(buf.data() + r.count * (1 + k),
-                    opt.state().data() + k * model.param_count() + r.offset,
-                    r.count * sizeof(float));
+                    opt.state() + k * model.param_count() + r.offset, r.count * sizeof(float));
       send(s, MsgType::kInit, opt.steps(), r.offset, buf.data(), buf.size() * sizeof(float),
            buf.size());
     }
@@ -364,7 +366,7 @@ void ParameterServerSync::gather_state(Model& model, Optimizer& opt) {
     const float* p = reinterpret_cast<const float*>(rs[s].payload.data());
     std::memcpy(model.params() + r.offset, p, r.count * sizeof(float));
     for (size_t k = 0; k < slots; ++k)
-      std::memcpy(opt.state().data() + k * model.param_count() + r.offset, p + r.count * (1 + k),
+      std::memcpy(opt.state() + k * model.param_count() + r.offset, p + r.count * (1 + k),
                   r.count * sizeof(float));
     steps = rs[s].h.step;
   }

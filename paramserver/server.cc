@@ -184,8 +184,7 @@ void Server::handle(const std::string& identity, const Message& m) {
       const size_t slots = opt_.slots();
       if (!need_range(1 + slots)) return;
       std::memcpy(params_.data(), m.floats(), range_.count * sizeof(float));
-      std::memcpy(opt_.state().data(), m.floats() + range_.count,
-                  range_.count * slots * sizeof(float));
+      std::memcpy(opt_.state(), m.floats() + range_.count, range_.count * slots * sizeof(float));
       opt_.set_steps(h.step);
       version_ = 0;
       initialized_ = true;
@@ -196,7 +195,7 @@ void Server::handle(const std::string& identity, const Message& m) {
       return reply_params(identity, h);
     case MsgType::kGetState: {
       std::vector<float> s(params_);
-      s.insert(s.end(), opt_.state().begin(), opt_.state().end());
+      s.insert(s.end(), opt_.state(), opt_.state() + opt_.state_size());
       // The optimizer's step count rides in the header: Adam's bias correction needs it.
       reply(identity, h, MsgType::kState, s.data(), s.size() * sizeof(float), s.size(),
             opt_.steps());

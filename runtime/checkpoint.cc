@@ -26,7 +26,7 @@ void save_checkpoint(const std::string& path, const Model& model, const Optimize
   nlohmann::json j = {{"model", model.spec()},
                       {"optimizer", opt.spec()},
                       {"optimizer_steps", opt.steps()},
-                      {"optimizer_state_floats", opt.state().size()},
+                      {"optimizer_state_floats", opt.state_size()},
                       {"epoch", meta.epoch},
                       {"global_step", meta.global_step},
                       {"seed", meta.seed},
@@ -36,8 +36,14 @@ void save_checkpoint(const std::string& path, const Model& model, const Optimize
   put(s, kVersion);
   put(s, static_cast<uint64_t>(js.size()));
   s += js;
-  s.append(reinterpret_cast<const char*>(model.params()), model.param_count() * sizeof(float));
-  s.append(reinterpret_cast<const char*>(opt.state().data()), opt.state().size() * sizeof(float));
+  // Straight from the backend's memory into the file image (a download on a GPU).
+  const size_t np = model.param_count(), ns = opt.state_size();
+  const size_t at = s.size();
+  s.resize(at + (np + ns) * sizeof(float));
+  std::vector<float> host(np + ns);
+  model.read_params(host.data());
+  opt.read_state(host.data() + np);
+  std::memcpy(s.data() + at, host.data(), host.size() * sizeof(float));
   const uint32_t crc = static_cast<uint32_t>(
       crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
   put(s, crc);
@@ -75,14 +81,15 @@ CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer&
     throw InputError(detail::cat(path, ": the checkpoint's optimizer is ",
                                  j["optimizer"]["name"].dump(), ", this run's is ",
                                  opt.options().name));
-  const size_t np = model.param_count(), ns = opt.state().size();
+  const size_t np = model.param_count(), ns = opt.state_size();
   if (j["optimizer_state_floats"].get<size_t>() != ns)
     throw InputError(path + ": optimizer state size differs from this run's");
   if (s.size() != head + jlen + (np + ns) * sizeof(float) + 4)
     throw InputError(path + ": file size does not match its metadata (truncated?)");
-  const char* p = s.data() + head + jlen;
-  std::memcpy(model.params(), p, np * sizeof(float));
-  std::memcpy(opt.state().data(), p + np * sizeof(float), ns * sizeof(float));
+  std::vector<float> host(np + ns);
+  std::memcpy(host.data(), s.data() + head + jlen, host.size() * sizeof(float));
+  model.write_params(host.data());
+  opt.write_state(host.data() + np);
   opt.set_steps(j["optimizer_steps"].get<uint64_t>());
   CheckpointMeta m;
   m.epoch = j["epoch"].get<uint64_t>();

@@ -2,15 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
-#include "runtime/cpu_ops.h"
 #include "runtime/error.h"
 
 namespace dtrain {
 
 Conv2D::Conv2D(size_t in_c, size_t h, size_t w, size_t out_c, size_t k)
-    : in_c_(in_c), h_(h), w_(w), out_c_(out_c), k_(k), pad_(k / 2) {
+    : in_c_(in_c), h_(h), w_(w), out_c_(out_c), k_(k) {
   if (k % 2 == 0) throw InputError("conv2d: kernel size must be odd for same padding");
   if (!in_c || !h || !w || !out_c || !k) throw InputError("conv2d: zero-sized shape");
 }
@@ -27,95 +25,24 @@ void Conv2D::init_params(float* params, Rng& rng) const {
   std::fill(params + out_c_ * patch(), params + param_count(), 0.0f);
 }
 
-void Conv2D::im2col(const float* x, float* col) const {
-  const size_t hw = h_ * w_;
-  for (size_t c = 0; c < in_c_; ++c)
-    for (size_t ki = 0; ki < k_; ++ki)
-      for (size_t kj = 0; kj < k_; ++kj) {
-        float* row = col + ((c * k_ + ki) * k_ + kj) * hw;
-        const float* xc = x + c * hw;
-        for (size_t oy = 0; oy < h_; ++oy) {
-          const long iy = long(oy) + long(ki) - long(pad_);
-          float* out = row + oy * w_;
-          if (iy < 0 || iy >= long(h_)) {
-            std::fill(out, out + w_, 0.0f);
-            continue;
-          }
-          const float* xr = xc + size_t(iy) * w_;
-          for (size_t ox = 0; ox < w_; ++ox) {
-            const long ix = long(ox) + long(kj) - long(pad_);
-            out[ox] = (ix < 0 || ix >= long(w_)) ? 0.0f : xr[ix];
-          }
-        }
-      }
-}
-
-void Conv2D::col2im(const float* col, float* dx) const {
-  const size_t hw = h_ * w_;
-  for (size_t c = 0; c < in_c_; ++c)
-    for (size_t ki = 0; ki < k_; ++ki)
-      for (size_t kj = 0; kj < k_; ++kj) {
-        const float* row = col + ((c * k_ + ki) * k_ + kj) * hw;
-        float* dc = dx + c * hw;
-        for (size_t oy = 0; oy < h_; ++oy) {
-          const long iy = long(oy) + long(ki) - long(pad_);
-          if (iy < 0 || iy >= long(h_)) continue;
-          float* dr = dc + size_t(iy) * w_;
-          const float* in = row + oy * w_;
-          for (size_t ox = 0; ox < w_; ++ox) {
-            const long ix = long(ox) + long(kj) - long(pad_);
-            if (ix >= 0 && ix < long(w_)) dr[ix] += in[ox];
-          }
-        }
-      }
+void Conv2D::bind(Backend& be, float* params, float* grads, size_t offset) {
+  Layer::bind(be, params, grads, offset);
+  kernel_ = be.make_conv(in_c_, h_, w_, out_c_, k_);
 }
 
 void Conv2D::forward(const float* x, float* y, size_t batch) {
   const float* wt = params_ + offset_;
-  const float* b = wt + out_c_ * patch();
-  const size_t hw = h_ * w_;
-  col_.resize(patch() * hw);
-  for (size_t n = 0; n < batch; ++n) {
-    im2col(x + n * in_size(), col_.data());
-    float* yn = y + n * out_size();
-    for (size_t o = 0; o < out_c_; ++o) std::fill(yn + o * hw, yn + (o + 1) * hw, b[o]);
-    cpu::gemm(false, false, out_c_, hw, patch(), 1.0f, wt, col_.data(), 1.0f, yn);
-  }
+  kernel_->forward(x, wt, wt + out_c_ * patch(), y, batch);
 }
 
 void Conv2D::backward(const float* x, const float* /*y*/, float* dy, float* dx, size_t batch,
                       const GradReady& ready) {
-  const float* wt = params_ + offset_;
   float* gw = grads_ + offset_;
-  float* gb = gw + out_c_ * patch();
-  const size_t hw = h_ * w_;
-  std::fill(gb, gb + out_c_, 0.0f);
-  for (size_t n = 0; n < batch; ++n) {
-    const float* dyn = dy + n * out_size();
-    for (size_t o = 0; o < out_c_; ++o) {
-      float s = 0;
-      for (size_t i = 0; i < hw; ++i) s += dyn[o * hw + i];
-      gb[o] += s;
-    }
-  }
+  kernel_->backward_params(x, dy, gw, gw + out_c_ * patch(), batch);
+  // Bias first: the region of final gradients grows downward through the flat buffer.
   ready(offset_ + out_c_ * patch(), out_c_);
-  col_.resize(patch() * hw);
-  for (size_t n = 0; n < batch; ++n) {
-    im2col(x + n * in_size(), col_.data());
-    // dW += dy_n [OUT x HW] * col^T [HW x CKK]
-    cpu::gemm(false, true, out_c_, patch(), hw, 1.0f, dy + n * out_size(), col_.data(),
-              n == 0 ? 0.0f : 1.0f, gw);
-  }
   ready(offset_, out_c_ * patch());
-  if (!dx) return;
-  dcol_.resize(patch() * hw);
-  for (size_t n = 0; n < batch; ++n) {
-    // dcol = W^T [CKK x OUT] * dy_n [OUT x HW], folded back onto the input
-    cpu::gemm(true, false, patch(), hw, out_c_, 1.0f, wt, dy + n * out_size(), 0.0f, dcol_.data());
-    float* dxn = dx + n * in_size();
-    std::fill(dxn, dxn + in_size(), 0.0f);
-    col2im(dcol_.data(), dxn);
-  }
+  if (dx) kernel_->backward_data(dy, params_ + offset_, dx, batch);
 }
 
 MaxPool2::MaxPool2(size_t c, size_t h, size_t w) : c_(c), h_(h), w_(w) {
@@ -126,39 +53,18 @@ nlohmann::json MaxPool2::spec() const {
   return {{"kind", "maxpool2"}, {"channels", c_}, {"height", h_}, {"width", w_}};
 }
 
+void MaxPool2::bind(Backend& be, float* params, float* grads, size_t offset) {
+  Layer::bind(be, params, grads, offset);
+  kernel_ = be.make_pool(c_, h_, w_);
+}
+
 void MaxPool2::forward(const float* x, float* y, size_t batch) {
-  const size_t oh = h_ / 2, ow = w_ / 2;
-  for (size_t p = 0; p < batch * c_; ++p) {
-    const float* xp = x + p * h_ * w_;
-    float* yp = y + p * oh * ow;
-    for (size_t i = 0; i < oh; ++i)
-      for (size_t j = 0; j < ow; ++j) {
-        const float* a = xp + (2 * i) * w_ + 2 * j;
-        yp[i * ow + j] = std::max(std::max(a[0], a[1]), std::max(a[w_], a[w_ + 1]));
-      }
-  }
+  kernel_->forward(x, y, batch);
 }
 
 void MaxPool2::backward(const float* x, const float* y, float* dy, float* dx, size_t batch,
                         const GradReady& /*ready*/) {
-  if (!dx) return;
-  const size_t oh = h_ / 2, ow = w_ / 2;
-  std::fill(dx, dx + batch * in_size(), 0.0f);
-  for (size_t p = 0; p < batch * c_; ++p) {
-    const float* xp = x + p * h_ * w_;
-    float* dxp = dx + p * h_ * w_;
-    for (size_t i = 0; i < oh; ++i)
-      for (size_t j = 0; j < ow; ++j) {
-        const size_t o = p * oh * ow + i * ow + j;
-        const size_t base = (2 * i) * w_ + 2 * j;
-        const size_t cand[4] = {base, base + 1, base + w_, base + w_ + 1};
-        for (size_t idx : cand)
-          if (xp[idx] == y[o]) {
-            dxp[idx] += dy[o];
-            break;
-          }
-      }
-  }
+  if (dx) kernel_->backward(x, y, dy, dx, batch);
 }
 
 }  // namespace dtrain

@@ -1,10 +1,10 @@
-// 2-D convolution on the CPU as im2col + GEMM: each sample's input [C x H x W] is unrolled into
-// a [C*K*K x H*W] matrix of patches, and one GEMM with the weights [OUT x C*K*K] gives the
-// output [OUT x H*W]. Stride 1, "same" zero padding (K odd), as the classic MNIST convnet uses.
-// The CUDA backend will use cuDNN for the same layer; this is its reference.
+// The convnet's layers: 2-D convolution (stride 1, "same" zero padding, K odd) and 2x2 max
+// pooling. The math is the backend's (runtime/cpu_conv.h on the CPU, cuDNN on the GPU); these
+// layers own the shapes, the parameter layout in the flat buffer and the order in which gradients
+// are reported.
 #pragma once
 
-#include <vector>
+#include <memory>
 
 #include "runtime/layers.h"
 
@@ -19,16 +19,15 @@ class Conv2D : public Layer {
   size_t out_size() const override { return out_c_ * h_ * w_; }
   size_t param_count() const override { return out_c_ * patch() + out_c_; }
   void init_params(float* params, Rng& rng) const override;
+  void bind(Backend& be, float* params, float* grads, size_t offset) override;
   void forward(const float* x, float* y, size_t batch) override;
   void backward(const float* x, const float* y, float* dy, float* dx, size_t batch,
                 const GradReady& ready) override;
 
  private:
   size_t patch() const { return in_c_ * k_ * k_; }
-  void im2col(const float* x, float* col) const;
-  void col2im(const float* col, float* dx) const;  // accumulates into dx
-  size_t in_c_, h_, w_, out_c_, k_, pad_;
-  std::vector<float> col_, dcol_;
+  size_t in_c_, h_, w_, out_c_, k_;
+  std::unique_ptr<ConvKernel> kernel_;
 };
 
 // 2x2 max pooling, stride 2, over [C x H x W] (H and W even).
@@ -39,6 +38,7 @@ class MaxPool2 : public Layer {
   nlohmann::json spec() const override;
   size_t in_size() const override { return c_ * h_ * w_; }
   size_t out_size() const override { return c_ * (h_ / 2) * (w_ / 2); }
+  void bind(Backend& be, float* params, float* grads, size_t offset) override;
   void forward(const float* x, float* y, size_t batch) override;
   // The gradient goes to the first input of each window that holds the maximum.
   void backward(const float* x, const float* y, float* dy, float* dx, size_t batch,
@@ -46,6 +46,7 @@ class MaxPool2 : public Layer {
 
  private:
   size_t c_, h_, w_;
+  std::unique_ptr<PoolKernel> kernel_;
 };
 
 }  // namespace dtrain

@@ -45,6 +45,20 @@ struct BiasAdd {
   DTRAIN_HD void operator()(size_t i) const { y[i] += b[i % cols]; }
 };
 
+// y[r, c] = b[c]: a bias as the initial value of a GEMM's output.
+struct BroadcastRows {
+  float* y;
+  const float* b;
+  size_t cols;
+  DTRAIN_HD void operator()(size_t i) const { y[i] = b[i % cols]; }
+};
+
+struct Fill {
+  float* p;
+  float v;
+  DTRAIN_HD void operator()(size_t i) const { p[i] = v; }
+};
+
 // y = max(x, 0) in place.
 struct Relu {
   float* y;
@@ -88,6 +102,24 @@ struct SoftmaxXentRow {
       for (size_t c = 0; c < classes; ++c)
         g[c] = (fexp(z[c] - mx) * inv - (c == y ? 1.0f : 0.0f)) * scale;
     }
+  }
+};
+
+// Adds rows' loss sum and hit count to acc[0] and acc[1] in row order (double, so the sums are
+// the same on every executor). Run with n = 1: one thread walks the rows.
+struct AccumulateRows {
+  const float* loss;
+  const unsigned char* hit;
+  size_t rows;
+  double* acc;
+  DTRAIN_HD void operator()(size_t) const {
+    double l = acc[0], h = acc[1];
+    for (size_t r = 0; r < rows; ++r) {
+      l += loss[r];
+      h += hit[r];
+    }
+    acc[0] = l;
+    acc[1] = h;
   }
 };
 

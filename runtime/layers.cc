@@ -2,10 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-
-#include "runtime/cpu_ops.h"
-#include "runtime/functors.h"
 
 namespace dtrain {
 
@@ -24,8 +20,8 @@ void Dense::forward(const float* x, float* y, size_t batch) {
   const float* w = params_ + offset_;
   const float* b = w + in_ * out_;
   // y = x W with the bias broadcast in as the initial C: one pass over y instead of two.
-  for (size_t r = 0; r < batch; ++r) std::memcpy(y + r * out_, b, out_ * sizeof(float));
-  cpu::gemm(false, false, batch, out_, in_, 1.0f, x, w, 1.0f, y);
+  be_->broadcast_rows(y, b, batch, out_);
+  be_->gemm(false, false, batch, out_, in_, 1.0f, x, w, 1.0f, y);
 }
 
 void Dense::backward(const float* x, const float* /*y*/, float* dy, float* dx, size_t batch,
@@ -35,7 +31,7 @@ void Dense::backward(const float* x, const float* /*y*/, float* dy, float* dx, s
   float* gb = gw + in_ * out_;
   // Parameter gradients before the input gradient: the allreduce waits on the former, so they are
   // reported as early as possible and reduce while dx and the layers below are computed.
-  cpu::column_sums(dy, batch, out_, gb);
+  be_->column_sums(dy, batch, out_, gb);
   ready(offset_ + in_ * out_, out_);
   // dW = x^T dy, computed in row blocks from the last row up so each finished block can be
   // reduced while the rest is still being computed.
@@ -44,12 +40,12 @@ void Dense::backward(const float* x, const float* /*y*/, float* dy, float* dx, s
   size_t hi = in_;
   while (hi > 0) {
     const size_t lo = hi > rows_per_chunk ? hi - rows_per_chunk : 0;
-    cpu::gemm_ld(true, false, hi - lo, out_, batch, 1.0f, x + lo, in_, dy, out_, 0.0f,
-                 gw + lo * out_, out_);
+    be_->gemm(true, false, hi - lo, out_, batch, 1.0f, x + lo, in_, dy, out_, 0.0f, gw + lo * out_,
+              out_);
     ready(offset_ + lo * out_, (hi - lo) * out_);
     hi = lo;
   }
-  if (dx) cpu::gemm(false, true, batch, in_, out_, 1.0f, dy, w, 0.0f, dx);
+  if (dx) be_->gemm(false, true, batch, in_, out_, 1.0f, dy, w, 0.0f, dx);
 }
 
 nlohmann::json Relu::spec() const {
@@ -58,15 +54,15 @@ nlohmann::json Relu::spec() const {
 
 void Relu::forward(const float* x, float* y, size_t batch) {
   const size_t n = batch * size_;
-  if (x != y) std::memcpy(y, x, n * sizeof(float));
-  cpu::for_each(n, fn::Relu{y});
+  be_->copy(y, x, n);
+  be_->relu(y, n);
 }
 
 void Relu::backward(const float* /*x*/, const float* y, float* dy, float* dx, size_t batch,
                     const GradReady& /*ready*/) {
   const size_t n = batch * size_;
-  cpu::for_each(n, fn::ReluGrad{dy, y});
-  if (dx && dx != dy) std::memcpy(dx, dy, n * sizeof(float));
+  be_->relu_grad(dy, y, n);
+  if (dx) be_->copy(dx, dy, n);
 }
 
 }  // namespace dtrain

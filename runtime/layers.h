@@ -1,6 +1,7 @@
 // Layers own no memory for their parameters: the model binds each one to a view (offset, length)
-// of its flat parameter and gradient buffers. A layer's parameters are laid out [W (in x out),
-// b (out)] in that view, row-major, so y = x W + b.
+// of its flat parameter and gradient buffers, in the memory of the model's Backend (host or
+// GPU). A layer's parameters are laid out [W (in x out), b (out)] in that view, row-major, so
+// y = x W + b. Layers do their math through the Backend, so one layer runs on every executor.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "runtime/backend.h"
 #include "runtime/rng.h"
 
 namespace dtrain {
@@ -24,16 +26,19 @@ class Layer {
   virtual size_t in_size() const = 0;
   virtual size_t out_size() const = 0;
   virtual size_t param_count() const { return 0; }
+  // Writes this layer's initial parameters into host memory.
   virtual void init_params(float* /*params*/, Rng& /*rng*/) const {}
 
-  void bind(float* params, float* grads, size_t offset) {
+  // Binds the layer to its view of the model's buffers, in `be`'s memory.
+  virtual void bind(Backend& be, float* params, float* grads, size_t offset) {
+    be_ = &be;
     params_ = params;
     grads_ = grads;
     offset_ = offset;
   }
   size_t offset() const { return offset_; }
 
-  // x: [batch x in], y: [batch x out].
+  // x: [batch x in], y: [batch x out], all in the backend's memory.
   virtual void forward(const float* x, float* y, size_t batch) = 0;
   // dy: gradient w.r.t. y (a layer may overwrite it); dx: null when the input needs no gradient.
   // Writes this layer's parameter gradients and reports them through `ready` as they become final.
@@ -45,6 +50,7 @@ class Layer {
   void set_grad_chunk(size_t floats) { grad_chunk_ = floats; }
 
  protected:
+  Backend* be_ = nullptr;
   float* params_ = nullptr;
   float* grads_ = nullptr;
   size_t offset_ = 0;

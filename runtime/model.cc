@@ -3,14 +3,22 @@
 #include <algorithm>
 
 #include "runtime/conv2d.h"
-#include "runtime/cpu_ops.h"
 #include "runtime/error.h"
-#include "runtime/functors.h"
 
 namespace dtrain {
 
-Model::Model(size_t input_size, size_t classes, std::vector<std::unique_ptr<Layer>> layers)
-    : input_size_(input_size), classes_(classes), layers_(std::move(layers)) {
+Model::Model(size_t input_size, size_t classes, std::vector<std::unique_ptr<Layer>> layers,
+             Backend& backend)
+    : be_(&backend),
+      input_size_(input_size),
+      classes_(classes),
+      layers_(std::move(layers)),
+      params_(backend),
+      grads_(backend),
+      dbuf_{BackendArray<float>(backend), BackendArray<float>(backend)},
+      row_loss_(backend),
+      row_hit_(backend),
+      sums_(backend, 4) {
   if (layers_.empty()) throw InputError("a model needs at least one layer");
   size_t total = 0, prev = input_size_;
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -22,18 +30,21 @@ Model::Model(size_t input_size, size_t classes, std::vector<std::unique_ptr<Laye
   }
   if (prev != classes_)
     throw InputError(detail::cat("the last layer gives ", prev, " outputs, not ", classes_));
-  params_.assign(total, 0.0f);
-  grads_.assign(total, 0.0f);
+  params_.assign_zero(total);
+  grads_.assign_zero(total);
   size_t off = 0;
   for (auto& l : layers_) {
-    l->bind(params_.data(), grads_.data(), off);
+    l->bind(*be_, params_.data(), grads_.data(), off);
     off += l->param_count();
   }
 }
 
 void Model::init(uint64_t seed) {
+  // Generated on the host, so every backend starts from the same values.
   Rng rng(seed, /*stream=*/1);
-  for (auto& l : layers_) l->init_params(params_.data() + l->offset(), rng);
+  std::vector<float> host(params_.size(), 0.0f);
+  for (auto& l : layers_) l->init_params(host.data() + l->offset(), rng);
+  write_params(host.data());
 }
 
 void Model::set_grad_chunk(size_t floats) {
@@ -42,61 +53,51 @@ void Model::set_grad_chunk(size_t floats) {
 
 void Model::ensure_batch(size_t batch) {
   if (batch <= batch_capacity_) return;
-  acts_.resize(layers_.size());
+  acts_.clear();
   size_t widest = input_size_;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    acts_[i].assign(batch * layers_[i]->out_size(), 0.0f);
+    acts_.emplace_back(*be_, batch * layers_[i]->out_size());
     widest = std::max(widest, layers_[i]->out_size());
   }
-  dbuf_[0].assign(batch * widest, 0.0f);
-  dbuf_[1].assign(batch * widest, 0.0f);
-  row_loss_.assign(batch, 0.0f);
-  row_hit_.assign(batch, 0);
+  dbuf_[0].assign_zero(batch * widest);
+  dbuf_[1].assign_zero(batch * widest);
+  row_loss_.assign_zero(batch);
+  row_hit_.assign_zero(batch);
   batch_capacity_ = batch;
 }
 
-BatchStats Model::forward(const float* x, const uint8_t* y, size_t batch, bool want_grad) {
+void Model::forward(const float* x, const uint8_t* y, size_t batch, bool want_grad, double* acc) {
   ensure_batch(batch);
-  const float* in = x;
+  // Labels are checked on the host, before they can index anything on any backend.
+  for (size_t r = 0; r < batch; ++r)
+    if (y[r] >= classes_) throw InputError(detail::cat("label ", int(y[r]), " >= ", classes_));
+  staged_ = be_->stage_batch(x, y, batch, input_size_);
+  staged_rows_ = batch;
+  const float* in = staged_.x;
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i]->forward(in, acts_[i].data(), batch);
     in = acts_[i].data();
   }
-  for (size_t r = 0; r < batch; ++r)
-    if (y[r] >= classes_) throw InputError(detail::cat("label ", int(y[r]), " >= ", classes_));
-  fn::SoftmaxXentRow xent{in,
-                          y,
-                          want_grad ? dbuf_[0].data() : nullptr,
-                          row_loss_.data(),
-                          row_hit_.data(),
-                          classes_,
-                          1.0f / static_cast<float>(batch)};
-  cpu::for_each(batch, xent);
-  BatchStats s;
-  s.count = batch;
-  for (size_t r = 0; r < batch; ++r) {
-    s.loss_sum += row_loss_[r];
-    s.correct += row_hit_[r];
-  }
-  return s;
+  be_->softmax_xent(in, staged_.y, want_grad ? dbuf_[0].data() : nullptr, row_loss_.data(),
+                    row_hit_.data(), batch, classes_, acc);
 }
 
-BatchStats Model::train_step(const float* x, const uint8_t* y, size_t batch,
-                             const GradReady& ready) {
-  BatchStats s = forward_train(x, y, batch);
-  backward(x, batch, ready);
-  return s;
+void Model::train_step(const float* x, const uint8_t* y, size_t batch, const GradReady& ready) {
+  forward_train(x, y, batch);
+  backward(ready);
 }
 
-BatchStats Model::forward_train(const float* x, const uint8_t* y, size_t batch) {
-  return forward(x, y, batch, true);
+void Model::forward_train(const float* x, const uint8_t* y, size_t batch) {
+  forward(x, y, batch, true, sums_.data());
+  train_count_ += batch;
 }
 
-void Model::backward(const float* x, size_t batch, const GradReady& ready) {
-  DTRAIN_CHECK_LE(batch, batch_capacity_);
+void Model::backward(const GradReady& ready) {
+  DTRAIN_CHECK(staged_.x != nullptr);
+  const size_t batch = staged_rows_;
   int cur = 0;
   for (size_t i = layers_.size(); i-- > 0;) {
-    const float* in = i == 0 ? x : acts_[i - 1].data();
+    const float* in = i == 0 ? staged_.x : acts_[i - 1].data();
     // The first layer's input gradient is never needed: skipping it saves a third of its GEMMs.
     float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
     layers_[i]->backward(in, acts_[i].data(), dbuf_[cur].data(), dx, batch, ready);
@@ -104,15 +105,37 @@ void Model::backward(const float* x, size_t batch, const GradReady& ready) {
   }
 }
 
+BatchStats Model::peek_train_stats() const {
+  double s[2];
+  sums_.to_host(s, 0, 2);
+  BatchStats b;
+  b.loss_sum = s[0];
+  b.correct = static_cast<size_t>(s[1]);
+  b.count = train_count_;
+  return b;
+}
+
+BatchStats Model::take_train_stats() {
+  BatchStats b = peek_train_stats();
+  const double zero[2] = {0, 0};
+  sums_.from_host(zero, 0, 2);
+  train_count_ = 0;
+  return b;
+}
+
 BatchStats Model::evaluate(const float* x, const uint8_t* y, size_t n, size_t eval_batch) {
-  BatchStats total;
+  const double zero[2] = {0, 0};
+  sums_.from_host(zero, 2, 2);
   for (size_t i = 0; i < n; i += eval_batch) {
     const size_t b = std::min(eval_batch, n - i);
-    BatchStats s = forward(x + i * input_size_, y + i, b, false);
-    total.loss_sum += s.loss_sum;
-    total.correct += s.correct;
-    total.count += s.count;
+    forward(x + i * input_size_, y + i, b, false, sums_.data() + 2);
   }
+  double s[2];
+  sums_.to_host(s, 2, 2);
+  BatchStats total;
+  total.loss_sum = s[0];
+  total.correct = static_cast<size_t>(s[1]);
+  total.count = n;
   return total;
 }
 
@@ -142,7 +165,7 @@ std::vector<TensorRange> Model::tensors() const {
 }
 
 std::unique_ptr<Model> build_mlp(size_t input_size, const std::vector<size_t>& hidden,
-                                 size_t classes) {
+                                 size_t classes, Backend& backend) {
   std::vector<std::unique_ptr<Layer>> layers;
   size_t prev = input_size;
   for (size_t h : hidden) {
@@ -152,10 +175,10 @@ std::unique_ptr<Model> build_mlp(size_t input_size, const std::vector<size_t>& h
     prev = h;
   }
   layers.push_back(std::make_unique<Dense>(prev, classes));
-  return std::make_unique<Model>(input_size, classes, std::move(layers));
+  return std::make_unique<Model>(input_size, classes, std::move(layers), backend);
 }
 
-std::unique_ptr<Model> build_cnn(size_t rows, size_t cols, size_t classes) {
+std::unique_ptr<Model> build_cnn(size_t rows, size_t cols, size_t classes, Backend& backend) {
   if (rows % 4 || cols % 4) throw InputError("the cnn needs image sides divisible by 4");
   std::vector<std::unique_ptr<Layer>> l;
   l.push_back(std::make_unique<Conv2D>(1, rows, cols, 32, 5));
@@ -167,13 +190,13 @@ std::unique_ptr<Model> build_cnn(size_t rows, size_t cols, size_t classes) {
   l.push_back(std::make_unique<Dense>(64 * rows * cols / 16, 1024));
   l.push_back(std::make_unique<Relu>(1024));
   l.push_back(std::make_unique<Dense>(1024, classes));
-  return std::make_unique<Model>(rows * cols, classes, std::move(l));
+  return std::make_unique<Model>(rows * cols, classes, std::move(l), backend);
 }
 
 std::unique_ptr<Model> build_model(const std::string& name, size_t rows, size_t cols, size_t first,
-                                   size_t second, size_t classes) {
-  if (name == "mlp") return build_mlp(rows * cols, {first, second}, classes);
-  if (name == "cnn") return build_cnn(rows, cols, classes);
+                                   size_t second, size_t classes, Backend& backend) {
+  if (name == "mlp") return build_mlp(rows * cols, {first, second}, classes, backend);
+  if (name == "cnn") return build_cnn(rows, cols, classes, backend);
   throw InputError("unknown model '" + name + "' (expected mlp or cnn)");
 }
 

@@ -1,7 +1,7 @@
 // Optimizers over a range of the flat parameter buffer. A range rather than the whole buffer so
 // that a parameter server can run the same code on the shard it owns. State (momentum, Adam's
-// moments) lives in flat buffers of the same length as the range, so it checkpoints and
-// broadcasts like the parameters.
+// moments) lives in flat buffers of the same length as the range, in the memory of the backend
+// that runs the update (runtime/backend.h), so it checkpoints and broadcasts like the parameters.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +12,8 @@
 #include <vector>
 
 namespace dtrain {
+
+class Backend;
 
 struct OptimizerOptions {
   std::string name = "adam";  // sgd, momentum, adam, rmsprop
@@ -29,11 +31,16 @@ void adam_corrections(const OptimizerOptions& o, uint64_t t, float* bc1, float* 
 
 class Optimizer {
  public:
-  // Validates the options: an unknown name or a non-positive rate is an InputError.
-  Optimizer(const OptimizerOptions& opts, size_t count);
+  // Validates the options: an unknown name or a non-positive rate is an InputError. The state
+  // lives in `backend`'s memory (null: the CPU backend), where step() runs.
+  Optimizer(const OptimizerOptions& opts, size_t count, Backend* backend = nullptr);
+  ~Optimizer();
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
 
   // p -= update(g * grad_scale) over `count` elements; p and g point at the start of this
-  // optimizer's range. grad_scale folds gradient averaging into the update's single pass.
+  // optimizer's range, in the backend's memory. grad_scale folds gradient averaging into the
+  // update's single pass.
   void step(float* p, const float* g, float grad_scale = 1.0f);
   // The same update on elements [offset, offset + n) only, as step number t, without counting a
   // step: a parameter server applies one step to its shard piece by piece as pieces arrive.
@@ -44,16 +51,24 @@ class Optimizer {
   uint64_t steps() const { return t_; }
   void set_steps(uint64_t t) { t_ = t; }
   // Number of state slots per parameter (0 for SGD, 1 momentum/rmsprop, 2 adam).
-  size_t slots() const { return state_.size() / (count_ ? count_ : 1); }
-  std::vector<float>& state() { return state_; }
-  const std::vector<float>& state() const { return state_; }
+  size_t slots() const { return slots_; }
+  // slots() * count() floats in the backend's memory: slot k of element i at k * count() + i.
+  size_t state_size() const { return slots_ * count_; }
+  float* state();
+  const float* state() const;
+  // Whole-state copies to and from host memory (checkpoints, broadcasts), on any backend.
+  void read_state(float* host) const;
+  void write_state(const float* host);
+  std::vector<float> state_vector() const;
   nlohmann::json spec() const;
 
  private:
+  struct State;
   OptimizerOptions opts_;
   size_t count_;
+  size_t slots_;
   uint64_t t_ = 0;
-  std::vector<float> state_;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace dtrain

@@ -105,16 +105,17 @@ TrainResult Trainer::run() {
       std::vector<uint8_t> y(b);
       // Not under mpirun: its output forwarding does not keep a carriage-return progress line.
       const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO);
-      double stats[3] = {0, 0, 0};  // loss sum, correct, count
       const GradReady ready = [this](size_t off, size_t n) { sync_.ready(off, n); };
+      model_.take_train_stats();  // start the epoch's sums from zero
       const auto t0 = std::chrono::steady_clock::now();
       for (size_t s = 0; s < steps; ++s) {
         gather_batch(batcher.indices(s), data_.train.images.data(), data_.train.labels.data(), f,
                      x.data(), y.data());
+        // On a GPU these spans time the queueing of the work, which runs asynchronously.
         const int64_t ta = timeline_.now_us();
-        BatchStats bs = model_.forward_train(x.data(), y.data(), b);
+        model_.forward_train(x.data(), y.data(), b);
         const int64_t tb = timeline_.now_us();
-        model_.backward(x.data(), b, ready);
+        model_.backward(ready);
         const int64_t tc = timeline_.now_us();
         sync_.finish_step(model_, opt_);
         if (timeline_.enabled()) {
@@ -123,15 +124,18 @@ TrainResult Trainer::run() {
           timeline_.span("finish_step", 0, tc, timeline_.now_us(), {{"step", global_step}});
         }
         ++global_step;
-        stats[0] += bs.loss_sum;
-        stats[1] += static_cast<double>(bs.correct);
-        stats[2] += static_cast<double>(bs.count);
         if (progress && (s % 50 == 0 || s + 1 == steps)) {
+          const BatchStats so_far = model_.peek_train_stats();
           std::printf("\repoch %llu/%zu  step %zu/%zu  loss %.4f ", (unsigned long long)e + 1,
-                      opts_.epochs, s + 1, steps, stats[0] / stats[2]);
+                      opts_.epochs, s + 1, steps,
+                      so_far.loss_sum / static_cast<double>(so_far.count));
           std::fflush(stdout);
         }
       }
+      // Reading the sums waits for the queued steps, so the epoch's time includes them.
+      const BatchStats ts_train = model_.take_train_stats();
+      const double stats[3] = {ts_train.loss_sum, static_cast<double>(ts_train.correct),
+                               static_cast<double>(ts_train.count)};
       const double secs = seconds_since(t0);
       if (progress) std::printf("\r%60s\r", "");
       log_debug("epoch ", e + 1, ": ", steps, " steps, loss ", stats[0] / stats[2], ", ",

@@ -39,7 +39,7 @@ TEST(Checkpoint, RoundTripRestoresEverything) {
   EXPECT_EQ(got.seed, 42u);
   EXPECT_EQ(opt2.steps(), 2u);
   EXPECT_EQ(0, std::memcmp(m->params(), m2->params(), m->param_count() * sizeof(float)));
-  EXPECT_EQ(opt.state(), opt2.state());
+  EXPECT_EQ(opt.state_vector(), opt2.state_vector());
 }
 
 TEST(Checkpoint, AtomicReplacementLeavesNoTempFiles) {

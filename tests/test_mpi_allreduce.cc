@@ -147,6 +147,31 @@ TEST(AllreduceSync, MatchesOneRankAtTheGlobalBatch) {
   EXPECT_LT(max_diff, 1e-4) << "float tolerance";
 }
 
+// A custom model may report gradient ranges out of order after some buckets have already left:
+// those buckets must not be reduced a second time.
+TEST(AllreduceSync, OutOfOrderReadyAfterABucketLeftReducesEachRangeOnce) {
+  auto& c = world();
+  auto m = build_mlp(3, {}, 2);  // one dense layer: 6 weights + 2 biases
+  OptimizerOptions oo;
+  oo.name = "sgd";
+  oo.learning_rate = 1.0f;
+  Optimizer opt(oo, m->param_count());
+  AllreduceOptions o;
+  o.fusion_threshold_bytes = sizeof(float);
+  AllreduceSync sync(c, o);
+  sync.start(*m, opt, {{"test", 1}}, nullptr);
+  std::vector<float> p0(m->param_count());
+  m->read_params(p0.data());
+  for (size_t i = 0; i < m->param_count(); ++i) m->grads()[i] = float(c.rank() + 1);
+  sync.ready(6, 2);  // the biases leave as a bucket
+  sync.ready(0, 3);  // out of order: the rest goes at the end
+  sync.ready(3, 3);
+  sync.finish_step(*m, opt);
+  const float mean = float(c.size() + 1) / 2.0f;
+  for (size_t i = 0; i < m->param_count(); ++i)
+    EXPECT_FLOAT_EQ(m->params()[i], p0[i] - mean) << "parameter " << i;
+}
+
 TEST(AllreduceSync, ConsistencyCheckNamesRankAndField) {
   auto& c = world();
   const size_t bad = c.size() - 1;

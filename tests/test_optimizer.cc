@@ -115,7 +115,7 @@ TEST(Optimizer, StepInPiecesEqualsOneStep) {
                           uint64_t(t));
     }
     EXPECT_EQ(p1, p2) << name;
-    EXPECT_EQ(whole.state(), pieces.state()) << name;
+    EXPECT_EQ(whole.state_vector(), pieces.state_vector()) << name;
   }
 }
 

@@ -79,16 +79,26 @@ void CudnnConv2D::forward(const float* x, const float* w, const float* b, float*
 
 void CudnnConv2D::backward(const float* x, const float* dy, const float* w, float* dw, float* db,
                            float* dx, size_t batch) {
+  backward_params(x, dy, dw, db, batch);
+  if (dx) backward_data(dy, w, dx, batch);
+}
+
+void CudnnConv2D::backward_params(const float* x, const float* dy, float* dw, float* db,
+                                  size_t batch) {
   set_batch(batch);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnConvolutionBackwardBias(handle_, &one, y_desc_, dy, &zero, b_desc_, db));
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, x_desc_, x, y_desc_, dy, conv_desc_,
                                              bwd_filter_algo_, workspace_.data(),
                                              workspace_.size() * 4, &zero, w_desc_, dw));
-  if (dx)
-    CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, w_desc_, w, y_desc_, dy, conv_desc_,
-                                             bwd_data_algo_, workspace_.data(),
-                                             workspace_.size() * 4, &zero, x_desc_, dx));
+}
+
+void CudnnConv2D::backward_data(const float* dy, const float* w, float* dx, size_t batch) {
+  set_batch(batch);
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, w_desc_, w, y_desc_, dy, conv_desc_,
+                                           bwd_data_algo_, workspace_.data(), workspace_.size() * 4,
+                                           &zero, x_desc_, dx));
 }
 
 CudnnMaxPool2::CudnnMaxPool2(cudnnHandle_t handle, size_t c, size_t h, size_t w)

@@ -20,6 +20,9 @@ class CudnnConv2D {
   // dw, db from dy (overwritten); dx when not null.
   void backward(const float* x, const float* dy, const float* w, float* dw, float* db, float* dx,
                 size_t batch);
+  // The two halves of backward.
+  void backward_params(const float* x, const float* dy, float* dw, float* db, size_t batch);
+  void backward_data(const float* dy, const float* w, float* dx, size_t batch);
 
  private:
   void set_batch(size_t batch);

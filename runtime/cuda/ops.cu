@@ -59,6 +59,29 @@ void Blas::gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float 
                            a, lda > 0 ? lda : 1, &beta, c, static_cast<int>(n)));
 }
 
+void Blas::gemm_ld(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                   const float* a, size_t lda, const float* b, size_t ldb, float beta, float* c,
+                   size_t ldc) {
+  if (m == 0 || n == 0) return;
+  CUBLAS_CHECK(cublasSgemm(
+      handle_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
+      static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c, static_cast<int>(ldc)));
+}
+
+void broadcast_rows(float* y, const float* b, size_t rows, size_t cols, cudaStream_t s) {
+  launch(rows * cols, fn::BroadcastRows{y, b, cols}, s);
+}
+
+void fill(float* p, size_t n, float v, cudaStream_t s) {
+  launch(n, fn::Fill{p, v}, s);
+}
+
+void accumulate_rows(const float* loss, const unsigned char* hit, size_t rows, double* acc,
+                     cudaStream_t s) {
+  launch(1, fn::AccumulateRows{loss, hit, rows, acc}, s);
+}
+
 void relu(float* y, size_t n, cudaStream_t s) {
   launch(n, fn::Relu{y}, s);
 }
@@ -84,7 +107,7 @@ void softmax_xent(const float* logits, const unsigned char* labels, float* grad,
 }
 
 void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* state,
-                    size_t count, float gs, cudaStream_t s) {
+                    size_t stride, size_t count, float gs, cudaStream_t s) {
   if (o.name == "sgd") {
     launch(count, fn::SgdUpdate{p, g, o.learning_rate, gs}, s);
   } else if (o.name == "momentum") {
@@ -93,7 +116,7 @@ void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float
     float bc1 = 0, isb2 = 0;
     adam_corrections(o, t, &bc1, &isb2);
     launch(count,
-           fn::AdamUpdate{p, g, state, state + count, o.learning_rate, o.beta1, o.beta2, o.epsilon,
+           fn::AdamUpdate{p, g, state, state + stride, o.learning_rate, o.beta1, o.beta2, o.epsilon,
                           bc1, isb2, gs},
            s);
   } else if (o.name == "rmsprop") {
