@@ -18,6 +18,7 @@ struct TrainBenchOptions {
   std::string optimizer = "adam";
   int threads = 1;
   std::string model = "mlp";
+  std::string device = "cpu";  // cpu, cuda or auto
 };
 int run_train(const TrainBenchOptions& o);
 

@@ -22,7 +22,12 @@ int main(int argc, char** argv) {
   t->add_option("--optimizer", train.optimizer, "sgd, momentum, adam or rmsprop")
       ->capture_default_str();
   t->add_option("--threads", train.threads, "OpenBLAS threads")->capture_default_str();
-  t->add_option("--model", train.model, "mlp or cnn")->capture_default_str();
+  t->add_option("--model", train.model, "mlp or cnn")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"mlp", "cnn"}));
+  t->add_option("--device", train.device, "cpu, cuda or auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   dtrain::bench::PsBenchOptions psb;
   auto* p = app.add_subcommand("ps", "push+pull round trips/s of the MLP's gradient over ZeroMQ");
   p->add_option("--servers", psb.servers, "ps tasks")->capture_default_str();

@@ -14,7 +14,9 @@
 #include "runtime/trainer.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"mnist_train: train an MLP on MNIST (alone, under mpirun, or as a ps task)"};
+  CLI::App app{
+      "mnist_train: train an MLP or a CNN on MNIST (alone, under mpirun, or as a ps task), on the "
+      "CPU or a GPU"};
   dtrain::TrainFlags flags;
   dtrain::add_train_flags(app, flags);
   try {
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
   }
+  dtrain::DeviceChoice device;  // declared first: outlives the sync and the model
   std::unique_ptr<dtrain::GradientSync> sync;
   // Ends the job: an error all ranks share exits normally; one only this rank has takes the
   // others down with it (abort_job), since they would wait for it forever.
@@ -35,15 +38,16 @@ int main(int argc, char** argv) {
     dtrain::set_verbose(flags.verbose);
     dtrain::cpu::set_blas_threads(1);
     if (auto code = dtrain::run_if_ps_task(flags)) return *code;
-    sync = dtrain::make_sync(flags, argc, argv);
+    sync = dtrain::make_sync(flags, argc, argv, device);
+    if (!device.note.empty()) dtrain::log_debug(device.note);
     dtrain::Dataset data =
         flags.synthetic_data
             ? dtrain::make_synthetic(flags.synthetic_data,
                                      std::max<size_t>(flags.synthetic_data / 6, 1), flags.seed)
             : dtrain::load_mnist(flags.data_folder);
     auto model = dtrain::build_model(flags.model, data.rows, data.cols, flags.first_layer_neurons,
-                                     flags.second_layer_neurons, data.classes);
-    dtrain::Optimizer opt(flags.optimizer, model->param_count());
+                                     flags.second_layer_neurons, data.classes, *device.backend);
+    dtrain::Optimizer opt(flags.optimizer, model->param_count(), device.backend);
     dtrain::TrainerOptions topts;
     topts.batch_size = flags.batch_size;
     topts.epochs = flags.epochs;
@@ -53,8 +57,9 @@ int main(int argc, char** argv) {
     topts.max_steps_per_epoch = flags.max_steps_per_epoch;
     topts.timeline_path = flags.timeline;
     topts.mode = sync->name();
-    dtrain::log_debug("training ", model->param_count(), " parameters with ", sync->name(),
-                      " sync, world size ", sync->world());
+    dtrain::log_debug("training ", model->param_count(), " parameters on ",
+                      device.backend->name(), " with ", sync->name(), " sync, world size ",
+                      sync->world());
     dtrain::Trainer trainer(*model, opt, *sync, data, topts);
     trainer.run();
     return 0;

@@ -14,6 +14,11 @@
 #include "runtime/log.h"
 #include "runtime/model.h"
 
+#if defined(DTRAIN_HAVE_CUDA)
+#include "allreduce/nccl_communicator.h"
+#include "runtime/cuda/cuda_backend.h"
+#endif
+
 namespace dtrain {
 
 namespace {
@@ -27,6 +32,21 @@ class OwningAllreduceSync : private CommHolder, public AllreduceSync {
       : CommHolder{std::move(comm)}, AllreduceSync(*owned_comm_, o) {}
   void abort_job(int code) override { owned_comm_->abort(code); }
 };
+#if defined(DTRAIN_HAVE_CUDA)
+// GPU ranks: gradients over NCCL, everything on the host over MPI. The MPI communicator outlives
+// the NCCL one, which outlives the sync.
+struct NcclHolder {
+  std::unique_ptr<MpiCommunicator> mpi_;
+  std::unique_ptr<NcclCommunicator> nccl_;
+};
+class OwningNcclAllreduceSync : private NcclHolder, public AllreduceSync {
+ public:
+  OwningNcclAllreduceSync(std::unique_ptr<MpiCommunicator> mpi,
+                          std::unique_ptr<NcclCommunicator> nccl, AllreduceOptions o)
+      : NcclHolder{std::move(mpi), std::move(nccl)}, AllreduceSync(*nccl_, o, mpi_.get()) {}
+  void abort_job(int code) override { nccl_->abort(code); }
+};
+#endif
 // The ZeroMQ context and keys outlive the sockets of the ParameterServerSync using them (a base
 // listed first is destroyed last; a context destroyed before its sockets blocks forever).
 struct PsResources {
@@ -112,7 +132,8 @@ std::optional<int> run_if_ps_task(const TrainFlags& flags) {
   return 0;
 }
 
-std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char**& argv) {
+std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char**& argv,
+                                        DeviceChoice& device) {
   std::string mode = flags.mode;
   const EnvConfig env = read_env();
   if (mode == "auto")
@@ -123,6 +144,11 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
       throw InputError(
           "--mode ps needs TF_CONFIG (a cluster with ps and worker tasks, and this task)");
     validate_for_ps(*spec, "TF_CONFIG");
+    if (flags.device == "cuda")
+      throw InputError(
+          "--device cuda: parameter-server workers train on the CPU in this version (use --mode "
+          "allreduce for GPUs, or --device cpu)");
+    device = choose_device("cpu", 0);
     const size_t rank = spec->worker_rank();
     set_log_identity(*spec->task_type, spec->task_index, spec->num_workers());
     auto res = std::make_unique<PsResources>();
@@ -144,6 +170,7 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
   }
   if (mode == "local") {
     set_log_identity("worker", 0, 1);
+    device = choose_device(flags.device, 0);
     return std::make_unique<LocalSync>();
   }
   if (mode == "allreduce") {
@@ -153,6 +180,14 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     if (env.fusion_threshold_bytes) o.fusion_threshold_bytes = *env.fusion_threshold_bytes;
     if (flags.fusion_threshold_mb >= 0)
       o.fusion_threshold_bytes = static_cast<size_t>(flags.fusion_threshold_mb * 1024 * 1024);
+    device = choose_device(flags.device, comm->local_rank());
+#if defined(DTRAIN_HAVE_CUDA)
+    if (device.cuda) {
+      auto& gpu = static_cast<cuda::CudaBackend&>(*device.backend);
+      auto nccl = std::make_unique<NcclCommunicator>(*comm, gpu.device(), gpu.stream());
+      return std::make_unique<OwningNcclAllreduceSync>(std::move(comm), std::move(nccl), o);
+    }
+#endif
     return std::make_unique<OwningAllreduceSync>(std::move(comm), o);
   }
   throw InputError("--mode " + mode + " is not available in this build");

@@ -40,6 +40,11 @@ void add_train_flags(CLI::App& app, TrainFlags& f) {
                  "1024, dense 10)")
       ->capture_default_str()
       ->check(CLI::IsMember({"mlp", "cnn"}));
+  app.add_option("--device", f.device,
+                 "auto, cpu or cuda (auto: cuda when this build has CUDA and a GPU is present; "
+                 "GPU = local rank % GPUs per node)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
   app.add_option("--timeline", f.timeline,
                  "write a Chrome-trace timeline (forward, backward, allreduce buckets) here");

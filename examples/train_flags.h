@@ -23,6 +23,7 @@ struct TrainFlags {
   bool resume = false;
   std::string mode = "auto";  // auto, local, allreduce, ps
   std::string model = "mlp";
+  std::string device = "auto";  // auto, cpu, cuda
   bool verbose = false;
   std::string timeline;
   double fusion_threshold_mb = -1;  // <0: DTRAIN_FUSION_THRESHOLD or the default

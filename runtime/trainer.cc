@@ -180,6 +180,7 @@ TrainResult Trainer::run() {
   result.summary = {{"event", "summary"},
                     {"mode", opts_.mode},
                     {"world_size", sync_.world()},
+                    {"device", model_.backend().name()},
                     {"epochs", opts_.epochs},
                     {"global_step", global_step},
                     {"loss", last.loss},

@@ -1,0 +1,27 @@
+// Chooses the Backend for --device: cpu, cuda, or auto (cuda when this build has the CUDA backend
+// and a GPU is present, else cpu). Knows about CUDA so that runtime/ does not have to.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "runtime/backend.h"
+
+namespace dtrain {
+
+struct DeviceChoice {
+  std::unique_ptr<Backend> owned;  // null for the shared CPU backend
+  Backend* backend = nullptr;
+  bool cuda = false;
+  int gpu = -1;
+  std::string note;  // why auto chose what it chose
+};
+
+// local_rank picks the GPU (local_rank % device count). --device cuda without a usable GPU, or
+// in a build without CUDA, is an InputError saying which.
+DeviceChoice choose_device(const std::string& device, size_t local_rank);
+
+// True when this build has the CUDA backend.
+bool built_with_cuda();
+
+}  // namespace dtrain
