@@ -57,9 +57,8 @@ int main(int argc, char** argv) {
     topts.max_steps_per_epoch = flags.max_steps_per_epoch;
     topts.timeline_path = flags.timeline;
     topts.mode = sync->name();
-    dtrain::log_debug("training ", model->param_count(), " parameters on ",
-                      device.backend->name(), " with ", sync->name(), " sync, world size ",
-                      sync->world());
+    dtrain::log_debug("training ", model->param_count(), " parameters on ", device.backend->name(),
+                      " with ", sync->name(), " sync, world size ", sync->world());
     dtrain::Trainer trainer(*model, opt, *sync, data, topts);
     trainer.run();
     return 0;

@@ -72,8 +72,8 @@ class FencedBackend : public Backend {
     ++staged_;
     return {s->x.data(), s->y.data()};
   }
-  void gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float* a,
-            size_t lda, const float* b, size_t ldb, float beta, float* c, size_t ldc) override {
+  void gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float* a, size_t lda,
+            const float* b, size_t ldb, float beta, float* c, size_t ldc) override {
     mine(a, 0, "gemm A");
     mine(b, 0, "gemm B");
     mine(c, 0, "gemm C");
@@ -160,8 +160,7 @@ class FencedBackend : public Backend {
       be.mine(y, 0, "conv y");
       k.forward(x, w, b, y, n);
     }
-    void backward_params(const float* x, const float* dy, float* dw, float* db,
-                         size_t n) override {
+    void backward_params(const float* x, const float* dy, float* dw, float* db, size_t n) override {
       be.mine(x, 0, "conv x");
       be.mine(dy, 0, "conv dy");
       be.mine(dw, 0, "conv dw");
