@@ -17,6 +17,7 @@
 #if defined(DTRAIN_HAVE_CUDA)
 #include "allreduce/nccl_communicator.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device.h"
 #endif
 
 namespace dtrain {
@@ -183,6 +184,13 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     device = choose_device(flags.device, comm->local_rank());
 #if defined(DTRAIN_HAVE_CUDA)
     if (device.cuda) {
+      std::string why;
+      const size_t gpus = static_cast<size_t>(cuda::device_count(&why));
+      if (comm->local_size() > gpus)
+        throw InputError(detail::cat("--device cuda: ", comm->local_size(),
+                                     " ranks on this node but ", gpus,
+                                     " GPU(s); NCCL needs a GPU per rank (start fewer ranks per "
+                                     "node, or pass --device cpu)"));
       auto& gpu = static_cast<cuda::CudaBackend&>(*device.backend);
       auto nccl = std::make_unique<NcclCommunicator>(*comm, gpu.device(), gpu.stream());
       return std::make_unique<OwningNcclAllreduceSync>(std::move(comm), std::move(nccl), o);

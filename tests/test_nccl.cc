@@ -2,9 +2,16 @@
 // with fewer GPUs than ranks).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
+#include "allreduce/allreduce_sync.h"
 #include "allreduce/nccl_communicator.h"
+#include "runtime/batcher.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device.h"
+#include "runtime/dataset.h"
+#include "runtime/model.h"
 #include "tests/mpi_world.h"
 
 namespace dtrain {
@@ -12,15 +19,20 @@ namespace {
 
 using testing::world;
 
+// True when every rank has a GPU of its own (NCCL refuses two ranks on one GPU). Every rank
+// decides the same way, or the collectives would hang.
+bool every_rank_has_its_own_gpu(std::string* why) {
+  const int n = cuda::device_count(why);
+  double have[1] = {size_t(n) >= world().local_size() ? 1.0 : 0.0};
+  world().allreduce(have, 1, "gpu census");
+  if (have[0] < double(world().size()) && why->empty()) *why = "fewer GPUs than ranks on some node";
+  return have[0] == double(world().size());
+}
+
 TEST(Nccl, AllreduceSumAverageAndGroupedBuckets) {
   std::string why;
-  const int n = cuda::device_count(&why);
-  // Every rank decides the same way, or the collectives below would hang.
-  double have[1] = {n > 0 ? 1.0 : 0.0};
-  world().allreduce(have, 1, "gpu census");
-  if (have[0] < double(world().size()))
-    GTEST_SKIP() << "needs a CUDA device on every rank (" << (n ? "some rank has none" : why)
-                 << ")";
+  if (!every_rank_has_its_own_gpu(&why))
+    GTEST_SKIP() << "needs a CUDA device for every rank (" << why << ")";
   const int dev = cuda::select_device(world().local_rank());
   cudaStream_t compute;
   CUDA_CHECK(cudaStreamCreate(&compute));
@@ -46,6 +58,63 @@ TEST(Nccl, AllreduceSumAverageAndGroupedBuckets) {
       ASSERT_NEAR(got[i], float(i % 11 + 1) * float(w + 1) / 2.0f, 1e-5 * got[i]) << i;
   }
   cudaStreamDestroy(compute);
+}
+
+// AllreduceSync with GPU models over NCCL: ranks hold bitwise-identical parameters after every
+// step, and they match one CPU process at the global batch over the same samples (float
+// tolerance: cuBLAS and OpenBLAS sum in different orders).
+TEST(Nccl, AllreduceSyncOnGpuModelsMatchesOneCpuProcess) {
+  std::string why;
+  if (!every_rank_has_its_own_gpu(&why))
+    GTEST_SKIP() << "needs a CUDA device for every rank (" << why << ")";
+  auto& c = world();
+  const Dataset d = make_synthetic(300, 10, 4);
+  const size_t b = 6, steps = 8;
+  cuda::CudaBackend gpu(cuda::select_device(c.local_rank()));
+  NcclCommunicator nccl(c, gpu.device(), gpu.stream());
+  auto m = build_mlp(d.features(), {24, 12}, 10, gpu);
+  m->init(9 + c.rank());  // start() must broadcast rank 0's
+  Optimizer opt(OptimizerOptions{}, m->param_count(), &gpu);
+  AllreduceOptions o;
+  o.fusion_threshold_bytes = 1024;  // several buckets per step
+  AllreduceSync sync(nccl, o, &c);
+  sync.start(*m, opt, {{"batch_size", b}}, nullptr);
+  Batcher batcher(d.train.size(), b, c.rank(), c.size(), 9);
+  batcher.start_epoch(0);
+  std::vector<float> x(b * d.features());
+  std::vector<uint8_t> y(b);
+  for (size_t s = 0; s < steps; ++s) {
+    gather_batch(batcher.indices(s), d.train.images.data(), d.train.labels.data(), d.features(),
+                 x.data(), y.data());
+    m->train_step(x.data(), y.data(), b, [&](size_t off, size_t n) { sync.ready(off, n); });
+    sync.finish_step(*m, opt);
+    EXPECT_GT(sync.last_step_buckets(), 1u);
+  }
+  std::vector<float> got(m->param_count());
+  m->read_params(got.data());
+  for (size_t r = 0; r < c.size(); ++r) {
+    std::vector<float> theirs = got;
+    c.broadcast(theirs.data(), theirs.size() * sizeof(float), r, "parameters of rank r");
+    EXPECT_EQ(theirs, got) << "rank " << r << " diverged";
+  }
+  auto ref = build_mlp(d.features(), {24, 12}, 10);
+  ref->init(9);
+  Optimizer ropt(OptimizerOptions{}, ref->param_count());
+  LocalSync local;
+  Batcher one(d.train.size(), b * c.size(), 0, 1, 9);
+  one.start_epoch(0);
+  std::vector<float> xr(b * c.size() * d.features());
+  std::vector<uint8_t> yr(b * c.size());
+  for (size_t s = 0; s < steps; ++s) {
+    gather_batch(one.indices(s), d.train.images.data(), d.train.labels.data(), d.features(),
+                 xr.data(), yr.data());
+    ref->train_step(xr.data(), yr.data(), b * c.size(), [](size_t, size_t) {});
+    local.finish_step(*ref, ropt);
+  }
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, std::fabs(double(got[i]) - double(ref->params()[i])));
+  EXPECT_LT(worst, 2e-3);
 }
 
 }  // namespace
