@@ -87,8 +87,10 @@ class Backend {
   // y[r, :] = b for every row of a [rows x cols] matrix.
   virtual void broadcast_rows(float* y, const float* b, size_t rows, size_t cols) = 0;
   virtual void copy(float* dst, const float* src, size_t n) = 0;
-  virtual void relu(float* y, size_t n) = 0;
-  virtual void relu_grad(float* dy, const float* y, size_t n) = 0;
+  // y = max(x, 0) (x == y allowed): one pass, no copy first.
+  virtual void relu(const float* x, float* y, size_t n) = 0;
+  // dx = dy * (y > 0) (dx == dy allowed).
+  virtual void relu_grad(const float* dy, const float* y, float* dx, size_t n) = 0;
   // db[c] = sum_r dy[r, c].
   virtual void column_sums(const float* dy, size_t rows, size_t cols, float* db) = 0;
   // Fused softmax cross-entropy over rows: grad (may be null) = d(mean loss)/d(logits); the

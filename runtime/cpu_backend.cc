@@ -64,9 +64,9 @@ class CpuBackend : public Backend {
   void copy(float* dst, const float* src, size_t n) override {
     if (dst != src) std::memmove(dst, src, n * sizeof(float));
   }
-  void relu(float* y, size_t n) override { cpu::for_each(n, fn::Relu{y}); }
-  void relu_grad(float* dy, const float* y, size_t n) override {
-    cpu::for_each(n, fn::ReluGrad{dy, y});
+  void relu(const float* x, float* y, size_t n) override { cpu::for_each(n, fn::Relu{x, y}); }
+  void relu_grad(const float* dy, const float* y, float* dx, size_t n) override {
+    cpu::for_each(n, fn::ReluGrad{dy, y, dx});
   }
   void column_sums(const float* dy, size_t rows, size_t cols, float* db) override {
     cpu::column_sums(dy, rows, cols, db);

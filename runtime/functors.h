@@ -59,17 +59,19 @@ struct Fill {
   DTRAIN_HD void operator()(size_t i) const { p[i] = v; }
 };
 
-// y = max(x, 0) in place.
+// y = max(x, 0); x == y is fine (in place).
 struct Relu {
+  const float* x;
   float* y;
-  DTRAIN_HD void operator()(size_t i) const { y[i] = y[i] > 0.0f ? y[i] : 0.0f; }
+  DTRAIN_HD void operator()(size_t i) const { y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
 };
 
-// dy *= (y > 0): the ReLU gradient, taken through its output.
+// dx = dy * (y > 0): the ReLU gradient, taken through its output; dx == dy is fine.
 struct ReluGrad {
-  float* dy;
+  const float* dy;
   const float* y;
-  DTRAIN_HD void operator()(size_t i) const { dy[i] = y[i] > 0.0f ? dy[i] : 0.0f; }
+  float* dx;
+  DTRAIN_HD void operator()(size_t i) const { dx[i] = y[i] > 0.0f ? dy[i] : 0.0f; }
 };
 
 // One row of softmax cross-entropy, fused: reads logits, writes d(mean loss)/d(logits) into

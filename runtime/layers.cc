@@ -54,15 +54,14 @@ nlohmann::json Relu::spec() const {
 
 void Relu::forward(const float* x, float* y, size_t batch) {
   const size_t n = batch * size_;
-  be_->copy(y, x, n);
-  be_->relu(y, n);
+  be_->relu(x, y, n);
 }
 
 void Relu::backward(const float* /*x*/, const float* y, float* dy, float* dx, size_t batch,
                     const GradReady& /*ready*/) {
   const size_t n = batch * size_;
-  be_->relu_grad(dy, y, n);
-  if (dx) be_->copy(dx, dy, n);
+  // A ReLU first in the model has no input gradient to give.
+  if (dx) be_->relu_grad(dy, y, dx, n);
 }
 
 }  // namespace dtrain

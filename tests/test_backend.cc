@@ -89,14 +89,16 @@ class FencedBackend : public Backend {
     mine(src, n * 4, "copy src");
     cpu().copy(dst, src, n);
   }
-  void relu(float* y, size_t n) override {
-    mine(y, n * 4, "relu");
-    cpu().relu(y, n);
+  void relu(const float* x, float* y, size_t n) override {
+    mine(x, n * 4, "relu x");
+    mine(y, n * 4, "relu y");
+    cpu().relu(x, y, n);
   }
-  void relu_grad(float* dy, const float* y, size_t n) override {
+  void relu_grad(const float* dy, const float* y, float* dx, size_t n) override {
     mine(dy, n * 4, "relu_grad dy");
     mine(y, n * 4, "relu_grad y");
-    cpu().relu_grad(dy, y, n);
+    mine(dx, n * 4, "relu_grad dx");
+    cpu().relu_grad(dy, y, dx, n);
   }
   void column_sums(const float* dy, size_t rows, size_t cols, float* db) override {
     mine(dy, rows * cols * 4, "column_sums dy");

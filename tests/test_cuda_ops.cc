@@ -58,10 +58,10 @@ TEST_F(CudaOps, ReluBiasAndColumnSums) {
   dy.upload(y.data(), y.size(), s_);
   db.upload(b.data(), b.size(), s_);
   bias_add(dy.data(), db.data(), rows, cols, s_);
-  relu(dy.data(), rows * cols, s_);
+  relu(dy.data(), dy.data(), rows * cols, s_);
   std::vector<float> ref = y;
   cpu::for_each(ref.size(), fn::BiasAdd{ref.data(), b.data(), cols});
-  cpu::for_each(ref.size(), fn::Relu{ref.data()});
+  cpu::for_each(ref.size(), fn::Relu{ref.data(), ref.data()});
   expect_close(down(dy), ref, 1e-6, "bias+relu");
   column_sums(dy.data(), rows, cols, dout.data(), s_);
   std::vector<float> sums(cols);

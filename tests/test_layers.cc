@@ -93,14 +93,20 @@ TEST(Functors, SoftmaxXentMatchesDirectFormula) {
 }
 
 TEST(Functors, ReluAndItsGradient) {
-  float y[4] = {-1.0f, 0.0f, 2.0f, -0.5f};
-  for (size_t i = 0; i < 4; ++i) fn::Relu{y}(i);
+  const float x[4] = {-1.0f, 0.0f, 2.0f, -0.5f};
+  float y[4];
+  for (size_t i = 0; i < 4; ++i) fn::Relu{x, y}(i);
   EXPECT_EQ(y[0], 0.0f);
   EXPECT_EQ(y[2], 2.0f);
-  float dy[4] = {1, 1, 1, 1};
-  for (size_t i = 0; i < 4; ++i) fn::ReluGrad{dy, y}(i);
+  EXPECT_EQ(y[3], 0.0f);
+  float dy[4] = {1, 1, 1, 1}, dx[4];
+  for (size_t i = 0; i < 4; ++i) fn::ReluGrad{dy, y, dx}(i);
+  EXPECT_EQ(dx[0], 0.0f);
+  EXPECT_EQ(dx[1], 0.0f);
+  EXPECT_EQ(dx[2], 1.0f);
+  EXPECT_EQ(dy[0], 1.0f) << "dy is not written when dx is separate";
+  for (size_t i = 0; i < 4; ++i) fn::ReluGrad{dy, y, dy}(i);  // in place
   EXPECT_EQ(dy[0], 0.0f);
-  EXPECT_EQ(dy[1], 0.0f);
   EXPECT_EQ(dy[2], 1.0f);
 }
 

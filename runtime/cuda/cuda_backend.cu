@@ -167,12 +167,12 @@ void CudaBackend::copy(float* dst, const float* src, size_t n) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
 }
 
-void CudaBackend::relu(float* y, size_t n) {
-  cuda::relu(y, n, stream_);
+void CudaBackend::relu(const float* x, float* y, size_t n) {
+  cuda::relu(x, y, n, stream_);
 }
 
-void CudaBackend::relu_grad(float* dy, const float* y, size_t n) {
-  cuda::relu_grad(dy, y, n, stream_);
+void CudaBackend::relu_grad(const float* dy, const float* y, float* dx, size_t n) {
+  cuda::relu_grad(dy, y, dx, n, stream_);
 }
 
 void CudaBackend::column_sums(const float* dy, size_t rows, size_t cols, float* db) {

@@ -45,8 +45,8 @@ class CudaBackend : public Backend {
   using Backend::gemm;
   void broadcast_rows(float* y, const float* b, size_t rows, size_t cols) override;
   void copy(float* dst, const float* src, size_t n) override;
-  void relu(float* y, size_t n) override;
-  void relu_grad(float* dy, const float* y, size_t n) override;
+  void relu(const float* x, float* y, size_t n) override;
+  void relu_grad(const float* dy, const float* y, float* dx, size_t n) override;
   void column_sums(const float* dy, size_t rows, size_t cols, float* db) override;
   void softmax_xent(const float* logits, const unsigned char* labels, float* grad, float* row_loss,
                     unsigned char* row_hit, size_t rows, size_t classes, double* acc) override;

@@ -82,12 +82,12 @@ void accumulate_rows(const float* loss, const unsigned char* hit, size_t rows, d
   launch(1, fn::AccumulateRows{loss, hit, rows, acc}, s);
 }
 
-void relu(float* y, size_t n, cudaStream_t s) {
-  launch(n, fn::Relu{y}, s);
+void relu(const float* x, float* y, size_t n, cudaStream_t s) {
+  launch(n, fn::Relu{x, y}, s);
 }
 
-void relu_grad(float* dy, const float* y, size_t n, cudaStream_t s) {
-  launch(n, fn::ReluGrad{dy, y}, s);
+void relu_grad(const float* dy, const float* y, float* dx, size_t n, cudaStream_t s) {
+  launch(n, fn::ReluGrad{dy, y, dx}, s);
 }
 
 void bias_add(float* y, const float* b, size_t rows, size_t cols, cudaStream_t s) {

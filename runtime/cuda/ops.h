@@ -34,8 +34,8 @@ class Blas {
   cudaStream_t stream_;
 };
 
-void relu(float* y, size_t n, cudaStream_t s);
-void relu_grad(float* dy, const float* y, size_t n, cudaStream_t s);
+void relu(const float* x, float* y, size_t n, cudaStream_t s);
+void relu_grad(const float* dy, const float* y, float* dx, size_t n, cudaStream_t s);
 void bias_add(float* y, const float* b, size_t rows, size_t cols, cudaStream_t s);
 void broadcast_rows(float* y, const float* b, size_t rows, size_t cols, cudaStream_t s);
 void fill(float* p, size_t n, float v, cudaStream_t s);
