@@ -25,6 +25,7 @@ int run_train(const TrainBenchOptions& o);
 struct PsBenchOptions {
   size_t servers = 1, workers = 1, rounds = 2000;
   bool sync = false;
+  std::string transport = "tcp";  // tcp: payload frames; shm: floats through shared memory
 };
 int run_ps(const PsBenchOptions& o);
 

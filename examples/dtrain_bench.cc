@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
   p->add_option("--workers", psb.workers, "workers")->capture_default_str();
   p->add_option("--rounds", psb.rounds, "timed round trips per worker")->capture_default_str();
   p->add_flag("--sync", psb.sync, "servers wait for every worker each round");
+  p->add_option("--transport", psb.transport,
+                "tcp (floats in ZeroMQ frames) or shm (floats through shared memory)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tcp", "shm"}));
   dtrain::bench::register_extra_commands(app);
   try {
     app.parse(argc, argv);

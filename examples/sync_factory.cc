@@ -167,6 +167,7 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     o.job = ps_job(flags, o.num_workers);
     o.overlap = !flags.ps_sync && flags.max_staleness == 0;
     o.sync = flags.ps_sync;
+    o.shm = env.ps_shm && !flags.secure;
     return std::make_unique<OwningPsSync>(std::move(res), o);
   }
   if (mode == "local") {

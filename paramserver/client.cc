@@ -1,9 +1,12 @@
 #include "paramserver/client.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -145,14 +148,36 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
   nlohmann::json hello = opts_.job;
   if (chief && resume) hello["resume"] = {resume[0], resume[1]};
   (void)job;
-  const std::string hs = hello.dump();
+  // One hello per server: each offers its own shared-memory segment.
+  shm_.clear();
+  shm_.resize(socks_.size());
+  std::vector<std::string> hellos(socks_.size());
+  std::random_device rd;
+  for (size_t s = 0; s < socks_.size(); ++s) {
+    nlohmann::json hs = hello;
+    if (opts_.shm && ranges_[s].count > 0) {
+      const uint64_t nonce = (uint64_t(rd()) << 32) ^ rd();
+      const std::string name =
+          detail::cat("/dtrain-", std::hex, opts_.job_id, "-w", std::dec, opts_.worker_rank, "-s",
+                      s, "-", getpid(), "-", std::hex, nonce & 0xffffff);
+      try {
+        shm_[s] = ShmSegment::create(name, ranges_[s].count, nonce);
+        hs["shm"] = {{"name", name}, {"nonce", nonce}};
+      } catch (const Error& e) {
+        log_debug("worker ", opts_.worker_rank, ": no shared memory for ", opts_.server_names[s],
+                  " (", e.what(), "); using TCP payloads");
+      }
+    }
+    hellos[s] = hs.dump();
+  }
   // Tasks start in any order: say hello every half second until every server answers, or the
   // start timeout passes and the error names who is missing.
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<size_t> pending = all_servers();
   std::vector<nlohmann::json> answers(socks_.size());
   while (!pending.empty()) {
-    for (size_t s : pending) send(s, MsgType::kHello, 0, 0, hs.data(), hs.size(), hs.size());
+    for (size_t s : pending)
+      send(s, MsgType::kHello, 0, 0, hellos[s].data(), hellos[s].size(), hellos[s].size());
     try {
       auto rs = wait_replies(pending, 0.5, "start-up");
       for (size_t s : pending) answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
@@ -196,7 +221,7 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
                                        opts_.start_timeout_s, " s (--start-timeout)"));
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       for (size_t s = 0; s < socks_.size(); ++s)
-        send(s, MsgType::kHello, 0, 0, hs.data(), hs.size(), hs.size());
+        send(s, MsgType::kHello, 0, 0, hellos[s].data(), hellos[s].size(), hellos[s].size());
       auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "waiting for initialization");
       for (size_t s = 0; s < socks_.size(); ++s)
         answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
@@ -205,11 +230,24 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
       resume[0] = answers[0]["resume"][0].get<uint64_t>();
       resume[1] = answers[0]["resume"][1].get<uint64_t>();
     }
+  }
+  // Servers that could not map a segment said so; those pairs use payload frames. The names go
+  // now: both sides hold their mappings, and nothing is left in /dev/shm whatever happens later.
+  size_t mapped = 0;
+  for (size_t s = 0; s < socks_.size(); ++s) {
+    if (!shm_[s]) continue;
+    if (!answers[s].value("shm", false)) shm_[s].reset();
+    if (shm_[s]) {
+      shm_[s]->unlink();
+      ++mapped;
+    }
+  }
+  if (!chief) {
     for (size_t s = 0; s < socks_.size(); ++s)
       send(s, MsgType::kPull, 0, ranges_[s].offset, nullptr, 0, 0);
     auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "pulling parameters");
     for (size_t s = 0; s < socks_.size(); ++s)
-      std::memcpy(model.params() + ranges_[s].offset, rs[s].payload.data(), rs[s].payload.size());
+      take_params(s, rs[s], ranges_[s].offset, ranges_[s].count, model.params());
   }
   step_ = resume ? resume[1] : 0;
   grads_ = model.grads();
@@ -226,19 +264,44 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
               [](const Piece& a, const Piece& b) { return a.offset > b.offset; });
   }
   ready_lo_ = model.param_count();
-  log_debug("worker ", opts_.worker_rank, " connected to ", socks_.size(), " ps task(s)");
+  log_debug("worker ", opts_.worker_rank, " connected to ", socks_.size(), " ps task(s), ", mapped,
+            " through shared memory");
+}
+
+size_t ParameterServerSync::shared_memory_servers() const {
+  size_t n = 0;
+  for (const auto& s : shm_) n += s != nullptr;
+  return n;
+}
+
+void ParameterServerSync::take_params(size_t s, const Reply& r, size_t offset, size_t count,
+                                      float* params) {
+  const bool shm = r.h.type == uint16_t(MsgType::kParamsShm);
+  if ((r.h.type != uint16_t(MsgType::kParams) && !shm) || r.h.offset != offset ||
+      r.h.count != count || (shm && !shm_[s]))
+    throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", opts_.server_names[s],
+                                " answered ", type_name(r.h.type), " [", r.h.offset, ", +",
+                                r.h.count, ") for [", offset, ", +", count, ")"));
+  const float* src = shm ? shm_[s]->params() + (offset - ranges_[s].offset)
+                         : reinterpret_cast<const float*>(r.payload.data());
+  std::memcpy(params + offset, src, count * sizeof(float));
+}
+
+uint32_t ParameterServerSync::push(size_t s, uint64_t offset, size_t count, const float* g) {
+  if (ShmSegment* seg = shm_[s].get()) {
+    // The server has answered this piece's last push, so it no longer reads this area.
+    std::memcpy(seg->grads() + (offset - ranges_[s].offset), g + offset, count * sizeof(float));
+    return send(s, MsgType::kPushShm, step_, offset, nullptr, 0, count);
+  }
+  return send(s, MsgType::kPush, step_, offset, g + offset, count * sizeof(float), count,
+              /*zero_copy=*/true);
 }
 
 void ParameterServerSync::apply_params_reply(Model& model) {
   auto rs = wait_replies(all_servers(), opts_.step_timeout_s,
                          detail::cat("step ", pending_step_, " push/pull"));
-  for (size_t s = 0; s < socks_.size(); ++s) {
-    if (rs[s].payload.size() != ranges_[s].count * sizeof(float))
-      throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", opts_.server_names[s],
-                                  " sent ", rs[s].payload.size(), " bytes of parameters, expected ",
-                                  ranges_[s].count * sizeof(float)));
-    std::memcpy(model.params() + ranges_[s].offset, rs[s].payload.data(), rs[s].payload.size());
-  }
+  for (size_t s = 0; s < socks_.size(); ++s)
+    take_params(s, rs[s], ranges_[s].offset, ranges_[s].count, model.params());
   push_outstanding_ = false;
 }
 
@@ -248,10 +311,9 @@ void ParameterServerSync::drain(Model& model) {
 
 void ParameterServerSync::send_piece(size_t i) {
   Piece& p = pieces_[i];
-  // Zero-copy: this part of the gradient buffer is final and is not written again before the
-  // server's answer to it.
-  p.request = send(p.server, MsgType::kPush, step_, p.offset, grads_ + p.offset,
-                   p.count * sizeof(float), p.count, /*zero_copy=*/true);
+  // This part of the gradient buffer is final and is not written again before the server's
+  // answer to it (so a payload can be sent from it without a copy).
+  p.request = push(p.server, p.offset, p.count, grads_);
   p.sent = true;
 }
 
@@ -289,12 +351,7 @@ void ParameterServerSync::finish_sync_step(Model& model) {
                                       opts_.server_names[s],
                                       " answered: ", std::string(r->payload)));
         const Piece& p = pieces_[it->second];
-        if (r->h.type != uint16_t(MsgType::kParams) || r->h.offset != p.offset ||
-            r->h.count != p.count)
-          throw PeerError(detail::cat("worker ", opts_.worker_rank, ": ", opts_.server_names[s],
-                                      " answered [", r->h.offset, ", +", r->h.count, ") for [",
-                                      p.offset, ", +", p.count, ")"));
-        std::memcpy(model.params() + p.offset, r->payload.data(), r->payload.size());
+        take_params(s, *r, p.offset, p.count, model.params());
         outstanding.erase(it);
       }
     }
@@ -319,9 +376,8 @@ void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
   if (opts_.sync) return finish_sync_step(model);
   if (!opts_.overlap) {
     for (size_t s = 0; s < socks_.size(); ++s)
-      // Zero-copy: the gradient buffer is not touched again before the server's answer.
-      send(s, MsgType::kPush, step_, ranges_[s].offset, model.grads() + ranges_[s].offset,
-           ranges_[s].count * sizeof(float), ranges_[s].count, /*zero_copy=*/true);
+      // The gradient buffer is not touched again before the server's answer.
+      push(s, ranges_[s].offset, ranges_[s].count, model.grads());
     pending_step_ = step_;
     push_outstanding_ = true;
     apply_params_reply(model);
@@ -332,10 +388,16 @@ void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
   // taken now, after this step's compute, and this step's push goes out to be answered while the
   // next step computes. The gradient is copied, since the next backward overwrites the buffer.
   drain(model);
-  staged_grads_.assign(model.grads(), model.grads() + model.param_count());
-  for (size_t s = 0; s < socks_.size(); ++s)
-    send(s, MsgType::kPush, step_, ranges_[s].offset, staged_grads_.data() + ranges_[s].offset,
-         ranges_[s].count * sizeof(float), ranges_[s].count, /*zero_copy=*/true);
+  for (size_t s = 0; s < socks_.size(); ++s) {
+    if (shm_[s]) {
+      push(s, ranges_[s].offset, ranges_[s].count, model.grads());  // the segment is the copy
+    } else {
+      staged_grads_.resize(model.param_count());
+      std::memcpy(staged_grads_.data() + ranges_[s].offset, model.grads() + ranges_[s].offset,
+                  ranges_[s].count * sizeof(float));
+      push(s, ranges_[s].offset, ranges_[s].count, staged_grads_.data());
+    }
+  }
   pending_step_ = step_;
   push_outstanding_ = true;
   ++step_;

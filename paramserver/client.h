@@ -14,6 +14,7 @@
 
 #include "paramserver/protocol.h"
 #include "paramserver/sharding.h"
+#include "paramserver/shm.h"
 #include "runtime/gradient_sync.h"
 
 namespace dtrain::ps {
@@ -36,6 +37,10 @@ struct ClientOptions {
   // chunk_floats); async mode pushes each server's whole range at the end of the step.
   bool sync = true;
   size_t chunk_floats = 65536;
+  // Offer each server a shared-memory segment for the floats (paramserver/shm.h); servers on
+  // another machine decline and the pair uses payload frames. Off under --secure, where every
+  // byte must go through CURVE.
+  bool shm = true;
 };
 
 class ParameterServerSync : public GradientSync {
@@ -50,6 +55,8 @@ class ParameterServerSync : public GradientSync {
   void sum(double* values, size_t n) override;
   void gather_state(Model& model, Optimizer& opt) override;
   void finish(bool ok) override;
+  // Servers this worker exchanges floats with through shared memory (after start()).
+  size_t shared_memory_servers() const;
 
  private:
   struct Reply {
@@ -72,6 +79,13 @@ class ParameterServerSync : public GradientSync {
   std::optional<Reply> recv_reply(size_t s, const std::string& what);
   std::vector<size_t> all_servers() const;
   void apply_params_reply(Model& model);
+  // Copies the parameters a kParams or kParamsShm reply from server s carries for
+  // [offset, offset + count) into `params` (the flat buffer); a reply that does not carry exactly
+  // those is a PeerError.
+  void take_params(size_t s, const Reply& r, size_t offset, size_t count, float* params);
+  // Sends [offset, offset + count) of the gradient `g` (the flat buffer) to server s: through its
+  // segment, or zero-copy from g (which must then stay unchanged until the answer).
+  uint32_t push(size_t s, uint64_t offset, size_t count, const float* g);
   // Takes the answer to an outstanding push, if any.
   void drain(Model& model);
 
@@ -95,6 +109,7 @@ class ParameterServerSync : public GradientSync {
   size_t next_piece_ = 0, ready_lo_ = 0;
   bool contiguous_ = true;
   float* grads_ = nullptr;
+  std::vector<std::unique_ptr<ShmSegment>> shm_;  // per server; null: payload frames
 };
 
 }  // namespace dtrain::ps

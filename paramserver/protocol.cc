@@ -14,15 +14,19 @@ size_t element_size(MsgType t) {
     case MsgType::kSum:
     case MsgType::kSumResult:
       return 8;
+    case MsgType::kPushShm:
+    case MsgType::kParamsShm:
+      return 0;
     default:
       return 1;
   }
 }
 
 const char* type_name(uint16_t t) {
-  static const char* names[] = {"?",    "hello",      "hello_ok", "init",      "init_ok",
-                                "push", "params",     "pull",     "get_state", "state",
-                                "sum",  "sum_result", "done",     "done_ok",   "error"};
+  static const char* names[] = {"?",        "hello",      "hello_ok", "init",      "init_ok",
+                                "push",     "params",     "pull",     "get_state", "state",
+                                "sum",      "sum_result", "done",     "done_ok",   "error",
+                                "push_shm", "params_shm"};
   return t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
@@ -53,13 +57,20 @@ Message decode(const void* header, size_t header_size, const void* payload_ptr,
   if (m.h.version != kVersion)
     throw ProtocolError(
         detail::cat("protocol version ", m.h.version, ", this build speaks ", kVersion));
-  if (m.h.type < uint16_t(MsgType::kHello) || m.h.type > uint16_t(MsgType::kError))
+  if (m.h.type < uint16_t(MsgType::kHello) || m.h.type > kLastType)
     throw ProtocolError(detail::cat("unknown message type ", m.h.type));
   const size_t payload = payload_size;
   if (payload > kMaxPayloadBytes)
     throw ProtocolError(detail::cat("payload of ", payload, " bytes exceeds the limit"));
   const size_t es = element_size(m.type());
-  if (m.h.count > kMaxPayloadBytes / es || m.h.count * es != payload)
+  if (es == 0) {
+    if (payload != 0)
+      throw ProtocolError(detail::cat(type_name(m.h.type), " frame with a ", payload,
+                                      "-byte payload (its floats travel in shared memory)"));
+    if (m.h.count > kMaxPayloadBytes / sizeof(float))
+      throw ProtocolError(
+          detail::cat(type_name(m.h.type), " frame: count ", m.h.count, " exceeds the limit"));
+  } else if (m.h.count > kMaxPayloadBytes / es || m.h.count * es != payload)
     throw ProtocolError(detail::cat(type_name(m.h.type), " frame: header says ", m.h.count,
                                     " elements of ", es, " bytes, payload has ", payload,
                                     " bytes"));

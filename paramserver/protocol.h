@@ -33,7 +33,13 @@ enum class MsgType : uint16_t {
   kDone = 12,  // worker -> server: finished (the chief's also means: exit when all are)
   kDoneOk = 13,
   kError = 14,  // server -> worker: text
+  // The same as kPush and kParams with the floats in the pair's shared-memory segment
+  // (paramserver/shm.h) at the header's offset instead of in a payload frame: count says how
+  // many, the payload is empty.
+  kPushShm = 15,
+  kParamsShm = 16,
 };
+constexpr uint16_t kLastType = uint16_t(MsgType::kParamsShm);
 
 struct Header {
   uint32_t magic = kMagic;
@@ -53,7 +59,8 @@ class ProtocolError : public Error {
   using Error::Error;
 };
 
-// Bytes per payload element for a type: 4 (floats), 8 (doubles) or 1 (JSON, text, none).
+// Bytes per payload element for a type: 4 (floats), 8 (doubles), 1 (JSON, text, none) or 0 (the
+// shared-memory types: no payload).
 size_t element_size(MsgType t);
 const char* type_name(uint16_t t);
 

@@ -16,6 +16,7 @@ Server::Server(zmq::context_t& ctx, ServerOptions opts)
       opt_(opts_.optimizer, range_.count),
       params_(range_.count, 0.0f),
       accum_(range_.count, 0.0f),
+      shm_(opts_.num_workers),
       pushed_(opts_.num_workers, 0) {
   chunk_ = std::max<size_t>(1, std::min(opts_.chunk_floats ? opts_.chunk_floats : range_.count,
                                         std::max<size_t>(range_.count, 1)));
@@ -66,8 +67,54 @@ void Server::reply_params(const std::string& identity, const Header& req) {
   // In sync mode the parameters change only after every worker has pushed again, which each does
   // only after receiving this reply whole: ZeroMQ may send them without a copy. Async updates can
   // come at any time, so there they are copied.
-  reply(identity, req, MsgType::kParams, params_.data(), params_.size() * sizeof(float),
-        params_.size(), UINT64_MAX, /*zero_copy=*/!opts_.async);
+  send_params(identity, req, 0, range_.count, /*zero_copy=*/!opts_.async);
+}
+
+void Server::send_params(const std::string& identity, const Header& req, size_t rel, size_t n,
+                         bool zero_copy) {
+  if (ShmSegment* seg = req.sender < shm_.size() ? shm_[req.sender].get() : nullptr) {
+    // The worker reads this area only after this answer, and asks again only after reading it.
+    std::memcpy(seg->params() + rel, params_.data() + rel, n * sizeof(float));
+    return reply(identity, req, MsgType::kParamsShm, nullptr, 0, n, UINT64_MAX, false,
+                 range_.offset + rel);
+  }
+  reply(identity, req, MsgType::kParams, params_.data() + rel, n * sizeof(float), n, UINT64_MAX,
+        zero_copy, range_.offset + rel);
+}
+
+const float* Server::push_floats(const std::string& identity, const Message& m) {
+  if (m.type() == MsgType::kPush) return m.floats();
+  const Header& h = m.h;
+  ShmSegment* seg = shm_[h.sender].get();
+  const uint64_t rel = h.offset - range_.offset;
+  if (!seg || h.offset < range_.offset || rel > range_.count || h.count > range_.count - rel) {
+    ++rejected_;
+    log_info(opts_.name, ": rejected a push_shm from worker ", h.sender,
+             seg ? " outside this server's range" : " that has no shared-memory segment here");
+    reply_error(identity, h,
+                seg ? "push_shm outside this server's range" : "no shared-memory segment");
+    return nullptr;
+  }
+  return seg->grads() + rel;
+}
+
+bool Server::attach_shm(uint32_t worker, const nlohmann::json& offer) {
+  // Under CURVE every byte goes through the encrypted connection.
+  if (opts_.curve || !offer.is_object() || !offer.contains("name") || !offer["name"].is_string() ||
+      !offer.contains("nonce") || !offer["nonce"].is_number_unsigned()) {
+    shm_[worker].reset();
+    return false;
+  }
+  const std::string name = offer["name"].get<std::string>();
+  const uint64_t nonce = offer["nonce"].get<uint64_t>();
+  if (shm_[worker] && shm_[worker]->name() == name && shm_[worker]->nonce() == nonce)
+    return true;  // a repeated hello
+  std::string why;
+  shm_[worker] = ShmSegment::open(name, range_.count, nonce, &why);
+  if (!shm_[worker])
+    log_debug(opts_.name, ": worker ", worker, " offered shared memory ", name,
+              " that is not usable here (", why, "); using TCP payloads");
+  return shm_[worker] != nullptr;
 }
 
 void Server::run() {
@@ -173,7 +220,9 @@ void Server::handle(const std::string& identity, const Message& m) {
         resume_[0] = j["resume"][0].get<uint64_t>();
         resume_[1] = j["resume"][1].get<uint64_t>();
       }
+      const bool shm = attach_shm(h.sender, j.value("shm", nlohmann::json()));
       const nlohmann::json r = {{"initialized", initialized_},
+                                {"shm", shm},
                                 {"resume", {resume_[0], resume_[1]}},
                                 {"offset", range_.offset},
                                 {"count", range_.count}};
@@ -201,11 +250,13 @@ void Server::handle(const std::string& identity, const Message& m) {
             opt_.steps());
       return;
     }
-    case MsgType::kPush: {
-      if (!opts_.async) return push_sync(identity, h, m.floats());
+    case MsgType::kPush:
+    case MsgType::kPushShm: {
+      const float* g = push_floats(identity, m);
+      if (!g) return;
+      if (!opts_.async) return push_sync(identity, h, g);
       if (!need_range(1)) return;
       if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
-      const float* g = m.floats();
       opt_.step(params_.data(), g, 1.0f);
       ++version_;
       pushed_[h.sender] = h.step + 1;
@@ -287,9 +338,7 @@ void Server::apply_chunk(size_t k) {
                   opt_.steps() + 1);
   // Zero-copy is safe: this chunk changes again only after every worker has pushed it for the
   // next step, which each does only after receiving this reply whole.
-  for (auto& [id, h] : ch.waiting)
-    reply(id, h, MsgType::kParams, params_.data() + off, n * sizeof(float), n, UINT64_MAX,
-          /*zero_copy=*/true, range_.offset + off);
+  for (auto& [id, h] : ch.waiting) send_params(id, h, off, n, /*zero_copy=*/true);
   ch.waiting.clear();
   ch.applied = true;
   if (++chunks_applied_ < chunks_.size()) return;

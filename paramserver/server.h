@@ -8,7 +8,8 @@
 //   async: applies each push on arrival and answers at once.
 //   bounded staleness S > 0: async updates, but a worker's push for step t is answered only when
 //     the slowest worker has pushed step t - S, so nobody runs more than S steps ahead.
-// One ROUTER socket, one thread; a bad frame gets an error reply and a log line.
+// One ROUTER socket, one thread; a bad frame gets an error reply and a log line. A worker on the
+// same machine may move its floats through shared memory instead of payload frames (shm.h).
 #pragma once
 
 #include <chrono>
@@ -22,6 +23,7 @@
 
 #include "paramserver/protocol.h"
 #include "paramserver/sharding.h"
+#include "paramserver/shm.h"
 #include "runtime/optimizer.h"
 
 namespace dtrain::ps {
@@ -65,6 +67,15 @@ class Server {
              uint64_t offset = UINT64_MAX);
   void reply_error(const std::string& identity, const Header& req, const std::string& why);
   void reply_params(const std::string& identity, const Header& req);
+  // Parameters [rel, rel + n) of this server's range to a worker: through its shared-memory
+  // segment when it has one, else as a payload (zero_copy: from params_ without a copy).
+  void send_params(const std::string& identity, const Header& req, size_t rel, size_t n,
+                   bool zero_copy);
+  // The gradient floats of a push: its payload, or the worker's segment (null and an error reply
+  // when that is not possible).
+  const float* push_floats(const std::string& identity, const Message& m);
+  // Maps the segment a worker's hello offers, if any; says whether it is in use.
+  bool attach_shm(uint32_t worker, const nlohmann::json& offer);
   void push_sync(const std::string& identity, const Header& h, const float* g);
   void apply_chunk(size_t k);
   size_t chunk_len(size_t k) const { return std::min(chunk_, range_.count - k * chunk_); }
@@ -76,6 +87,7 @@ class Server {
   zmq::socket_t sock_;
   Optimizer opt_;
   std::vector<float> params_, accum_;
+  std::vector<std::unique_ptr<ShmSegment>> shm_;  // per worker; null: payload frames
   bool initialized_ = false;
   uint64_t resume_[2] = {0, 0};
   uint64_t version_ = 0;  // updates applied (sync: steps)

@@ -37,6 +37,10 @@ EnvConfig read_env() {
                         "DTRAIN_PS_CLIENT_PUBLIC_KEY", "DTRAIN_PS_CLIENT_SECRET_KEY"})
     if (auto v = get(n)) e.ps_keys[n] = *v;
   e.ps_key_file = get("DTRAIN_PS_KEY_FILE");
+  if (auto v = get("DTRAIN_PS_SHM")) {
+    if (*v != "0" && *v != "1") throw InputError("DTRAIN_PS_SHM='" + *v + "' must be 0 or 1");
+    e.ps_shm = *v == "1";
+  }
   for (const char* n : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"})
     if (auto v = get(n)) {
       e.mpi_world_size = static_cast<size_t>(std::atol(v->c_str()));

@@ -17,6 +17,9 @@ struct EnvConfig {
   // --secure: DTRAIN_PS_{SERVER,CLIENT}_{PUBLIC,SECRET}_KEY by full name, and DTRAIN_PS_KEY_FILE
   std::map<std::string, std::string> ps_keys;
   std::optional<std::string> ps_key_file;
+  // DTRAIN_PS_SHM: 1 (default) lets a worker and a ps task on one machine move the floats through
+  // shared memory; 0 keeps everything in ZeroMQ payload frames.
+  bool ps_shm = true;
   // Ranks in the job when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMI_SIZE,
   // PMIX_SIZE or MPI_LOCALNRANKS, whichever is set), else 0.
   size_t mpi_world_size = 0;

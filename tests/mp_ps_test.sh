@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Multi-process parameter-server jobs on 127.0.0.1, one process per TF_CONFIG task:
-#   sync1x2   1 ps + 2 workers, sync, reach the accuracy bar (real MNIST when present)
+#   sync1x2   1 ps + 2 workers, sync, reach the accuracy bar (real MNIST when present); the
+#             floats go through shared memory and no segment is left in /dev/shm
+#   sync1x2tcp  the same, one epoch, with DTRAIN_PS_SHM=0: every float in ZeroMQ payloads
 #   sync2x2   2 ps + 2 workers, sync
 #   async1x2  1 ps + 2 workers, async
 #   timeout   a worker whose ps never starts fails within --start-timeout, naming the ps task
@@ -11,6 +13,9 @@ set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
 tmp="$(mktemp -d)"
 trap 'pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+# A job id of our own: shared-memory segments are named /dev/shm/dtrain-<job id in hex>-...
+export DTRAIN_JOB_ID=$((RANDOM * 32768 + RANDOM))
+segments() { ls /dev/shm 2>/dev/null | grep -c "^dtrain-$(printf %x "$DTRAIN_JOB_ID")-" || true; }
 fail() { echo "FAIL: $*" >&2; for f in "$tmp"/*.log; do echo "== $f"; tail -n 5 "$f"; done >&2; exit 1; }
 if [[ -f "$src/data/mnist/train-images-idx3-ubyte" || -f "$src/data/mnist/train-images-idx3-ubyte.gz" ]]; then
   data=(--data-folder "$src/data/mnist"); real=1
@@ -58,10 +63,21 @@ assert s['test_accuracy'] >= bar, 'accuracy %s < %s' % (s['test_accuracy'], bar)
 " "$summary" "$bar" "$real" || fail "summary check"
   [[ -f "$tmp/out-worker0/model/checkpoint.bin" ]] || fail "the chief wrote no checkpoint"
   [[ ! -e "$tmp/out-worker1/model" ]] || fail "a non-chief worker wrote outputs"
+  (($(segments) == 0)) || fail "shared-memory segments left in /dev/shm"
 }
 
 case "$case_" in
-sync1x2) run_job 1 2 0.97 --epochs 3 ;;
+sync1x2)
+  run_job 1 2 0.97 --epochs 3 --verbose
+  grep -q "through shared memory" "$tmp/worker1.log" || fail "no transport line"
+  grep -q "1 ps task(s), 1 through shared memory" "$tmp/worker1.log" ||
+    fail "the workers did not use shared memory: $(grep 'through shared' "$tmp/worker1.log")"
+  ;;
+sync1x2tcp)
+  DTRAIN_PS_SHM=0 run_job 1 2 0.95 --epochs 1 --verbose
+  grep -q "1 ps task(s), 0 through shared memory" "$tmp/worker1.log" ||
+    fail "DTRAIN_PS_SHM=0 still used shared memory"
+  ;;
 sync2x2) run_job 2 2 0.95 --epochs 1 ;;
 # Async runs are timing-dependent (measured 0.970-0.977 over 6 runs): the guard sits below that.
 async1x2) run_job 1 2 0.965 --epochs 3 --ps-async ;;
@@ -97,6 +113,7 @@ vanish)
   wait $w0; wait $w1
   ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
   grep -q "no gradient from worker(s) 1" "$tmp/ps0.log" || fail "the server did not name worker 1"
+  (($(segments) == 0)) || fail "a killed worker left its shared-memory segment behind"
   tail -n 2 "$tmp/ps0.log"
   ;;
 *) fail "unknown case $case_" ;;

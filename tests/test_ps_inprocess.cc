@@ -1,9 +1,11 @@
 // Servers and workers in one process over inproc:// sockets: sync matches one process at the
 // global batch, async and bounded staleness train, start-up timeout, bad frames, --secure.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "paramserver/client.h"
@@ -35,6 +37,8 @@ struct Job {
   size_t chunk_floats = 1000;                 // several chunks per server even for this small model
   uint64_t* chief_optimizer_steps = nullptr;  // out: the update count the chief saw
   std::vector<uint64_t>* server_updates = nullptr;  // out: updates each server applied in all
+  bool shm = true;                                  // offer shared memory (paramserver/shm.h)
+  std::vector<size_t>* shm_servers = nullptr;       // out: per worker, servers using it
 };
 
 std::string endpoint(const Job& j, size_t s) {
@@ -73,6 +77,7 @@ ClientOptions client_opts(const Job& j, size_t w) {
   o.overlap = j.overlap;
   o.sync = !j.async;
   o.chunk_floats = j.chunk_floats;
+  o.shm = j.shm;
   return o;
 }
 
@@ -100,6 +105,7 @@ std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
       }
     });
   std::vector<std::vector<float>> out(j.workers);
+  if (j.shm_servers) j.shm_servers->assign(j.workers, 0);
   for (size_t w = 0; w < j.workers; ++w)
     threads.emplace_back([&, w] {
       try {
@@ -109,6 +115,7 @@ std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
         ParameterServerSync sync(ctx, client_opts(j, w));
         uint64_t resume[2] = {0, 0};
         sync.start(*m, opt, {}, resume);
+        if (j.shm_servers) (*j.shm_servers)[w] = sync.shared_memory_servers();
         Batcher b(data().train.size(), j.batch, w, j.workers, 3);
         b.start_epoch(0);
         std::vector<float> x(j.batch * 784);
@@ -144,7 +151,18 @@ TEST(PsInProcess, SyncMatchesOneProcessAtTheGlobalBatch) {
     j.tag = "sync" + std::to_string(servers) + "-";
     uint64_t updates = 0;
     j.chief_optimizer_steps = &updates;
+    std::vector<size_t> shm_servers;
+    j.shm_servers = &shm_servers;
     auto got = run_job(ctx, j);
+    EXPECT_EQ(shm_servers, std::vector<size_t>(j.workers, servers)) << "shared memory in use";
+    // The same job with every float in payload frames gives bitwise the same parameters.
+    Job tcp = j;
+    tcp.shm = false;
+    tcp.tag = "synctcp" + std::to_string(servers) + "-";
+    tcp.chief_optimizer_steps = nullptr;
+    auto got_tcp = run_job(ctx, tcp);
+    EXPECT_EQ(shm_servers, std::vector<size_t>(j.workers, 0)) << "no shared memory when off";
+    EXPECT_EQ(got_tcp, got) << "transport changed the result";
     EXPECT_EQ(updates, j.steps) << "sync: one update per step, whatever the worker count";
     // Reference: one process, batch workers*b, the same samples in the same order.
     auto ref = build_mlp(784, {16, 8}, 10);
@@ -281,8 +299,14 @@ TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
     const std::string f = encode(h, g, sizeof(g));
     raw.send(zmq::buffer(f), zmq::send_flags::none);
     EXPECT_EQ(recv_reply(), MsgType::kError);
+    // A shared-memory push from a worker that has no segment here is refused.
+    h.type = uint16_t(MsgType::kPushShm);
+    h.offset = 0;
+    h.count = params;
+    raw.send(zmq::buffer(encode(h, nullptr, 0)), zmq::send_flags::none);
+    EXPECT_EQ(recv_reply(), MsgType::kError);
   }
-  EXPECT_EQ(server.rejected_frames(), 2u);
+  EXPECT_EQ(server.rejected_frames(), 3u);
   // A real worker still trains against the same server.
   auto m = build_mlp(784, {16, 8}, 10);
   m->init(3);
@@ -299,6 +323,76 @@ TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
   sync.finish(true);
   t.join();
   if (err) std::rethrow_exception(err);
+}
+
+TEST(PsInProcess, AsyncOverSharedMemoryAppliesEveryPushAndLeavesNoSegmentBehind) {
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.overlap = true;
+  j.servers = 2;
+  j.tag = "asyncshm-";
+  std::vector<size_t> shm_servers;
+  j.shm_servers = &shm_servers;
+  std::vector<uint64_t> updates;
+  j.server_updates = &updates;
+  auto got = run_job(ctx, j);
+  EXPECT_EQ(shm_servers, std::vector<size_t>(j.workers, 2u));
+  EXPECT_EQ(updates, std::vector<uint64_t>(2, j.workers * j.steps));
+  // Segments are named /dtrain-<job>-w<rank>-s<server>-<pid>-<nonce>: this process's are gone.
+  const std::string mine = "-" + std::to_string(getpid()) + "-";
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string n = e.path().filename().string();
+    EXPECT_FALSE(n.rfind("dtrain-", 0) == 0 && n.find(mine) != std::string::npos)
+        << e.path() << " left behind";
+  }
+}
+
+TEST(PsInProcess, AnUnusableSharedMemoryOfferFallsBackToPayloads) {
+  // A server that cannot open what a worker offers (here: a name that does not exist, as on
+  // another machine) says so, and the pair trains over payload frames.
+  zmq::context_t ctx;
+  Job j;
+  j.workers = 1;
+  j.tag = "shmfallback-";
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  Server server(ctx, server_opts(j, 0, params));
+  std::thread t([&] { server.run(); });
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(endpoint(j, 0));
+  Header h;
+  h.type = uint16_t(MsgType::kHello);
+  h.job_id = 5;
+  const std::string hello =
+      nlohmann::json{{"batch_size", j.batch},
+                     {"shm", {{"name", "/dtrain-nonexistent"}, {"nonce", 7u}}}}
+          .dump();
+  h.count = hello.size();
+  raw.send(zmq::buffer(encode(h, hello.data(), hello.size())), zmq::send_flags::none);
+  zmq::message_t head, body;
+  ASSERT_TRUE(raw.recv(head, zmq::recv_flags::none));
+  ASSERT_TRUE(raw.recv(body, zmq::recv_flags::none));
+  const Message m = decode(head.data(), head.size(), body.data(), body.size());
+  ASSERT_EQ(m.type(), MsgType::kHelloOk);
+  EXPECT_EQ(nlohmann::json::parse(m.payload)["shm"], false);
+  raw.close();
+  // The real worker then gets shared memory, and training works.
+  auto mdl = build_mlp(784, {16, 8}, 10);
+  mdl->init(3);
+  Optimizer opt(OptimizerOptions{}, mdl->param_count());
+  ParameterServerSync sync(ctx, client_opts(j, 0));
+  uint64_t resume[2] = {0, 0};
+  sync.start(*mdl, opt, {}, resume);
+  EXPECT_EQ(sync.shared_memory_servers(), 1u);
+  std::vector<float> x(8 * 784, 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  mdl->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+  std::vector<float> before(mdl->params(), mdl->params() + mdl->param_count());
+  sync.finish_step(*mdl, opt);
+  EXPECT_NE(before, std::vector<float>(mdl->params(), mdl->params() + mdl->param_count()));
+  sync.finish(true);
+  t.join();
 }
 
 TEST(PsInProcess, SecureRefusesClientsWithoutTheJobsKey) {

@@ -53,6 +53,21 @@ TEST(Protocol, RejectsEachKindOfBadFrame) {
   huge.count = uint64_t(1) << 62;  // count * 4 overflows
   std::string hf = encode(huge, g, sizeof(g));
   EXPECT_THROW(decode(hf.data(), hf.size()), ProtocolError);
+  // The shared-memory types carry no payload; their count is bounded all the same.
+  for (MsgType t : {MsgType::kPushShm, MsgType::kParamsShm}) {
+    Header s = h;
+    s.type = uint16_t(t);
+    const std::string empty = encode(s, nullptr, 0);
+    EXPECT_EQ(decode(empty.data(), empty.size()).h.count, 2u);
+    const std::string with_payload = encode(s, g, sizeof(g));
+    EXPECT_THROW(decode(with_payload.data(), with_payload.size()), ProtocolError);
+    s.count = uint64_t(1) << 62;
+    const std::string too_many = encode(s, nullptr, 0);
+    EXPECT_THROW(decode(too_many.data(), too_many.size()), ProtocolError);
+  }
+  bad = good;
+  bad[6] = 17;  // one past the last type
+  EXPECT_THROW(decode(bad.data(), bad.size()), ProtocolError);
 }
 
 TEST(Protocol, FuzzDecoderNeverCrashes) {
