@@ -71,7 +71,11 @@ struct ReluGrad {
   const float* dy;
   const float* y;
   float* dx;
-  DTRAIN_HD void operator()(size_t i) const { dx[i] = y[i] > 0.0f ? dy[i] : 0.0f; }
+  DTRAIN_HD void operator()(size_t i) const {
+    // Both loads unconditional: a load only on one side of the branch keeps the loop scalar.
+    const float g = dy[i];
+    dx[i] = y[i] > 0.0f ? g : 0.0f;
+  }
 };
 
 // One row of softmax cross-entropy, fused: reads logits, writes d(mean loss)/d(logits) into
