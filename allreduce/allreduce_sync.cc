@@ -1,5 +1,7 @@
 #include "allreduce/allreduce_sync.h"
 
+#include <cstring>
+
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/model.h"
@@ -59,12 +61,35 @@ void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& jo
   // the rest of a big layer is still being computed.
   const size_t bucket_floats = std::max<size_t>(1, opts_.fusion_threshold_bytes / sizeof(float));
   model.set_grad_chunk(bucket_floats);
-  log_debug("allreduce over ", comm_.backend(), ": ", comm_.size(), " ranks, ", param_count_,
-            " parameters, buckets of ", opts_.fusion_threshold_bytes, " bytes");
+  // Shared memory only when every rank asks for it (node_shared is collective).
+  shared_.reset();
+  uint64_t want = opts_.shared_memory && !device_ && model.on_host() ? 1 : 0;
+  std::vector<uint64_t> wants(comm_.size());
+  meta_->allgather(&want, 1, wants.data(), "agreeing on shared-memory reduction");
+  bool all = true;
+  for (uint64_t w : wants) all = all && w == 1;
+  if (all) shared_ = comm_.node_shared(2 * param_count_ * sizeof(float), "allreduce shared memory");
+  generation_ = 0;
+  log_debug("allreduce over ", shared_ ? "shared memory (MPI-3 window)" : comm_.backend(), ": ",
+            comm_.size(), " ranks, ", param_count_, " parameters, buckets of ",
+            opts_.fusion_threshold_bytes, " bytes");
 }
 
 void AllreduceSync::launch(size_t lo, size_t hi) {
   if (hi <= lo) return;
+  if (shared_) {
+    // This rank's part of the reduction: its bucket in its shared slot, for every rank to read.
+    const int64_t t0 = timeline_ ? timeline_->now_us() : 0;
+    std::memcpy(shared_slot(comm_.rank()) + lo, grads_ + lo, (hi - lo) * sizeof(float));
+    ++shared_buckets_;
+    if (timeline_ && timeline_->enabled())
+      timeline_->span("allreduce", 1, t0, timeline_->now_us(),
+                      {{"bytes", (hi - lo) * sizeof(float)},
+                       {"offset", lo},
+                       {"step", step_},
+                       {"shared_memory", true}});
+    return;
+  }
   Bucket b;
   b.offset = lo;
   b.count = hi - lo;
@@ -103,6 +128,7 @@ void AllreduceSync::ready(size_t offset, size_t count) {
 }
 
 void AllreduceSync::finish_step(Model& model, Optimizer& opt) {
+  if (shared_) return finish_shared_step(model, opt);
   // Out-of-order ready() calls stopped new buckets (see ready()); what the buckets sent is final
   // and reduced, and [0, sent_lo_) is reduced below.
   if (device_) {
@@ -137,6 +163,26 @@ void AllreduceSync::finish_step(Model& model, Optimizer& opt) {
   opt.step(model.params(), model.grads(), device_ ? 1.0f : 1.0f / static_cast<float>(comm_.size()));
   if (timeline_ && timeline_->enabled())
     timeline_->span("optimizer", 0, t0, timeline_->now_us(), {{"step", step_ - 1}});
+}
+
+void AllreduceSync::finish_shared_step(Model& model, Optimizer& opt) {
+  launch(0, sent_lo_);  // what backward reported last (or, out of order, everything left)
+  last_step_buckets_ = shared_buckets_;
+  shared_buckets_ = 0;
+  ready_lo_ = sent_lo_ = param_count_;
+  contiguous_ = true;
+  const int64_t t0 = timeline_ ? timeline_->now_us() : 0;
+  shared_->fence(detail::cat("shared-memory reduction of step ", step_));
+  const int64_t t1 = timeline_ ? timeline_->now_us() : 0;
+  if (timeline_ && timeline_->enabled()) timeline_->span("barrier", 1, t0, t1, {{"step", step_}});
+  std::vector<const float*> slots(comm_.size());
+  for (size_t r = 0; r < slots.size(); ++r) slots[r] = shared_slot(r);
+  opt.step_sum(model.params(), slots.data(), slots.size(), 1.0f / static_cast<float>(slots.size()));
+  generation_ ^= 1;
+  if (timeline_ && timeline_->enabled())
+    timeline_->span("optimizer", 0, t1, timeline_->now_us(),
+                    {{"step", step_}, {"sums_ranks", slots.size()}});
+  ++step_;
 }
 
 void AllreduceSync::sum(double* values, size_t n) {

@@ -28,6 +28,16 @@ class Communicator {
     virtual void wait_on_device() { wait(); }
   };
 
+  // Memory that every rank of the job can address directly, `bytes` per rank: offered by an
+  // engine when all ranks share one machine. fence() is a barrier of the job that also makes
+  // every rank's writes before it visible to every rank after it.
+  class SharedSlots {
+   public:
+    virtual ~SharedSlots() = default;
+    virtual void* slot(size_t rank) = 0;
+    virtual void fence(const std::string& what) = 0;
+  };
+
   virtual ~Communicator() = default;
   virtual std::string backend() const = 0;
   virtual size_t rank() const = 0;
@@ -50,6 +60,10 @@ class Communicator {
   // Every rank's string, in rank order.
   virtual std::vector<std::string> allgather(const std::string& in, const std::string& what) = 0;
   virtual void barrier(const std::string& what) = 0;
+  // Null when the ranks span machines or the engine has no shared memory.
+  virtual std::unique_ptr<SharedSlots> node_shared(size_t /*bytes*/, const std::string& /*what*/) {
+    return nullptr;
+  }
   // Ends the whole job now (every rank), with this exit code: the way out of a failure that
   // other ranks would otherwise wait on forever.
   [[noreturn]] virtual void abort(int code) = 0;

@@ -248,6 +248,60 @@ void MpiCommunicator::barrier(const std::string& what) {
   check(MPI_Barrier(comm_), what, 0, 0);
 }
 
+// A shared window held in a passive-target epoch for its whole life (MPI_Win_lock_all): writes
+// become visible to the other ranks through MPI_Win_sync around a barrier, the "unified memory
+// model" idiom of MPI-3.
+class MpiCommunicator::Window : public Communicator::SharedSlots {
+ public:
+  Window(MpiCommunicator& c, MPI_Win win, std::vector<void*> slots)
+      : c_(c), win_(win), slots_(std::move(slots)) {}
+  ~Window() override {
+    std::lock_guard<std::mutex> lock(c_.mpi_mu_);
+    MPI_Win_unlock_all(win_);
+    MPI_Win_free(&win_);
+  }
+  void* slot(size_t rank) override { return slots_.at(rank); }
+  void fence(const std::string& what) override {
+    std::lock_guard<std::mutex> lock(c_.mpi_mu_);
+    c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
+    c_.check(MPI_Barrier(c_.local_), what + ": MPI_Barrier", 0, 0);
+    c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
+  }
+
+ private:
+  MpiCommunicator& c_;
+  MPI_Win win_;
+  std::vector<void*> slots_;
+};
+
+std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t bytes,
+                                                                        const std::string& what) {
+  if (size_ < 2 || local_size_ != size_) return nullptr;
+  std::lock_guard<std::mutex> lock(mpi_mu_);
+  MPI_Info info;
+  MPI_Info_create(&info);
+  // Each rank's slot on its own pages (first touch by its owner), not one block.
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  void* base = nullptr;
+  MPI_Win win;
+  const int rc =
+      MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes), 1, info, local_, &base, &win);
+  MPI_Info_free(&info);
+  check(rc, what + ": MPI_Win_allocate_shared", bytes, 1);
+  std::vector<void*> slots(size_);
+  for (size_t r = 0; r < size_; ++r) {
+    MPI_Aint sz = 0;
+    int disp = 0;
+    check(MPI_Win_shared_query(win, static_cast<int>(r), &sz, &disp, &slots[r]),
+          what + ": MPI_Win_shared_query", 0, 0);
+    if (static_cast<size_t>(sz) < bytes)
+      throw Error(detail::cat(who_, " ", what, ": rank ", r, "'s shared slot has ", sz,
+                              " bytes, not ", bytes));
+  }
+  check(MPI_Win_lock_all(MPI_MODE_NOCHECK, win), what + ": MPI_Win_lock_all", 0, 0);
+  return std::make_unique<Window>(*this, win, std::move(slots));
+}
+
 void MpiCommunicator::abort(int code) {
   std::fflush(stdout);
   std::fflush(stderr);

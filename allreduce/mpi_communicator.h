@@ -44,9 +44,13 @@ class MpiCommunicator : public Communicator {
   void allgather(const uint64_t* in, size_t count, uint64_t* out, const std::string& what) override;
   std::vector<std::string> allgather(const std::string& in, const std::string& what) override;
   void barrier(const std::string& what) override;
+  // MPI-3 shared memory (MPI_Win_allocate_shared) on the machine's ranks, when that is all of
+  // them.
+  std::unique_ptr<SharedSlots> node_shared(size_t bytes, const std::string& what) override;
   [[noreturn]] void abort(int code) override;
 
   struct Job;
+  class Window;
   MPI_Comm comm() const { return comm_; }
   // "[rank 1/4 host:pid]"
   const std::string& who() const { return who_; }
@@ -60,6 +64,7 @@ class MpiCommunicator : public Communicator {
   std::string who_;
 
   void worker_loop();
+  friend class Window;
   std::mutex mpi_mu_;  // held for every MPI call
   std::mutex q_mu_;
   std::condition_variable q_cv_;

@@ -180,6 +180,7 @@ std::unique_ptr<GradientSync> make_sync(const TrainFlags& flags, int& argc, char
     set_log_identity("rank", comm->rank(), comm->size());
     AllreduceOptions o;
     if (env.fusion_threshold_bytes) o.fusion_threshold_bytes = *env.fusion_threshold_bytes;
+    o.shared_memory = env.allreduce_shm;
     if (flags.fusion_threshold_mb >= 0)
       o.fusion_threshold_bytes = static_cast<size_t>(flags.fusion_threshold_mb * 1024 * 1024);
     device = choose_device(flags.device, comm->local_rank());

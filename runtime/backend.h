@@ -103,6 +103,11 @@ class Backend {
   // State slot k of element i is at state[k * state_stride + i].
   virtual void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g,
                               float* state, size_t state_stride, size_t n, float grad_scale) = 0;
+  // The same with the gradient the sum of ng buffers, added element by element in order inside
+  // the update's pass (g[0][i] + g[1][i] + ...). Backends that cannot throw.
+  virtual void optimizer_step_sum(const OptimizerOptions& o, uint64_t t, float* p,
+                                  const float* const* g, size_t ng, float* state,
+                                  size_t state_stride, size_t n, float grad_scale);
 
   virtual std::unique_ptr<ConvKernel> make_conv(size_t in_c, size_t h, size_t w, size_t out_c,
                                                 size_t k) = 0;

@@ -7,7 +7,10 @@
 namespace dtrain::cpu {
 
 template <typename F>
-inline void for_each(size_t n, const F& f) {
+inline void for_each(size_t n, const F& fn) {
+  // A local copy keeps the functor's fields in registers: read through the reference, they might
+  // alias the stores, and GCC then leaves loops such as the two-gradient Adam scalar (10x slower).
+  const F f = fn;
   for (size_t i = 0; i < n; ++i) f(i);
 }
 

@@ -37,6 +37,11 @@ EnvConfig read_env() {
                         "DTRAIN_PS_CLIENT_PUBLIC_KEY", "DTRAIN_PS_CLIENT_SECRET_KEY"})
     if (auto v = get(n)) e.ps_keys[n] = *v;
   e.ps_key_file = get("DTRAIN_PS_KEY_FILE");
+  if (auto v = get("DTRAIN_ALLREDUCE_SHM")) {
+    if (*v != "0" && *v != "1")
+      throw InputError("DTRAIN_ALLREDUCE_SHM='" + *v + "' must be 0 or 1");
+    e.allreduce_shm = *v == "1";
+  }
   if (auto v = get("DTRAIN_PS_SHM")) {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_PS_SHM='" + *v + "' must be 0 or 1");
     e.ps_shm = *v == "1";

@@ -20,6 +20,9 @@ struct EnvConfig {
   // DTRAIN_PS_SHM: 1 (default) lets a worker and a ps task on one machine move the floats through
   // shared memory; 0 keeps everything in ZeroMQ payload frames.
   bool ps_shm = true;
+  // DTRAIN_ALLREDUCE_SHM: 1 (default) lets CPU ranks on one machine reduce through MPI-3 shared
+  // memory inside the optimizer step; 0 uses MPI_Allreduce.
+  bool allreduce_shm = true;
   // Ranks in the job when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMI_SIZE,
   // PMIX_SIZE or MPI_LOCALNRANKS, whichever is set), else 0.
   size_t mpi_world_size = 0;

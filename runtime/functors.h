@@ -133,17 +133,38 @@ struct AccumulateRows {
 
 // Every update takes gs, a gradient scale folded into its one pass: 1/world when the gradients
 // are an allreduce's sum (x * 1.0f is exact, so gs = 1 changes nothing).
-struct SgdUpdate {
+//
+// G is where the gradient comes from: a plain pointer, or GradSum2/GradSumN, which add the ranks'
+// gradients element by element in rank order inside the update's own pass (AllreduceSync's
+// shared-memory reduction), rounding exactly as a sum computed first would.
+struct GradSum2 {
+  const float* a;
+  const float* b;
+  DTRAIN_HD float operator[](size_t i) const { return a[i] + b[i]; }
+};
+struct GradSumN {
+  const float* const* g;
+  size_t n;
+  DTRAIN_HD float operator[](size_t i) const {
+    float s = g[0][i];
+    for (size_t k = 1; k < n; ++k) s += g[k][i];
+    return s;
+  }
+};
+
+template <typename G>
+struct SgdUpdateT {
   float* p;
-  const float* g;
+  G g;
   float lr, gs;
   DTRAIN_HD void operator()(size_t i) const { p[i] -= lr * (g[i] * gs); }
 };
 
 // PyTorch's form: v = mu*v + g; p -= lr*v.
-struct MomentumUpdate {
+template <typename G>
+struct MomentumUpdateT {
   float* p;
-  const float* g;
+  G g;
   float* v;
   float lr, mu, gs;
   DTRAIN_HD void operator()(size_t i) const {
@@ -155,9 +176,10 @@ struct MomentumUpdate {
 
 // Adam (Kingma & Ba) as PyTorch computes it: step = lr / (1 - b1^t),
 // denom = sqrt(v) / sqrt(1 - b2^t) + eps. bc1 = 1/(1-b1^t), inv_sqrt_bc2 = 1/sqrt(1-b2^t).
-struct AdamUpdate {
+template <typename G>
+struct AdamUpdateT {
   float* p;
-  const float* g;
+  G g;
   float* m;
   float* v;
   float lr, b1, b2, eps, bc1, inv_sqrt_bc2, gs;
@@ -172,9 +194,10 @@ struct AdamUpdate {
 };
 
 // RMSprop: v = a*v + (1-a) g^2; p -= lr * g / (sqrt(v) + eps).
-struct RmspropUpdate {
+template <typename G>
+struct RmspropUpdateT {
   float* p;
-  const float* g;
+  G g;
   float* v;
   float lr, alpha, eps, gs;
   DTRAIN_HD void operator()(size_t i) const {
@@ -184,6 +207,11 @@ struct RmspropUpdate {
     p[i] -= lr * gi / (fsqrt(vi) + eps);
   }
 };
+
+using SgdUpdate = SgdUpdateT<const float*>;
+using MomentumUpdate = MomentumUpdateT<const float*>;
+using AdamUpdate = AdamUpdateT<const float*>;
+using RmspropUpdate = RmspropUpdateT<const float*>;
 
 // x *= s (gradient averaging after a sum-allreduce).
 struct Scale {

@@ -60,6 +60,12 @@ void Optimizer::step(float* p, const float* g, float gs) {
   step_range(p, g, 0, count_, gs, t_);
 }
 
+void Optimizer::step_sum(float* p, const float* const* g, size_t ng, float gs) {
+  ++t_;
+  state_->be.optimizer_step_sum(opts_, t_, p, g, ng, slots_ ? state() : nullptr, count_, count_,
+                                gs);
+}
+
 void Optimizer::step_range(float* p, const float* g, size_t offset, size_t n, float gs,
                            uint64_t t) {
   DTRAIN_CHECK_LE(offset + n, count_);

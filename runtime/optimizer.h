@@ -42,6 +42,8 @@ class Optimizer {
   // optimizer's range, in the backend's memory. grad_scale folds gradient averaging into the
   // update's single pass.
   void step(float* p, const float* g, float grad_scale = 1.0f);
+  // One step with the gradient the sum of ng buffers, added in order inside the update's pass.
+  void step_sum(float* p, const float* const* g, size_t ng, float grad_scale);
   // The same update on elements [offset, offset + n) only, as step number t, without counting a
   // step: a parameter server applies one step to its shard piece by piece as pieces arrive.
   void step_range(float* p, const float* g, size_t offset, size_t n, float grad_scale, uint64_t t);

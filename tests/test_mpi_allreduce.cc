@@ -1,6 +1,7 @@
 // Collectives and AllreduceSync across real ranks (run under mpirun with 2 and 3 ranks).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "allreduce/allreduce_sync.h"
@@ -84,15 +85,18 @@ uint64_t fnv1a(const float* p, size_t n) {
 
 // Trains `steps` steps with AllreduceSync; returns the model.
 std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps, size_t bucket,
-                                   uint64_t seed) {
+                                   uint64_t seed, bool shared = true) {
   auto& c = world();
   auto m = build_mlp(d.features(), {24, 12}, 10);
   m->init(seed + c.rank());  // different on purpose: start() must broadcast rank 0's
   Optimizer opt(OptimizerOptions{}, m->param_count());
   AllreduceOptions o;
   o.fusion_threshold_bytes = bucket;
+  o.shared_memory = shared;
   AllreduceSync sync(c, o);
   sync.start(*m, opt, {{"batch_size", batch}}, nullptr);
+  // mpirun starts these tests on one machine: shared memory is there when asked for.
+  EXPECT_EQ(sync.shared_memory(), shared);
   Batcher b(d.train.size(), batch, c.rank(), c.size(), seed);
   b.start_epoch(0);
   std::vector<float> x(batch * d.features());
@@ -109,10 +113,12 @@ std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps,
   return m;
 }
 
-TEST(AllreduceSync, RanksHoldBitwiseIdenticalParameters) {
+class AllreduceSyncPaths : public ::testing::TestWithParam<bool> {};
+
+TEST_P(AllreduceSyncPaths, RanksHoldBitwiseIdenticalParameters) {
   const Dataset d = make_synthetic(400, 10, 3);
   for (size_t bucket : {size_t(512), size_t(64) << 20}) {
-    auto m = train_ranks(d, 8, 12, bucket, 5);
+    auto m = train_ranks(d, 8, 12, bucket, 5, GetParam());
     const uint64_t h = fnv1a(m->params(), m->param_count());
     std::vector<uint64_t> all(world().size());
     world().allgather(&h, 1, all.data(), "hashes");
@@ -121,11 +127,11 @@ TEST(AllreduceSync, RanksHoldBitwiseIdenticalParameters) {
   }
 }
 
-TEST(AllreduceSync, MatchesOneRankAtTheGlobalBatch) {
+TEST_P(AllreduceSyncPaths, MatchesOneRankAtTheGlobalBatch) {
   auto& c = world();
   const Dataset d = make_synthetic(300, 10, 4);
   const size_t b = 6, steps = 10;
-  auto dist = train_ranks(d, b, steps, 1024, 9);
+  auto dist = train_ranks(d, b, steps, 1024, 9, GetParam());
   // The reference, computed in this process: one rank, batch w*b, same samples in the same order.
   auto ref = build_mlp(d.features(), {24, 12}, 10);
   ref->init(9);  // rank 0's initialization
@@ -149,7 +155,26 @@ TEST(AllreduceSync, MatchesOneRankAtTheGlobalBatch) {
 
 // A custom model may report gradient ranges out of order after some buckets have already left:
 // those buckets must not be reduced a second time.
-TEST(AllreduceSync, OutOfOrderReadyAfterABucketLeftReducesEachRangeOnce) {
+INSTANTIATE_TEST_SUITE_P(MpiAndSharedMemory, AllreduceSyncPaths, ::testing::Bool());
+
+TEST(AllreduceSync, SharedMemoryAndMpiAllreduceAgree) {
+  // With 2 ranks a + b is the only order of the sum, so the two paths agree bit for bit; with
+  // more, MPI may add in another order, and they agree to float rounding.
+  const Dataset d = make_synthetic(400, 10, 3);
+  auto a = train_ranks(d, 8, 12, 1024, 5, true);
+  auto b = train_ranks(d, 8, 12, 1024, 5, false);
+  double worst = 0;
+  for (size_t i = 0; i < a->param_count(); ++i)
+    worst = std::max(worst, double(std::fabs(a->params()[i] - b->params()[i])));
+  if (world().size() == 2)
+    EXPECT_EQ(worst, 0.0);
+  else
+    EXPECT_LT(worst, 1e-5);
+}
+
+class OutOfOrder : public ::testing::TestWithParam<bool> {};
+
+TEST_P(OutOfOrder, ReadyAfterABucketLeftReducesEachRangeOnce) {
   auto& c = world();
   auto m = build_mlp(3, {}, 2);  // one dense layer: 6 weights + 2 biases
   OptimizerOptions oo;
@@ -158,6 +183,7 @@ TEST(AllreduceSync, OutOfOrderReadyAfterABucketLeftReducesEachRangeOnce) {
   Optimizer opt(oo, m->param_count());
   AllreduceOptions o;
   o.fusion_threshold_bytes = sizeof(float);
+  o.shared_memory = GetParam();
   AllreduceSync sync(c, o);
   sync.start(*m, opt, {{"test", 1}}, nullptr);
   std::vector<float> p0(m->param_count());
@@ -171,6 +197,8 @@ TEST(AllreduceSync, OutOfOrderReadyAfterABucketLeftReducesEachRangeOnce) {
   for (size_t i = 0; i < m->param_count(); ++i)
     EXPECT_FLOAT_EQ(m->params()[i], p0[i] - mean) << "parameter " << i;
 }
+
+INSTANTIATE_TEST_SUITE_P(MpiAndSharedMemory, OutOfOrder, ::testing::Bool());
 
 TEST(AllreduceSync, ConsistencyCheckNamesRankAndField) {
   auto& c = world();
