@@ -21,7 +21,10 @@ Server::Server(zmq::context_t& ctx, ServerOptions opts)
   chunk_ = std::max<size_t>(1, std::min(opts_.chunk_floats ? opts_.chunk_floats : range_.count,
                                         std::max<size_t>(range_.count, 1)));
   chunks_.resize(range_.count ? (range_.count + chunk_ - 1) / chunk_ : 0);
-  for (auto& ch : chunks_) ch.from.assign(opts_.num_workers, 0);
+  for (auto& ch : chunks_) {
+    ch.from.assign(opts_.num_workers, 0);
+    ch.in_shm.assign(opts_.num_workers, nullptr);
+  }
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::router_mandatory, 0);
   if (opts_.curve) apply_server_curve(sock_, *opts_.curve);
@@ -254,7 +257,7 @@ void Server::handle(const std::string& identity, const Message& m) {
     case MsgType::kPushShm: {
       const float* g = push_floats(identity, m);
       if (!g) return;
-      if (!opts_.async) return push_sync(identity, h, g);
+      if (!opts_.async) return push_sync(identity, h, g, m.type() == MsgType::kPushShm);
       if (!need_range(1)) return;
       if (!initialized_) return reply_error(identity, h, "parameters are not initialized yet");
       opt_.step(params_.data(), g, 1.0f);
@@ -298,7 +301,8 @@ void Server::handle(const std::string& identity, const Message& m) {
   }
 }
 
-void Server::push_sync(const std::string& identity, const Header& h, const float* g) {
+void Server::push_sync(const std::string& identity, const Header& h, const float* g,
+                       bool in_shm) {
   const uint64_t rel = h.offset - range_.offset;
   const bool inside = h.offset >= range_.offset && rel < range_.count;
   const size_t k = inside ? rel / chunk_ : 0;
@@ -320,11 +324,16 @@ void Server::push_sync(const std::string& identity, const Header& h, const float
     step_open_ = true;
     step_started_ = std::chrono::steady_clock::now();
   }
-  float* acc = accum_.data() + k * chunk_;
-  if (ch.arrived == 0)
-    std::memcpy(acc, g, h.count * sizeof(float));
-  else
-    for (size_t i = 0; i < h.count; ++i) acc[i] += g[i];
+  if (in_shm) {
+    ch.in_shm[h.sender] = g;
+  } else {
+    float* acc = accum_.data() + k * chunk_;
+    if (!ch.accumulated)
+      std::memcpy(acc, g, h.count * sizeof(float));
+    else
+      for (size_t i = 0; i < h.count; ++i) acc[i] += g[i];
+    ch.accumulated = true;
+  }
   ch.from[h.sender] = 1;
   ++ch.arrived;
   ch.waiting.push_back({identity, h});
@@ -334,8 +343,14 @@ void Server::push_sync(const std::string& identity, const Header& h, const float
 void Server::apply_chunk(size_t k) {
   Chunk& ch = chunks_[k];
   const size_t off = k * chunk_, n = chunk_len(k);
-  opt_.step_range(params_.data(), accum_.data(), off, n, 1.0f / static_cast<float>(ch.arrived),
-                  opt_.steps() + 1);
+  // The workers' gradients in worker order (those in shared memory read in place), then the sum
+  // of those that came as payloads.
+  std::vector<const float*> g;
+  for (const float* p : ch.in_shm)
+    if (p) g.push_back(p);
+  if (ch.accumulated) g.push_back(accum_.data() + off);
+  opt_.step_sum_range(params_.data(), g.data(), g.size(), off, n,
+                      1.0f / static_cast<float>(ch.arrived), opt_.steps() + 1);
   // Zero-copy is safe: this chunk changes again only after every worker has pushed it for the
   // next step, which each does only after receiving this reply whole.
   for (auto& [id, h] : ch.waiting) send_params(id, h, off, n, /*zero_copy=*/true);
@@ -349,6 +364,8 @@ void Server::apply_chunk(size_t k) {
   step_open_ = false;
   for (auto& c : chunks_) {
     std::fill(c.from.begin(), c.from.end(), 0);
+    std::fill(c.in_shm.begin(), c.in_shm.end(), nullptr);
+    c.accumulated = false;
     c.arrived = 0;
     c.applied = false;
   }

@@ -76,7 +76,9 @@ class Server {
   const float* push_floats(const std::string& identity, const Message& m);
   // Maps the segment a worker's hello offers, if any; says whether it is in use.
   bool attach_shm(uint32_t worker, const nlohmann::json& offer);
-  void push_sync(const std::string& identity, const Header& h, const float* g);
+  // g: the pushed floats; in_shm: they stay in the worker's segment until the answer, so they
+  // are summed straight from there in the update's pass instead of being accumulated first.
+  void push_sync(const std::string& identity, const Header& h, const float* g, bool in_shm);
   void apply_chunk(size_t k);
   size_t chunk_len(size_t k) const { return std::min(chunk_, range_.count - k * chunk_); }
   void release_stale_waiters();
@@ -93,7 +95,9 @@ class Server {
   uint64_t version_ = 0;  // updates applied (sync: steps)
   // sync: per chunk of the range, who pushed it this step and their pending replies
   struct Chunk {
-    std::vector<uint8_t> from;  // per worker
+    std::vector<uint8_t> from;         // per worker
+    std::vector<const float*> in_shm;  // per worker: its push in shared memory, else null
+    bool accumulated = false;          // payload pushes were added into accum_
     size_t arrived = 0;
     bool applied = false;
     std::vector<std::pair<std::string, Header>> waiting;

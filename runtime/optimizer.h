@@ -47,6 +47,10 @@ class Optimizer {
   // The same update on elements [offset, offset + n) only, as step number t, without counting a
   // step: a parameter server applies one step to its shard piece by piece as pieces arrive.
   void step_range(float* p, const float* g, size_t offset, size_t n, float grad_scale, uint64_t t);
+  // step_range with the gradient the sum of ng buffers (each pointing at this piece, not at the
+  // start of the range), added in order inside the update's pass.
+  void step_sum_range(float* p, const float* const* g, size_t ng, size_t offset, size_t n,
+                      float grad_scale, uint64_t t);
 
   const OptimizerOptions& options() const { return opts_; }
   size_t count() const { return count_; }
