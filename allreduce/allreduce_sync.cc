@@ -68,8 +68,12 @@ void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& jo
   meta_->allgather(&want, 1, wants.data(), "agreeing on shared-memory reduction");
   bool all = true;
   for (uint64_t w : wants) all = all && w == 1;
-  if (all) shared_ = comm_.node_shared(2 * param_count_ * sizeof(float), "allreduce shared memory");
-  generation_ = 0;
+  if (all) shared_ = comm_.node_shared(param_count_ * sizeof(float), "allreduce shared memory");
+  if (shared_) {
+    model.set_grad_buffer(static_cast<float*>(shared_->slot(comm_.rank())));
+    shared_model_ = &model;
+    grads_ = model.grads();
+  }
   log_debug("allreduce over ", shared_ ? "shared memory (MPI-3 window)" : comm_.backend(), ": ",
             comm_.size(), " ranks, ", param_count_, " parameters, buckets of ",
             opts_.fusion_threshold_bytes, " bytes");
@@ -77,19 +81,6 @@ void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& jo
 
 void AllreduceSync::launch(size_t lo, size_t hi) {
   if (hi <= lo) return;
-  if (shared_) {
-    // This rank's part of the reduction: its bucket in its shared slot, for every rank to read.
-    const int64_t t0 = timeline_ ? timeline_->now_us() : 0;
-    std::memcpy(shared_slot(comm_.rank()) + lo, grads_ + lo, (hi - lo) * sizeof(float));
-    ++shared_buckets_;
-    if (timeline_ && timeline_->enabled())
-      timeline_->span("allreduce", 1, t0, timeline_->now_us(),
-                      {{"bytes", (hi - lo) * sizeof(float)},
-                       {"offset", lo},
-                       {"step", step_},
-                       {"shared_memory", true}});
-    return;
-  }
   Bucket b;
   b.offset = lo;
   b.count = hi - lo;
@@ -114,6 +105,7 @@ void AllreduceSync::poll() {
 }
 
 void AllreduceSync::ready(size_t offset, size_t count) {
+  if (shared_) return;  // backward wrote straight into the shared slot
   if (!contiguous_ || offset + count != ready_lo_) {
     // Not the downward-growing region this sync expects: fall back to one allreduce at the end.
     contiguous_ = false;
@@ -166,23 +158,29 @@ void AllreduceSync::finish_step(Model& model, Optimizer& opt) {
 }
 
 void AllreduceSync::finish_shared_step(Model& model, Optimizer& opt) {
-  launch(0, sent_lo_);  // what backward reported last (or, out of order, everything left)
-  last_step_buckets_ = shared_buckets_;
-  shared_buckets_ = 0;
-  ready_lo_ = sent_lo_ = param_count_;
-  contiguous_ = true;
+  if (model.grads() != static_cast<float*>(shared_->slot(comm_.rank())))
+    throw Error("AllreduceSync: the model's gradients are no longer in the shared slot");
+  last_step_buckets_ = 1;
   const int64_t t0 = timeline_ ? timeline_->now_us() : 0;
   shared_->fence(detail::cat("shared-memory reduction of step ", step_));
   const int64_t t1 = timeline_ ? timeline_->now_us() : 0;
-  if (timeline_ && timeline_->enabled()) timeline_->span("barrier", 1, t0, t1, {{"step", step_}});
   std::vector<const float*> slots(comm_.size());
-  for (size_t r = 0; r < slots.size(); ++r) slots[r] = shared_slot(r);
+  for (size_t r = 0; r < slots.size(); ++r) slots[r] = static_cast<float*>(shared_->slot(r));
   opt.step_sum(model.params(), slots.data(), slots.size(), 1.0f / static_cast<float>(slots.size()));
-  generation_ ^= 1;
-  if (timeline_ && timeline_->enabled())
-    timeline_->span("optimizer", 0, t1, timeline_->now_us(),
-                    {{"step", step_}, {"sums_ranks", slots.size()}});
+  const int64_t t2 = timeline_ ? timeline_->now_us() : 0;
+  // Nobody's next backward may overwrite a slot another rank is still reading.
+  shared_->fence(detail::cat("end of step ", step_));
+  if (timeline_ && timeline_->enabled()) {
+    timeline_->span("barrier", 1, t0, t1, {{"step", step_}, {"bytes", param_count_ * 4}});
+    timeline_->span("optimizer", 0, t1, t2, {{"step", step_}, {"sums_ranks", slots.size()}});
+    timeline_->span("barrier", 1, t2, timeline_->now_us(), {{"step", step_}});
+  }
   ++step_;
+}
+
+void AllreduceSync::finish(bool /*ok*/) {
+  if (shared_model_) shared_model_->set_grad_buffer(nullptr);
+  shared_model_ = nullptr;
 }
 
 void AllreduceSync::sum(double* values, size_t n) {

@@ -15,13 +15,14 @@
 //
 // Shared memory (CPU ranks on one machine, the default there): an allreduce of 1 MB costs each
 // rank a copy out, a copy in and a summing pass, about 0.065 ms next to 0.7 ms of compute on the
-// 2-core machines we measure on, with no spare core to hide it. Instead every rank copies each
-// bucket into its slot of an MPI-3 shared window as backward finishes it; at the end of the step
-// one fence (a barrier with memory synchronization) and the optimizer's pass reads every rank's
-// slot, adding them in rank order as it goes (Optimizer::step_sum). No reduced buffer is ever
-// written, and every rank computes the identical sum, so parameters stay bitwise equal (and
-// equal to the MPI path's for 2 ranks, where a + b is the only order). Two generations of slots:
-// a rank may start writing step t+1 while another still reads step t, never step t-1.
+// 2-core machines we measure on, with no spare core to hide it. Instead each rank's backward
+// writes its gradients straight into its slot of an MPI-3 shared window (Model::set_grad_buffer);
+// at the end of the step one fence (a barrier with memory synchronization) and the optimizer's
+// pass reads every rank's slot, adding them in rank order as it goes (Optimizer::step_sum), and
+// a second fence keeps any rank from writing its next gradients while another still reads. No
+// gradient is copied and no reduced buffer is written; every rank computes the identical sum, so
+// parameters stay bitwise equal (and equal to the MPI path's for 2 ranks, where a + b is the only
+// order). finish() gives the model its own gradient buffer back.
 #pragma once
 
 #include <memory>
@@ -54,6 +55,8 @@ class AllreduceSync : public GradientSync {
   void ready(size_t offset, size_t count) override;
   void finish_step(Model& model, Optimizer& opt) override;
   void sum(double* values, size_t n) override;
+  // Training is over: a model that wrote into the shared slot gets its own buffer back.
+  void finish(bool ok) override;
 
   // True when gradients are reduced through shared memory (after start()).
   bool shared_memory() const { return shared_ != nullptr; }
@@ -84,11 +87,7 @@ class AllreduceSync : public GradientSync {
   std::vector<Bucket> buckets_;
   size_t last_step_buckets_ = 0;
   std::unique_ptr<Communicator::SharedSlots> shared_;
-  size_t shared_buckets_ = 0;  // copied into the shared slot this step
-  size_t generation_ = 0;
-  float* shared_slot(size_t rank) {
-    return static_cast<float*>(shared_->slot(rank)) + generation_ * param_count_;
-  }
+  Model* shared_model_ = nullptr;  // writes its gradients into our slot until finish()
   uint64_t step_ = 0;
 };
 

@@ -32,9 +32,16 @@ Model::Model(size_t input_size, size_t classes, std::vector<std::unique_ptr<Laye
     throw InputError(detail::cat("the last layer gives ", prev, " outputs, not ", classes_));
   params_.assign_zero(total);
   grads_.assign_zero(total);
+  set_grad_buffer(nullptr);
+}
+
+void Model::set_grad_buffer(float* external) {
+  if (external && !on_host())
+    throw InputError("an external gradient buffer needs a model in host memory");
+  grad_buffer_ = external ? external : grads_.data();
   size_t off = 0;
   for (auto& l : layers_) {
-    l->bind(*be_, params_.data(), grads_.data(), off);
+    l->bind(*be_, params_.data(), grad_buffer_, off);
     off += l->param_count();
   }
 }

@@ -42,13 +42,17 @@ class Model {
   // In the backend's memory.
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
-  float* grads() { return grads_.data(); }
-  const float* grads() const { return grads_.data(); }
+  float* grads() { return grad_buffer_; }
+  const float* grads() const { return grad_buffer_; }
   // Copies between the flat buffers and host memory (whole buffers), for checkpoints,
   // broadcasts and parameter servers, on any backend.
   void read_params(float* host) const { params_.to_host(host, 0, params_.size()); }
   void write_params(const float* host) { params_.from_host(host, 0, params_.size()); }
-  void read_grads(float* host) const { grads_.to_host(host, 0, grads_.size()); }
+  void read_grads(float* host) const { be_->download(host, grad_buffer_, param_count() * 4); }
+  // Backward writes the gradients into `external` (param_count() floats of host memory) instead
+  // of the model's own buffer, until called with null: CPU ranks that reduce through shared
+  // memory have backward write straight into their shared slot. Host backends only.
+  void set_grad_buffer(float* external);
   size_t input_size() const { return input_size_; }
   size_t classes() const { return classes_; }
 
@@ -83,6 +87,7 @@ class Model {
   size_t input_size_, classes_;
   std::vector<std::unique_ptr<Layer>> layers_;
   BackendArray<float> params_, grads_;
+  float* grad_buffer_ = nullptr;  // grads_ or the external buffer
   size_t batch_capacity_ = 0;
   std::vector<BackendArray<float>> acts_;  // acts_[i] = output of layer i
   BackendArray<float> dbuf_[2];

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multi-process tests of allreduce mode through mpirun and mnist_train:
-#   e2e       2 ranks train (real MNIST when present), chief-only outputs, timeline with buckets
+#   e2e       2 ranks train (real MNIST when present) reducing through shared memory, chief-only
+#             outputs, timeline; then the MPI_Allreduce path's timeline with several buckets a step
 #   mismatch  ranks started with different batch sizes stop with an error naming rank and field
 #   kill      SIGKILL of rank 1 ends the whole job within a bounded time, no process left behind
 #   onefails  an error only rank 1 sees (its data folder is missing) ends every rank, no hang
@@ -48,13 +49,20 @@ PY
   echo "($gpus GPU(s) visible)"
   ;;
 e2e)
+  # The default (one machine: shared-memory reduction) for the accuracy and outputs, then a short
+  # run over MPI_Allreduce with 0.25 MB buckets for the bucket spans.
   out="$tmp/out"
   "${mpi[@]}" -np 2 "$bin/mnist_train" "${data[@]}" --epochs 3 --output-dir "$out" \
-    --timeline "$tmp/timeline.json" --fusion-threshold-mb 0.25 >"$tmp/stdout" 2>"$tmp/stderr" ||
+    --timeline "$tmp/timeline.json" --verbose >"$tmp/stdout" 2>"$tmp/stderr" ||
     { cat "$tmp/stderr"; fail "training exited $?"; }
+  grep -q "allreduce over shared memory" "$tmp/stderr" || fail "not reduced through shared memory"
+  DTRAIN_ALLREDUCE_SHM=0 "${mpi[@]}" -x DTRAIN_ALLREDUCE_SHM -np 2 "$bin/mnist_train" "${data[@]}" \
+    --epochs 1 --max-steps-per-epoch 40 --output-dir "$tmp/out-mpi" --fusion-threshold-mb 0.25 \
+    --timeline "$tmp/timeline-mpi.json" >"$tmp/stdout-mpi" 2>"$tmp/stderr-mpi" ||
+    { cat "$tmp/stderr-mpi"; fail "training over MPI_Allreduce exited $?"; }
   summary="$(tail -n 1 "$tmp/stdout")"
   echo "$summary"
-  python3 - "$summary" "$out" "$tmp/timeline.json" "$real" "$tmp/stdout" <<'PY' || exit 1
+  python3 - "$summary" "$out" "$tmp/timeline.json" "$real" "$tmp/stdout" "$tmp/timeline-mpi.json" <<'PY' || exit 1
 import json, os, sys
 s = json.loads(sys.argv[1]); out = sys.argv[2]; real = sys.argv[4] == "1"
 assert s["mode"] == "allreduce" and s["world_size"] == 2, s
@@ -67,12 +75,18 @@ epoch_lines = [l for l in open(sys.argv[5]) if l.startswith("epoch ")]
 assert len(epoch_lines) == 3, "only rank 0 prints epoch lines: %r" % epoch_lines
 tl = json.load(open(sys.argv[3]))["traceEvents"]
 names = {e["name"] for e in tl}
+assert {"forward", "backward", "barrier", "optimizer"} <= names, names
+opt = [e for e in tl if e["name"] == "optimizer"]
+assert all(e["args"]["sums_ranks"] == 2 for e in opt), "the optimizer sums both ranks' slots"
+tl = json.load(open(sys.argv[6]))["traceEvents"]
+names = {e["name"] for e in tl}
 assert {"forward", "backward", "allreduce", "optimizer"} <= names, names
 buckets = [e for e in tl if e["name"] == "allreduce"]
 assert all(e["args"]["bytes"] > 0 for e in buckets)
 steps = {e["args"]["step"] for e in buckets}
 assert len(buckets) > len(steps), "0.25 MB buckets: several per step"
-print("e2e ok: accuracy %.4f, %d allreduce spans" % (s["test_accuracy"], len(buckets)))
+print("e2e ok: accuracy %.4f; MPI path: %d allreduce spans over %d steps" %
+      (s["test_accuracy"], len(buckets), len(steps)))
 PY
   ;;
 mismatch)

@@ -106,10 +106,18 @@ std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps,
                  y.data());
     m->train_step(x.data(), y.data(), batch, [&](size_t o2, size_t n) { sync.ready(o2, n); });
     sync.finish_step(*m, opt);
-    if (bucket < m->param_count() * sizeof(float)) {
+    if (!shared && bucket < m->param_count() * sizeof(float)) {
       EXPECT_GT(sync.last_step_buckets(), 1u);
     }
   }
+  const float* during = m->grads();
+  sync.finish(true);
+  // Shared memory: backward wrote into the shared slot until finish() gave the model its own
+  // buffer back (the slot goes away with the sync).
+  if (shared)
+    EXPECT_NE(m->grads(), during);
+  else
+    EXPECT_EQ(m->grads(), during);
   return m;
 }
 
@@ -193,6 +201,7 @@ TEST_P(OutOfOrder, ReadyAfterABucketLeftReducesEachRangeOnce) {
   sync.ready(0, 3);  // out of order: the rest goes at the end
   sync.ready(3, 3);
   sync.finish_step(*m, opt);
+  sync.finish(true);
   const float mean = float(c.size() + 1) / 2.0f;
   for (size_t i = 0; i < m->param_count(); ++i)
     EXPECT_FLOAT_EQ(m->params()[i], p0[i] - mean) << "parameter " << i;
