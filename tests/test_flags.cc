@@ -50,3 +50,29 @@ TEST(Flags, BadValuesAreRejectedWithTheFlagName) {
 
 }  // namespace
 }  // namespace dtrain
+
+namespace dtrain {
+namespace {
+
+// Every environment variable runtime/env.cc reads (the one place that reads any) has a row in
+// the README's "Environment variables" table.
+TEST(Flags, ReadmeDocumentsEveryEnvironmentVariable) {
+  auto read = [](const std::string& path) {
+    std::ifstream in(std::string(DTRAIN_SOURCE_DIR) + "/" + path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string env = read("runtime/env.cc");
+  const std::string readme = read("README.md");
+  const size_t table = readme.find("## Environment variables");
+  ASSERT_NE(table, std::string::npos);
+  const std::string section = readme.substr(table, readme.find("\n## ", table + 1) - table);
+  const std::regex var(R"re("((DTRAIN|TF)_[A-Z_]+)")re");
+  size_t seen = 0;
+  for (std::sregex_iterator it(env.begin(), env.end(), var), end; it != end; ++it, ++seen)
+    EXPECT_NE(section.find("`" + (*it)[1].str() + "`"), std::string::npos)
+        << (*it)[1] << " is read in runtime/env.cc but not in the README's table";
+  EXPECT_GE(seen, 8u) << "the pattern no longer finds env.cc's variables";
+}
+
+}  // namespace
+}  // namespace dtrain
