@@ -301,8 +301,7 @@ void Server::handle(const std::string& identity, const Message& m) {
   }
 }
 
-void Server::push_sync(const std::string& identity, const Header& h, const float* g,
-                       bool in_shm) {
+void Server::push_sync(const std::string& identity, const Header& h, const float* g, bool in_shm) {
   const uint64_t rel = h.offset - range_.offset;
   const bool inside = h.offset >= range_.offset && rel < range_.count;
   const size_t k = inside ? rel / chunk_ : 0;

@@ -66,8 +66,8 @@ void Optimizer::step_sum(float* p, const float* const* g, size_t ng, float gs) {
                                 gs);
 }
 
-void Optimizer::step_sum_range(float* p, const float* const* g, size_t ng, size_t offset,
-                               size_t n, float gs, uint64_t t) {
+void Optimizer::step_sum_range(float* p, const float* const* g, size_t ng, size_t offset, size_t n,
+                               float gs, uint64_t t) {
   DTRAIN_CHECK_LE(offset + n, count_);
   float* s0 = slots_ ? state() + offset : nullptr;
   state_->be.optimizer_step_sum(opts_, t, p + offset, g, ng, s0, count_, n, gs);
