@@ -19,6 +19,8 @@ struct Task {
   std::map<std::string, std::string> env;  // added to the launcher's environment
   // For the mpirun task: its ranks' lines come tagged and are split into worker:r.
   bool mpi_tagged_output = false;
+  // >= 0: run pinned to this CPU (local tasks only; --bind-to).
+  int cpu = -1;
 };
 
 struct JobPlan {
@@ -28,9 +30,12 @@ struct JobPlan {
 
 // Validates the options (throws InputError saying what is wrong) and plans the job.
 // tf_config: the launcher's own TF_CONFIG, if any; is_root: add --allow-run-as-root.
-JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is_root);
+// cpus: the CPUs this launcher may use, in order (empty: read its affinity mask).
+JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is_root,
+                 std::vector<int> cpus = {});
 
-// The command line of a task as a person would type it (env assignments, then argv), quoted.
+// The command line of a task as a person would type it (env assignments, taskset when it is
+// pinned, then argv), quoted.
 std::string shell_line(const Task& t);
 
 // Loopback ports nobody is listening on, distinct.

@@ -35,6 +35,11 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("--grace-period", o.grace_period_s,
                  "seconds between SIGTERM and SIGKILL when stopping tasks")
       ->capture_default_str();
+  app.add_option("--bind-to", o.bind_to,
+                 "none, or core: allreduce ranks bound by mpirun, each local ps-mode worker on a "
+                 "core of its own (when there are enough cores)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"core", "none"}));
   app.add_flag("--dry-run", o.dry_run, "print every task's command and environment, run nothing");
   app.add_flag("--verbose", o.verbose, "log what the launcher does");
   app.add_flag("--secure", o.secure, "ps: generate the job's CURVE keys and pass --secure");

@@ -24,6 +24,9 @@ struct LauncherOptions {
   bool verbose = false;
   bool secure = false;
   double grace_period_s = 5;
+  // core: allreduce ranks bound by mpirun, ps-mode workers on this machine each on a core of
+  // their own (when there are enough); none: nothing bound.
+  std::string bind_to = "none";
   std::vector<std::string> command;  // after --
 };
 

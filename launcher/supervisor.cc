@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -97,6 +98,12 @@ pid_t spawn(const Task& t, int out_fd, int err_fd) {
     signal(SIGTERM, SIG_DFL);
     if (t.host.empty())
       for (const auto& [k, v] : t.env) setenv(k.c_str(), v.c_str(), 1);
+    if (t.host.empty() && t.cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(t.cpu, &set);
+      sched_setaffinity(0, sizeof(set), &set);  // best effort: unpinned is still correct
+    }
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);

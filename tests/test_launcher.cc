@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 
 #include "launcher/job_plan.h"
 #include "runtime/cluster_spec.h"
@@ -105,6 +106,40 @@ TEST(Launcher, PsTasksEachGetTheirTfConfig) {
     addrs.insert(s.job(*s.task_type)[s.task_index].str());
   }
   EXPECT_EQ(addrs.size(), 5u) << "every task has its own port";
+}
+
+TEST(Launcher, BindToCoreGivesLocalWorkersACoreEachWhenThereAreEnough) {
+  LauncherOptions o = with_command();
+  o.mode = "ps";
+  o.num_ps = 1;
+  o.num_workers = 2;
+  auto cpus_of = [](const JobPlan& p) {
+    std::map<std::string, int> m;
+    for (const auto& t : p.tasks) m[t.name] = t.cpu;
+    return m;
+  };
+  o.bind_to = "core";
+  const std::map<std::string, int> pinned = {{"ps:0", -1}, {"worker:0", 4}, {"worker:1", 6}};
+  EXPECT_EQ(cpus_of(plan_job(o, "", false, {4, 6})), pinned) << "the allowed CPUs, in order";
+  const JobPlan p = plan_job(o, "", false, {4, 6});
+  for (const auto& t : p.tasks) {
+    if (t.name == "worker:1") {
+      EXPECT_NE(shell_line(t).find("taskset -c 6 "), std::string::npos);
+    }
+  }
+  o.num_workers = 3;  // more workers than CPUs: nobody is bound
+  for (const auto& [name, cpu] : cpus_of(plan_job(o, "", false, {0, 1})))
+    EXPECT_EQ(cpu, -1) << name;
+  o.num_workers = 2;
+  o.bind_to = "none";
+  for (const auto& [name, cpu] : cpus_of(plan_job(o, "", false, {0, 1})))
+    EXPECT_EQ(cpu, -1) << name;
+  // Allreduce: mpirun binds with --bind-to core only.
+  LauncherOptions a = with_command();
+  a.np = 2;
+  EXPECT_NE(joined(plan_job(a, "", false).tasks[0].argv).find("--bind-to none"), std::string::npos);
+  a.bind_to = "core";
+  EXPECT_NE(joined(plan_job(a, "", false).tasks[0].argv).find("--bind-to core"), std::string::npos);
 }
 
 TEST(Launcher, PsClusterFromTfConfigOrRejected) {
