@@ -174,6 +174,20 @@ void Server::check_timeouts() {
       for (auto& [id, h] : ch.waiting) reply_error(id, h, why);
     throw TimeoutError(why);
   }
+  // Workers also meet between steps, to sum the epoch's metrics: one that died there is named
+  // the same way (any mode).
+  for (auto& [key, slot] : sums_) {
+    if (slot.waiting.empty() || seconds_since(slot.started) <= opts_.step_timeout_s) continue;
+    std::string missing;
+    for (size_t w = 0; w < opts_.num_workers; ++w)
+      if (!slot.from.count(uint32_t(w)) && !done_.count(uint32_t(w)))
+        missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+    const std::string why =
+        detail::cat(opts_.name, ": metrics sum: no answer from worker(s) ", missing, " after ",
+                    opts_.step_timeout_s, " s; the worker(s) may have died");
+    for (auto& [id, h] : slot.waiting) reply_error(id, h, why);
+    throw TimeoutError(why);
+  }
 }
 
 void Server::handle(const std::string& identity, const Message& m) {
@@ -270,7 +284,12 @@ void Server::handle(const std::string& identity, const Message& m) {
     }
     case MsgType::kSum: {
       SumSlot& slot = sums_[h.step];
-      if (slot.values.empty()) slot.values.assign(h.count, 0.0);
+      if (slot.values.empty()) {
+        slot.values.assign(h.count, 0.0);
+        slot.started = std::chrono::steady_clock::now();
+      }
+      if (!slot.from.insert(h.sender).second)
+        return reply_error(identity, h, "sum: this worker already sent this sum");
       if (slot.values.size() != h.count)
         return reply_error(identity, h, "sum: every worker must send the same count");
       for (size_t i = 0; i < h.count; ++i) slot.values[i] += m.doubles()[i];

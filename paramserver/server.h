@@ -113,6 +113,8 @@ class Server {
   // sums over workers, by key
   struct SumSlot {
     std::vector<double> values;
+    std::set<uint32_t> from;
+    std::chrono::steady_clock::time_point started;
     std::vector<std::pair<std::string, Header>> waiting;
   };
   std::map<uint64_t, SumSlot> sums_;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -393,6 +394,46 @@ TEST(PsInProcess, AnUnusableSharedMemoryOfferFallsBackToPayloads) {
   EXPECT_NE(before, std::vector<float>(mdl->params(), mdl->params() + mdl->param_count()));
   sync.finish(true);
   t.join();
+}
+
+TEST(PsInProcess, AWorkerMissingFromAMetricsSumIsReportedNotWaitedForForever) {
+  // Worker 1 dies between steps (seen: killed while worker 0 sums the epoch's metrics): the
+  // server must name it after the step timeout, as it does for a missing gradient.
+  zmq::context_t ctx;
+  Job j;
+  j.tag = "sumtimeout-";
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  ServerOptions so = server_opts(j, 0, params);
+  so.step_timeout_s = 1;
+  Server server(ctx, so);
+  std::string error;
+  std::thread t([&] {
+    try {
+      server.run();
+    } catch (const TimeoutError& e) {
+      error = e.what();
+    }
+  });
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(endpoint(j, 0));
+  Header h;
+  h.type = uint16_t(MsgType::kSum);
+  h.job_id = 5;
+  h.sender = 0;
+  h.count = 2;
+  const double v[2] = {1, 2};
+  const auto t0 = std::chrono::steady_clock::now();
+  raw.send(zmq::buffer(encode(h, v, sizeof(v))), zmq::send_flags::none);
+  zmq::message_t head, body;
+  ASSERT_TRUE(raw.recv(head, zmq::recv_flags::none));  // blocks until the server answers
+  ASSERT_TRUE(raw.recv(body, zmq::recv_flags::none));
+  EXPECT_EQ(decode(head.data(), head.size(), body.data(), body.size()).type(), MsgType::kError);
+  t.join();
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(waited, 5.0);
+  EXPECT_NE(error.find("worker(s) 1"), std::string::npos) << error;
 }
 
 TEST(PsInProcess, SecureRefusesClientsWithoutTheJobsKey) {
