@@ -47,7 +47,7 @@ void add_train_flags(CLI::App& app, TrainFlags& f) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
   app.add_option("--timeline", f.timeline,
-                 "write a Chrome-trace timeline (forward, backward, allreduce buckets) here");
+                 "write a Chrome-trace timeline (forward, backward, optimizer, reduction) here");
   app.add_option("--fusion-threshold-mb", f.fusion_threshold_mb,
                  "allreduce bucket size in MB (default: DTRAIN_FUSION_THRESHOLD or 64)");
   app.add_option("--max-steps-per-epoch", f.max_steps_per_epoch,
