@@ -1,7 +1,5 @@
 #include "allreduce/allreduce_sync.h"
 
-#include <cstring>
-
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/model.h"
@@ -69,7 +67,10 @@ void AllreduceSync::start(Model& model, Optimizer& opt, const nlohmann::json& jo
   bool all = true;
   for (uint64_t w : wants) all = all && w == 1;
   if (all) shared_ = comm_.node_shared(param_count_ * sizeof(float), "allreduce shared memory");
+  shared_slots_.clear();
   if (shared_) {
+    for (size_t r = 0; r < comm_.size(); ++r)
+      shared_slots_.push_back(static_cast<const float*>(shared_->slot(r)));
     model.set_grad_buffer(static_cast<float*>(shared_->slot(comm_.rank())));
     shared_model_ = &model;
     grads_ = model.grads();
@@ -158,21 +159,20 @@ void AllreduceSync::finish_step(Model& model, Optimizer& opt) {
 }
 
 void AllreduceSync::finish_shared_step(Model& model, Optimizer& opt) {
-  if (model.grads() != static_cast<float*>(shared_->slot(comm_.rank())))
+  if (model.grads() != shared_slots_[comm_.rank()])
     throw Error("AllreduceSync: the model's gradients are no longer in the shared slot");
   last_step_buckets_ = 1;
   const int64_t t0 = timeline_ ? timeline_->now_us() : 0;
   shared_->fence(detail::cat("shared-memory reduction of step ", step_));
   const int64_t t1 = timeline_ ? timeline_->now_us() : 0;
-  std::vector<const float*> slots(comm_.size());
-  for (size_t r = 0; r < slots.size(); ++r) slots[r] = static_cast<float*>(shared_->slot(r));
-  opt.step_sum(model.params(), slots.data(), slots.size(), 1.0f / static_cast<float>(slots.size()));
+  const size_t n = shared_slots_.size();
+  opt.step_sum(model.params(), shared_slots_.data(), n, 1.0f / static_cast<float>(n));
   const int64_t t2 = timeline_ ? timeline_->now_us() : 0;
   // Nobody's next backward may overwrite a slot another rank is still reading.
   shared_->fence(detail::cat("end of step ", step_));
   if (timeline_ && timeline_->enabled()) {
     timeline_->span("barrier", 1, t0, t1, {{"step", step_}, {"bytes", param_count_ * 4}});
-    timeline_->span("optimizer", 0, t1, t2, {{"step", step_}, {"sums_ranks", slots.size()}});
+    timeline_->span("optimizer", 0, t1, t2, {{"step", step_}, {"sums_ranks", n}});
     timeline_->span("barrier", 1, t2, timeline_->now_us(), {{"step", step_}});
   }
   ++step_;

@@ -87,7 +87,8 @@ class AllreduceSync : public GradientSync {
   std::vector<Bucket> buckets_;
   size_t last_step_buckets_ = 0;
   std::unique_ptr<Communicator::SharedSlots> shared_;
-  Model* shared_model_ = nullptr;  // writes its gradients into our slot until finish()
+  std::vector<const float*> shared_slots_;  // every rank's slot, in rank order
+  Model* shared_model_ = nullptr;           // writes its gradients into our slot until finish()
   uint64_t step_ = 0;
 };
 

@@ -363,7 +363,8 @@ void Server::apply_chunk(size_t k) {
   const size_t off = k * chunk_, n = chunk_len(k);
   // The workers' gradients in worker order (those in shared memory read in place), then the sum
   // of those that came as payloads.
-  std::vector<const float*> g;
+  std::vector<const float*>& g = sum_inputs_;
+  g.clear();
   for (const float* p : ch.in_shm)
     if (p) g.push_back(p);
   if (ch.accumulated) g.push_back(accum_.data() + off);

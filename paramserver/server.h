@@ -105,6 +105,7 @@ class Server {
   size_t chunk_ = 1;
   std::vector<Chunk> chunks_;
   size_t chunks_applied_ = 0;
+  std::vector<const float*> sum_inputs_;  // apply_chunk's gradient sources (kept: no allocation)
   bool step_open_ = false;
   std::chrono::steady_clock::time_point step_started_;
   // async with staleness: pushes answered later

@@ -112,38 +112,39 @@ void Model::backward(const GradReady& ready) {
   }
 }
 
-BatchStats Model::peek_train_stats() const {
+BatchStats Model::read_sums(size_t at, size_t count) const {
   double s[2];
-  sums_.to_host(s, 0, 2);
+  sums_.to_host(s, at, 2);
   BatchStats b;
   b.loss_sum = s[0];
   b.correct = static_cast<size_t>(s[1]);
-  b.count = train_count_;
+  b.count = count;
   return b;
+}
+
+void Model::zero_sums(size_t at) {
+  const double zero[2] = {0, 0};
+  sums_.from_host(zero, at, 2);
+}
+
+BatchStats Model::peek_train_stats() const {
+  return read_sums(0, train_count_);
 }
 
 BatchStats Model::take_train_stats() {
   BatchStats b = peek_train_stats();
-  const double zero[2] = {0, 0};
-  sums_.from_host(zero, 0, 2);
+  zero_sums(0);
   train_count_ = 0;
   return b;
 }
 
 BatchStats Model::evaluate(const float* x, const uint8_t* y, size_t n, size_t eval_batch) {
-  const double zero[2] = {0, 0};
-  sums_.from_host(zero, 2, 2);
+  zero_sums(2);
   for (size_t i = 0; i < n; i += eval_batch) {
     const size_t b = std::min(eval_batch, n - i);
     forward(x + i * input_size_, y + i, b, false, sums_.data() + 2);
   }
-  double s[2];
-  sums_.to_host(s, 2, 2);
-  BatchStats total;
-  total.loss_sum = s[0];
-  total.correct = static_cast<size_t>(s[1]);
-  total.count = n;
-  return total;
+  return read_sums(2, n);
 }
 
 nlohmann::json Model::spec() const {

@@ -82,6 +82,9 @@ class Model {
   void ensure_batch(size_t batch);
   // acc: two doubles in backend memory the batch's loss sum and hits are added to.
   void forward(const float* x, const uint8_t* y, size_t batch, bool want_grad, double* acc);
+  // The loss sum and hits at sums_[at], sums_[at + 1] (a wait on a device), over `count` samples.
+  BatchStats read_sums(size_t at, size_t count) const;
+  void zero_sums(size_t at);
 
   Backend* be_;
   size_t input_size_, classes_;

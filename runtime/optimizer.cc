@@ -16,9 +16,9 @@ size_t slots_for(const std::string& name) {
 }
 }  // namespace
 
+// Behind a pointer because backend.h includes this header.
 struct Optimizer::State {
-  explicit State(Backend& be) : be(be), data(be) {}
-  Backend& be;
+  explicit State(Backend& be) : data(be) {}
   BackendArray<float> data;
 };
 
@@ -62,22 +62,22 @@ void Optimizer::step(float* p, const float* g, float gs) {
 
 void Optimizer::step_sum(float* p, const float* const* g, size_t ng, float gs) {
   ++t_;
-  state_->be.optimizer_step_sum(opts_, t_, p, g, ng, slots_ ? state() : nullptr, count_, count_,
-                                gs);
+  state_->data.backend().optimizer_step_sum(opts_, t_, p, g, ng, slots_ ? state() : nullptr, count_,
+                                            count_, gs);
 }
 
 void Optimizer::step_sum_range(float* p, const float* const* g, size_t ng, size_t offset, size_t n,
                                float gs, uint64_t t) {
   DTRAIN_CHECK_LE(offset + n, count_);
   float* s0 = slots_ ? state() + offset : nullptr;
-  state_->be.optimizer_step_sum(opts_, t, p + offset, g, ng, s0, count_, n, gs);
+  state_->data.backend().optimizer_step_sum(opts_, t, p + offset, g, ng, s0, count_, n, gs);
 }
 
 void Optimizer::step_range(float* p, const float* g, size_t offset, size_t n, float gs,
                            uint64_t t) {
   DTRAIN_CHECK_LE(offset + n, count_);
   float* s0 = slots_ ? state() + offset : nullptr;  // first state slot of this piece
-  state_->be.optimizer_step(opts_, t, p + offset, g + offset, s0, count_, n, gs);
+  state_->data.backend().optimizer_step(opts_, t, p + offset, g + offset, s0, count_, n, gs);
 }
 
 nlohmann::json Optimizer::spec() const {

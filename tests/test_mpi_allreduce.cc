@@ -11,6 +11,7 @@
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 #include "tests/mpi_world.h"
+#include "tests/reference_training.h"
 
 namespace dtrain {
 namespace {
@@ -141,28 +142,13 @@ TEST_P(AllreduceSyncPaths, MatchesOneRankAtTheGlobalBatch) {
   const size_t b = 6, steps = 10;
   auto dist = train_ranks(d, b, steps, 1024, 9, GetParam());
   // The reference, computed in this process: one rank, batch w*b, same samples in the same order.
-  auto ref = build_mlp(d.features(), {24, 12}, 10);
-  ref->init(9);  // rank 0's initialization
-  Optimizer opt(OptimizerOptions{}, ref->param_count());
-  LocalSync local;
-  Batcher one(d.train.size(), b * c.size(), 0, 1, 9);
-  one.start_epoch(0);
-  std::vector<float> x(b * c.size() * d.features());
-  std::vector<uint8_t> y(b * c.size());
-  for (size_t s = 0; s < steps; ++s) {
-    gather_batch(one.indices(s), d.train.images.data(), d.train.labels.data(), d.features(),
-                 x.data(), y.data());
-    ref->train_step(x.data(), y.data(), b * c.size(), [](size_t, size_t) {});
-    local.finish_step(*ref, opt);
-  }
+  auto ref = testing::train_one_process(d, {24, 12}, b * c.size(), steps, 9);
   double max_diff = 0;
   for (size_t i = 0; i < ref->param_count(); ++i)
     max_diff = std::max(max_diff, double(std::fabs(ref->params()[i] - dist->params()[i])));
   EXPECT_LT(max_diff, 1e-4) << "float tolerance";
 }
 
-// A custom model may report gradient ranges out of order after some buckets have already left:
-// those buckets must not be reduced a second time.
 INSTANTIATE_TEST_SUITE_P(MpiAndSharedMemory, AllreduceSyncPaths, ::testing::Bool());
 
 TEST(AllreduceSync, SharedMemoryAndMpiAllreduceAgree) {
@@ -180,6 +166,8 @@ TEST(AllreduceSync, SharedMemoryAndMpiAllreduceAgree) {
     EXPECT_LT(worst, 1e-5);
 }
 
+// A custom model may report gradient ranges out of order after some buckets have already left:
+// those buckets must not be reduced a second time.
 class OutOfOrder : public ::testing::TestWithParam<bool> {};
 
 TEST_P(OutOfOrder, ReadyAfterABucketLeftReducesEachRangeOnce) {

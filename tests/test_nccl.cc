@@ -13,6 +13,7 @@
 #include "runtime/dataset.h"
 #include "runtime/model.h"
 #include "tests/mpi_world.h"
+#include "tests/reference_training.h"
 
 namespace dtrain {
 namespace {
@@ -97,20 +98,7 @@ TEST(Nccl, AllreduceSyncOnGpuModelsMatchesOneCpuProcess) {
     c.broadcast(theirs.data(), theirs.size() * sizeof(float), r, "parameters of rank r");
     EXPECT_EQ(theirs, got) << "rank " << r << " diverged";
   }
-  auto ref = build_mlp(d.features(), {24, 12}, 10);
-  ref->init(9);
-  Optimizer ropt(OptimizerOptions{}, ref->param_count());
-  LocalSync local;
-  Batcher one(d.train.size(), b * c.size(), 0, 1, 9);
-  one.start_epoch(0);
-  std::vector<float> xr(b * c.size() * d.features());
-  std::vector<uint8_t> yr(b * c.size());
-  for (size_t s = 0; s < steps; ++s) {
-    gather_batch(one.indices(s), d.train.images.data(), d.train.labels.data(), d.features(),
-                 xr.data(), yr.data());
-    ref->train_step(xr.data(), yr.data(), b * c.size(), [](size_t, size_t) {});
-    local.finish_step(*ref, ropt);
-  }
+  auto ref = testing::train_one_process(d, {24, 12}, b * c.size(), steps, 9);
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i)
     worst = std::max(worst, std::fabs(double(got[i]) - double(ref->params()[i])));

@@ -16,6 +16,7 @@
 #include "runtime/dataset.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
+#include "tests/reference_training.h"
 #include "tests/test_util.h"
 
 namespace dtrain::ps {
@@ -87,6 +88,35 @@ std::vector<float> initial_params() {
   auto m = build_mlp(784, {16, 8}, 10);
   m->init(3);
   return std::vector<float>(m->params(), m->params() + m->param_count());
+}
+
+// A bare socket to server 0 of job j, for planting frames a real worker would never send.
+zmq::socket_t connect_raw(zmq::context_t& ctx, const Job& j) {
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(endpoint(j, 0));
+  return raw;
+}
+
+// A real worker 0 against the running server of job j: starts, trains one step and checks that
+// the step changed its parameters, then says done. Returns the servers it reached through
+// shared memory.
+size_t one_worker_step(zmq::context_t& ctx, const Job& j) {
+  auto m = build_mlp(784, {16, 8}, 10);
+  m->init(3);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  ParameterServerSync sync(ctx, client_opts(j, 0));
+  uint64_t resume[2] = {0, 0};
+  sync.start(*m, opt, {}, resume);
+  std::vector<float> x(8 * 784, 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+  std::vector<float> before(m->params(), m->params() + m->param_count());
+  sync.finish_step(*m, opt);
+  EXPECT_NE(before, std::vector<float>(m->params(), m->params() + m->param_count()));
+  const size_t shm = sync.shared_memory_servers();
+  sync.finish(true);
+  return shm;
 }
 
 // Runs the job; returns each worker's final parameters.
@@ -166,19 +196,7 @@ TEST(PsInProcess, SyncMatchesOneProcessAtTheGlobalBatch) {
     EXPECT_EQ(got_tcp, got) << "transport changed the result";
     EXPECT_EQ(updates, j.steps) << "sync: one update per step, whatever the worker count";
     // Reference: one process, batch workers*b, the same samples in the same order.
-    auto ref = build_mlp(784, {16, 8}, 10);
-    ref->init(3);
-    Optimizer opt(OptimizerOptions{}, ref->param_count());
-    Batcher one(data().train.size(), j.batch * j.workers, 0, 1, 3);
-    one.start_epoch(0);
-    std::vector<float> x(j.batch * j.workers * 784);
-    std::vector<uint8_t> y(j.batch * j.workers);
-    for (size_t s = 0; s < j.steps; ++s) {
-      gather_batch(one.indices(s), data().train.images.data(), data().train.labels.data(), 784,
-                   x.data(), y.data());
-      ref->train_step(x.data(), y.data(), j.batch * j.workers, [](size_t, size_t) {});
-      opt.step(ref->params(), ref->grads());
-    }
+    auto ref = testing::train_one_process(data(), {16, 8}, j.batch * j.workers, j.steps, 3);
     for (size_t w = 0; w < j.workers; ++w) {
       double max_diff = 0;
       for (size_t i = 0; i < ref->param_count(); ++i)
@@ -277,9 +295,7 @@ TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
     }
   });
   {
-    zmq::socket_t raw(ctx, zmq::socket_type::dealer);
-    raw.set(zmq::sockopt::linger, 0);
-    raw.connect(endpoint(j, 0));
+    zmq::socket_t raw = connect_raw(ctx, j);
     raw.send(zmq::str_buffer("this is not a dtrain frame"), zmq::send_flags::none);
     // Replies are two frames: header, payload.
     auto recv_reply = [&raw] {
@@ -309,19 +325,7 @@ TEST(PsInProcess, BadFrameIsRejectedAndTheServerKeepsServing) {
   }
   EXPECT_EQ(server.rejected_frames(), 3u);
   // A real worker still trains against the same server.
-  auto m = build_mlp(784, {16, 8}, 10);
-  m->init(3);
-  Optimizer opt(OptimizerOptions{}, m->param_count());
-  ParameterServerSync sync(ctx, client_opts(j, 0));
-  uint64_t resume[2] = {0, 0};
-  sync.start(*m, opt, {}, resume);
-  std::vector<float> x(8 * 784, 0.5f);
-  std::vector<uint8_t> y(8, 1);
-  m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
-  std::vector<float> before(m->params(), m->params() + m->param_count());
-  sync.finish_step(*m, opt);
-  EXPECT_NE(before, std::vector<float>(m->params(), m->params() + m->param_count()));
-  sync.finish(true);
+  one_worker_step(ctx, j);
   t.join();
   if (err) std::rethrow_exception(err);
 }
@@ -359,9 +363,7 @@ TEST(PsInProcess, AnUnusableSharedMemoryOfferFallsBackToPayloads) {
   const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
   Server server(ctx, server_opts(j, 0, params));
   std::thread t([&] { server.run(); });
-  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
-  raw.set(zmq::sockopt::linger, 0);
-  raw.connect(endpoint(j, 0));
+  zmq::socket_t raw = connect_raw(ctx, j);
   Header h;
   h.type = uint16_t(MsgType::kHello);
   h.job_id = 5;
@@ -379,20 +381,7 @@ TEST(PsInProcess, AnUnusableSharedMemoryOfferFallsBackToPayloads) {
   EXPECT_EQ(nlohmann::json::parse(m.payload)["shm"], false);
   raw.close();
   // The real worker then gets shared memory, and training works.
-  auto mdl = build_mlp(784, {16, 8}, 10);
-  mdl->init(3);
-  Optimizer opt(OptimizerOptions{}, mdl->param_count());
-  ParameterServerSync sync(ctx, client_opts(j, 0));
-  uint64_t resume[2] = {0, 0};
-  sync.start(*mdl, opt, {}, resume);
-  EXPECT_EQ(sync.shared_memory_servers(), 1u);
-  std::vector<float> x(8 * 784, 0.5f);
-  std::vector<uint8_t> y(8, 1);
-  mdl->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
-  std::vector<float> before(mdl->params(), mdl->params() + mdl->param_count());
-  sync.finish_step(*mdl, opt);
-  EXPECT_NE(before, std::vector<float>(mdl->params(), mdl->params() + mdl->param_count()));
-  sync.finish(true);
+  EXPECT_EQ(one_worker_step(ctx, j), 1u);
   t.join();
 }
 
@@ -414,9 +403,7 @@ TEST(PsInProcess, AWorkerMissingFromAMetricsSumIsReportedNotWaitedForForever) {
       error = e.what();
     }
   });
-  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
-  raw.set(zmq::sockopt::linger, 0);
-  raw.connect(endpoint(j, 0));
+  zmq::socket_t raw = connect_raw(ctx, j);
   Header h;
   h.type = uint16_t(MsgType::kSum);
   h.job_id = 5;
