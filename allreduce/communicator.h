@@ -7,12 +7,31 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
 namespace dtrain {
 
 enum class ReduceOp { kSum, kAverage };
+
+// What an operation is, for error messages ("allreduce bucket 3 of step 7"). Formatted only when
+// a message needs it: the per-step calls build no strings.
+class OpName {
+ public:
+  OpName(const char* what) : what_(what) {}              // NOLINT: implicit, like a string
+  OpName(std::string what) : owned_(std::move(what)) {}  // NOLINT
+  OpName(const char* what, size_t index, uint64_t step) : what_(what), index_(index), step_(step) {}
+  std::string str() const;
+  friend std::string operator+(const OpName& a, const char* b) { return a.str() + b; }
+  friend std::ostream& operator<<(std::ostream& os, const OpName& n) { return os << n.str(); }
+
+ private:
+  const char* what_ = nullptr;  // a literal; else owned_
+  std::string owned_;
+  size_t index_ = SIZE_MAX;
+  uint64_t step_ = UINT64_MAX;
+};
 
 class Communicator {
  public:
@@ -35,7 +54,7 @@ class Communicator {
    public:
     virtual ~SharedSlots() = default;
     virtual void* slot(size_t rank) = 0;
-    virtual void fence(const std::string& what) = 0;
+    virtual void fence(const OpName& what) = 0;
   };
 
   virtual ~Communicator() = default;
@@ -47,21 +66,20 @@ class Communicator {
   virtual size_t cross_rank() const = 0;
   virtual size_t cross_size() const = 0;
 
-  virtual void allreduce(float* data, size_t count, ReduceOp op, const std::string& what) = 0;
-  virtual void allreduce(double* data, size_t count, const std::string& what) = 0;  // sum
+  virtual void allreduce(float* data, size_t count, ReduceOp op, const OpName& what) = 0;
+  virtual void allreduce(double* data, size_t count, const OpName& what) = 0;  // sum
   // Starts an in-place allreduce; the buffer must stay untouched until the handle completes.
   // kAverage is applied when the handle completes (in test() or wait()).
   virtual std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
-                                             const std::string& what) = 0;
-  virtual void broadcast(void* data, size_t bytes, size_t root, const std::string& what) = 0;
+                                             const OpName& what) = 0;
+  virtual void broadcast(void* data, size_t bytes, size_t root, const OpName& what) = 0;
   // out must hold size() * count elements; rank r's block lands at r * count.
-  virtual void allgather(const uint64_t* in, size_t count, uint64_t* out,
-                         const std::string& what) = 0;
+  virtual void allgather(const uint64_t* in, size_t count, uint64_t* out, const OpName& what) = 0;
   // Every rank's string, in rank order.
-  virtual std::vector<std::string> allgather(const std::string& in, const std::string& what) = 0;
-  virtual void barrier(const std::string& what) = 0;
+  virtual std::vector<std::string> allgather(const std::string& in, const OpName& what) = 0;
+  virtual void barrier(const OpName& what) = 0;
   // Null when the ranks span machines or the engine has no shared memory.
-  virtual std::unique_ptr<SharedSlots> node_shared(size_t /*bytes*/, const std::string& /*what*/) {
+  virtual std::unique_ptr<SharedSlots> node_shared(size_t /*bytes*/, const OpName& /*what*/) {
     return nullptr;
   }
   // Ends the whole job now (every rank), with this exit code: the way out of a failure that

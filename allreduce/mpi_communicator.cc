@@ -32,7 +32,7 @@ std::string human_bytes(size_t b) {
   return buf;
 }
 
-int to_int_count(size_t count, const std::string& what) {
+int to_int_count(size_t count, const OpName& what) {
   if (count > static_cast<size_t>(std::numeric_limits<int>::max()))
     throw Error(detail::cat(what, ": ", count, " elements exceed MPI's int count"));
   return static_cast<int>(count);
@@ -48,7 +48,7 @@ struct MpiCommunicator::Job {
   float* data;
   size_t count;
   ReduceOp op;
-  std::string what;
+  OpName what{""};
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
@@ -162,15 +162,14 @@ MpiCommunicator::~MpiCommunicator() {
   if (owns_mpi_ && !finalized) MPI_Finalize();
 }
 
-void MpiCommunicator::check(int rc, const std::string& what, size_t count,
-                            size_t elem_bytes) const {
+void MpiCommunicator::check(int rc, const OpName& what, size_t count, size_t elem_bytes) const {
   if (rc == MPI_SUCCESS) return;
   const std::string size =
       elem_bytes ? detail::cat(" (", human_bytes(count * elem_bytes), ")") : std::string();
   throw PeerError(detail::cat(who_, " ", what, size, ": ", mpi_error_string(rc)));
 }
 
-void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const std::string& what) {
+void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {
   if (count == 0 || size_ == 1) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, comm_),
@@ -178,7 +177,7 @@ void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const st
   if (op == ReduceOp::kAverage) scale(data, count, 1.0f / static_cast<float>(size_));
 }
 
-void MpiCommunicator::allreduce(double* data, size_t count, const std::string& what) {
+void MpiCommunicator::allreduce(double* data, size_t count, const OpName& what) {
   if (count == 0 || size_ == 1) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_DOUBLE, MPI_SUM, comm_),
@@ -186,8 +185,7 @@ void MpiCommunicator::allreduce(double* data, size_t count, const std::string& w
 }
 
 std::unique_ptr<Communicator::Handle> MpiCommunicator::iallreduce(float* data, size_t count,
-                                                                  ReduceOp op,
-                                                                  const std::string& what) {
+                                                                  ReduceOp op, const OpName& what) {
   auto job = std::make_shared<Job>();
   job->data = data;
   job->count = count;
@@ -203,7 +201,7 @@ std::unique_ptr<Communicator::Handle> MpiCommunicator::iallreduce(float* data, s
   return std::make_unique<ThreadHandle>(std::move(job));
 }
 
-void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const std::string& what) {
+void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpName& what) {
   if (size_ == 1 || bytes == 0) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
   // Counted in bytes here because the payload is opaque; chunked to stay within int counts.
@@ -216,15 +214,14 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const std
 }
 
 void MpiCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
-                                const std::string& what) {
+                                const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
   check(MPI_Allgather(in, to_int_count(count, what), MPI_UINT64_T, out, int(count), MPI_UINT64_T,
                       comm_),
         what, count, sizeof(uint64_t));
 }
 
-std::vector<std::string> MpiCommunicator::allgather(const std::string& in,
-                                                    const std::string& what) {
+std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const int len = to_int_count(in.size(), what);
   std::vector<int> lens(size_), displs(size_);
@@ -243,7 +240,7 @@ std::vector<std::string> MpiCommunicator::allgather(const std::string& in,
   return out;
 }
 
-void MpiCommunicator::barrier(const std::string& what) {
+void MpiCommunicator::barrier(const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
   check(MPI_Barrier(comm_), what, 0, 0);
 }
@@ -261,7 +258,7 @@ class MpiCommunicator::Window : public Communicator::SharedSlots {
     MPI_Win_free(&win_);
   }
   void* slot(size_t rank) override { return slots_.at(rank); }
-  void fence(const std::string& what) override {
+  void fence(const OpName& what) override {
     std::lock_guard<std::mutex> lock(c_.mpi_mu_);
     c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
     c_.check(MPI_Barrier(c_.local_), what + ": MPI_Barrier", 0, 0);
@@ -275,7 +272,7 @@ class MpiCommunicator::Window : public Communicator::SharedSlots {
 };
 
 std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t bytes,
-                                                                        const std::string& what) {
+                                                                        const OpName& what) {
   if (size_ < 2 || local_size_ != size_) return nullptr;
   std::lock_guard<std::mutex> lock(mpi_mu_);
   MPI_Info info;

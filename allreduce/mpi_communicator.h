@@ -36,17 +36,17 @@ class MpiCommunicator : public Communicator {
   size_t cross_rank() const override { return cross_rank_; }
   size_t cross_size() const override { return cross_size_; }
 
-  void allreduce(float* data, size_t count, ReduceOp op, const std::string& what) override;
-  void allreduce(double* data, size_t count, const std::string& what) override;
+  void allreduce(float* data, size_t count, ReduceOp op, const OpName& what) override;
+  void allreduce(double* data, size_t count, const OpName& what) override;
   std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
-                                     const std::string& what) override;
-  void broadcast(void* data, size_t bytes, size_t root, const std::string& what) override;
-  void allgather(const uint64_t* in, size_t count, uint64_t* out, const std::string& what) override;
-  std::vector<std::string> allgather(const std::string& in, const std::string& what) override;
-  void barrier(const std::string& what) override;
+                                     const OpName& what) override;
+  void broadcast(void* data, size_t bytes, size_t root, const OpName& what) override;
+  void allgather(const uint64_t* in, size_t count, uint64_t* out, const OpName& what) override;
+  std::vector<std::string> allgather(const std::string& in, const OpName& what) override;
+  void barrier(const OpName& what) override;
   // MPI-3 shared memory (MPI_Win_allocate_shared) on the machine's ranks, when that is all of
   // them.
-  std::unique_ptr<SharedSlots> node_shared(size_t bytes, const std::string& what) override;
+  std::unique_ptr<SharedSlots> node_shared(size_t bytes, const OpName& what) override;
   [[noreturn]] void abort(int code) override;
 
   struct Job;
@@ -55,7 +55,7 @@ class MpiCommunicator : public Communicator {
   // "[rank 1/4 host:pid]"
   const std::string& who() const { return who_; }
   // Throws a dtrain::Error for a failed MPI call: who, what, the size and MPI's own message.
-  void check(int rc, const std::string& what, size_t count, size_t elem_bytes) const;
+  void check(int rc, const OpName& what, size_t count, size_t elem_bytes) const;
 
  private:
   bool owns_mpi_ = false;

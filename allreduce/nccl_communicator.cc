@@ -9,8 +9,7 @@ namespace dtrain {
 namespace {
 class StreamHandle : public Communicator::Handle {
  public:
-  StreamHandle(cudaStream_t s, cudaStream_t compute, std::string what)
-      : compute_(compute), what_(std::move(what)) {
+  StreamHandle(cudaStream_t s, cudaStream_t compute) : compute_(compute) {
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventRecord(done_, s));
   }
@@ -28,7 +27,6 @@ class StreamHandle : public Communicator::Handle {
 
  private:
   cudaStream_t compute_;
-  std::string what_;
   cudaEvent_t done_ = nullptr;
 };
 }  // namespace
@@ -51,7 +49,7 @@ NcclCommunicator::~NcclCommunicator() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void NcclCommunicator::check(ncclResult_t rc, const std::string& what, size_t count) const {
+void NcclCommunicator::check(ncclResult_t rc, const OpName& what, size_t count) const {
   if (rc == ncclSuccess) return;
   std::string last;
   if (comm_) last = ncclGetLastError(comm_);
@@ -67,22 +65,22 @@ void NcclCommunicator::order_after_compute() {
   CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
 }
 
-void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op, const std::string& what) {
+void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {
   iallreduce(data, count, op, what)->wait();
 }
 
-void NcclCommunicator::allreduce(double* data, size_t count, const std::string& what) {
+void NcclCommunicator::allreduce(double* data, size_t count, const OpName& what) {
   mpi_.allreduce(data, count, what);
 }
 
 std::unique_ptr<Communicator::Handle> NcclCommunicator::iallreduce(float* data, size_t count,
                                                                    ReduceOp op,
-                                                                   const std::string& what) {
+                                                                   const OpName& what) {
   return iallreduce_group({{data, count}}, op, what);
 }
 
 std::unique_ptr<Communicator::Handle> NcclCommunicator::iallreduce_group(
-    const std::vector<std::pair<float*, size_t>>& buckets, ReduceOp op, const std::string& what) {
+    const std::vector<std::pair<float*, size_t>>& buckets, ReduceOp op, const OpName& what) {
   order_after_compute();
   const ncclRedOp_t nop = op == ReduceOp::kAverage ? ncclAvg : ncclSum;
   check(ncclGroupStart(), what + ": ncclGroupStart", 0);
@@ -93,10 +91,10 @@ std::unique_ptr<Communicator::Handle> NcclCommunicator::iallreduce_group(
     check(ncclAllReduce(ptr, ptr, n, ncclFloat, nop, comm_, stream_), what, n);
   }
   check(ncclGroupEnd(), what + ": ncclGroupEnd", total);
-  return std::make_unique<StreamHandle>(stream_, compute_, what);
+  return std::make_unique<StreamHandle>(stream_, compute_);
 }
 
-void NcclCommunicator::broadcast(void* data, size_t bytes, size_t root, const std::string& what) {
+void NcclCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpName& what) {
   order_after_compute();
   check(ncclBroadcast(data, data, bytes, ncclChar, static_cast<int>(root), comm_, stream_), what,
         0);
@@ -104,14 +102,13 @@ void NcclCommunicator::broadcast(void* data, size_t bytes, size_t root, const st
 }
 
 void NcclCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
-                                 const std::string& what) {
+                                 const OpName& what) {
   order_after_compute();
   check(ncclAllGather(in, out, count, ncclUint64, comm_, stream_), what, count);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-std::vector<std::string> NcclCommunicator::allgather(const std::string& in,
-                                                     const std::string& what) {
+std::vector<std::string> NcclCommunicator::allgather(const std::string& in, const OpName& what) {
   return mpi_.allgather(in, what);
 }
 

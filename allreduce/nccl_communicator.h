@@ -29,22 +29,22 @@ class NcclCommunicator : public Communicator {
   size_t cross_size() const override { return mpi_.cross_size(); }
 
   // Device pointers. kAverage uses ncclAvg.
-  void allreduce(float* data, size_t count, ReduceOp op, const std::string& what) override;
+  void allreduce(float* data, size_t count, ReduceOp op, const OpName& what) override;
   // Host doubles (metrics) go over MPI.
-  void allreduce(double* data, size_t count, const std::string& what) override;
+  void allreduce(double* data, size_t count, const OpName& what) override;
   std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
-                                     const std::string& what) override;
+                                     const OpName& what) override;
   // Several buckets in one NCCL group (one launch); wait on the returned handle.
   std::unique_ptr<Handle> iallreduce_group(const std::vector<std::pair<float*, size_t>>& buckets,
-                                           ReduceOp op, const std::string& what);
-  void broadcast(void* data, size_t bytes, size_t root, const std::string& what) override;
-  void allgather(const uint64_t* in, size_t count, uint64_t* out, const std::string& what) override;
-  std::vector<std::string> allgather(const std::string& in, const std::string& what) override;
-  void barrier(const std::string& what) override { mpi_.barrier(what); }
+                                           ReduceOp op, const OpName& what);
+  void broadcast(void* data, size_t bytes, size_t root, const OpName& what) override;
+  void allgather(const uint64_t* in, size_t count, uint64_t* out, const OpName& what) override;
+  std::vector<std::string> allgather(const std::string& in, const OpName& what) override;
+  void barrier(const OpName& what) override { mpi_.barrier(what); }
   [[noreturn]] void abort(int code) override;
 
   cudaStream_t stream() const { return stream_; }
-  void check(ncclResult_t rc, const std::string& what, size_t count) const;
+  void check(ncclResult_t rc, const OpName& what, size_t count) const;
 
  private:
   void order_after_compute();

@@ -14,6 +14,7 @@
 #include "paramserver/server.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
+#include "runtime/timeline.h"
 
 namespace dtrain::bench {
 
@@ -55,8 +56,8 @@ int run_ps(const PsBenchOptions& b) {
       o.sync = b.sync;
       o.shm = b.transport == "shm";
       ps::ParameterServerSync sync(ctx, o);
-      uint64_t resume[2] = {0, 0};
-      sync.start(*m, opt, {}, resume);
+      Timeline tl;
+      sync.start(*m, opt, {}, {}, tl);
       for (size_t i = 0; i < 50; ++i) sync.finish_step(*m, opt);
       const auto t0 = std::chrono::steady_clock::now();
       for (size_t i = 0; i < b.rounds; ++i) sync.finish_step(*m, opt);

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "dtrain/device.h"
 #include "examples/bench_commands.h"
-#include "examples/device_factory.h"
 #include "runtime/cpu_ops.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"

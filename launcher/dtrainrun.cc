@@ -10,10 +10,10 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "launcher/job_keys.h"
 #include "launcher/job_plan.h"
 #include "launcher/launcher_options.h"
 #include "launcher/supervisor.h"
-#include "paramserver/curve.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
 
@@ -38,15 +38,9 @@ int main(int argc, char** argv) {
     JobPlan plan = plan_job(o, env.tf_config.value_or(""), geteuid() == 0);
     if (o.secure) {
       if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
-      const auto keys = dtrain::ps::generate_curve_keys();
-      for (auto& t : plan.tasks) {
-        t.env["DTRAIN_PS_SERVER_PUBLIC_KEY"] = keys.server_public;
-        t.env["DTRAIN_PS_CLIENT_PUBLIC_KEY"] = keys.client_public;
-        if (t.name.rfind("ps:", 0) == 0)
-          t.env["DTRAIN_PS_SERVER_SECRET_KEY"] = keys.server_secret;
-        else
-          t.env["DTRAIN_PS_CLIENT_SECRET_KEY"] = keys.client_secret;
-      }
+      const JobKeys keys;
+      for (auto& t : plan.tasks)
+        for (auto& [k, v] : keys.for_task(t.name.rfind("ps:", 0) == 0)) t.env[k] = v;
     }
     if (o.dry_run) {
       for (const auto& t : plan.tasks)

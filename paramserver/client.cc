@@ -19,7 +19,7 @@
 namespace dtrain::ps {
 
 ParameterServerSync::ParameterServerSync(zmq::context_t& ctx, ClientOptions opts)
-    : opts_(std::move(opts)) {
+    : GradientSync({"ps", opts.worker_rank, opts.num_workers}), opts_(std::move(opts)) {
   if (opts_.servers.empty()) throw InputError("parameter-server mode needs at least one ps task");
   if (opts_.server_names.size() != opts_.servers.size()) opts_.server_names = opts_.servers;
   for (size_t s = 0; s < opts_.servers.size(); ++s) {
@@ -52,16 +52,22 @@ uint32_t ParameterServerSync::send(size_t server, MsgType type, uint64_t step, u
   expected_request_[server] = h.request;
   // Never block: with no connection up (a server not started yet, a refused handshake) the send
   // fails at once, and the caller's retry or timeout says what is missing.
+  // (That is an empty result, not an error: errors are real failures, named below.)
   zmq::socket_t& sock = socks_[server];
-  bool sent =
-      sock.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
-          .has_value();
+  const char* what = type_name(h.type);
+  const std::string& peer = opts_.server_names[server];
+  bool sent = send_or_throw(sock, zmq::buffer(&h, sizeof(h)),
+                            zmq::send_flags::sndmore | zmq::send_flags::dontwait, "worker ",
+                            opts_.worker_rank, ": send ", what, " to ", peer)
+                  .has_value();
   if (sent) {
     if (zero_copy && bytes > 0) {
       zmq::message_t body(const_cast<void*>(payload), bytes, nullptr, nullptr);
-      sock.send(body, zmq::send_flags::none);
+      send_or_throw(sock, body, zmq::send_flags::none, "worker ", opts_.worker_rank, ": send ",
+                    what, " to ", peer);
     } else {
-      sock.send(zmq::buffer(payload, bytes), zmq::send_flags::none);
+      send_or_throw(sock, zmq::buffer(payload, bytes), zmq::send_flags::none, "worker ",
+                    opts_.worker_rank, ": send ", what, " to ", peer);
     }
   }
   if (!sent) {
@@ -74,12 +80,19 @@ uint32_t ParameterServerSync::send(size_t server, MsgType type, uint64_t step, u
 std::optional<ParameterServerSync::Reply> ParameterServerSync::recv_reply(size_t s,
                                                                           const std::string& what) {
   zmq::message_t head, body;
-  if (!socks_[s].recv(head, zmq::recv_flags::dontwait)) return std::nullopt;
-  if (head.more()) (void)socks_[s].recv(body, zmq::recv_flags::none);
+  zmq::socket_t& sock = socks_[s];
+  const std::string& peer = opts_.server_names[s];
+  if (!recv_or_throw(sock, head, zmq::recv_flags::dontwait, "worker ", opts_.worker_rank, ": ",
+                     what, ": recv from ", peer))
+    return std::nullopt;
+  if (head.more())
+    (void)recv_or_throw(sock, body, zmq::recv_flags::none, "worker ", opts_.worker_rank, ": ", what,
+                        ": recv from ", peer);
   bool more = body.more();
   while (more) {  // more frames than a message has: drain them, the decode below rejects it
     zmq::message_t extra;
-    (void)socks_[s].recv(extra, zmq::recv_flags::none);
+    (void)recv_or_throw(sock, extra, zmq::recv_flags::none, "worker ", opts_.worker_rank, ": ",
+                        what, ": recv from ", peer);
     more = extra.more();
   }
   Reply r;
@@ -118,9 +131,10 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
       throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": no answer from ",
                                      silent, " within ", timeout_s, " s"));
     }
-    zmq::poll(
+    poll_or_throw(
         items.data(), items.size(),
-        std::chrono::milliseconds(std::max<long>(1, std::min<long>(200, long(remaining * 1e3)))));
+        std::chrono::milliseconds(std::max<long>(1, std::min<long>(200, long(remaining * 1e3)))),
+        "worker ", opts_.worker_rank, ": ", what, ": poll ", NameList{opts_.server_names, &which});
     for (size_t i = 0; i < items.size(); ++i) {
       if (!(items[i].revents & ZMQ_POLLIN)) continue;
       const size_t s = which[i];
@@ -138,15 +152,16 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
   return out;
 }
 
-void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
-                                uint64_t* resume) {
+ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
+                                       ResumePoint chief_resume, Timeline& /*timeline*/) {
   if (!model.on_host())
     throw InputError(detail::cat("ps workers train on the CPU backend (the model is on ",
                                  model.backend().name(), "); pass --device cpu"));
   ranges_ = shard_ranges(model.param_count(), socks_.size());
   const bool chief = opts_.worker_rank == 0;
   nlohmann::json hello = opts_.job;
-  if (chief && resume) hello["resume"] = {resume[0], resume[1]};
+  if (chief) hello["resume"] = {chief_resume.epoch, chief_resume.step};
+  ResumePoint resume = chief_resume;
   (void)job;
   // One hello per server: each offers its own shared-memory segment.
   shm_.clear();
@@ -226,10 +241,8 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
       for (size_t s = 0; s < socks_.size(); ++s)
         answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
     }
-    if (resume) {
-      resume[0] = answers[0]["resume"][0].get<uint64_t>();
-      resume[1] = answers[0]["resume"][1].get<uint64_t>();
-    }
+    resume.epoch = answers[0]["resume"][0].get<uint64_t>();
+    resume.step = answers[0]["resume"][1].get<uint64_t>();
   }
   // Servers that could not map a segment said so; those pairs use payload frames. The names go
   // now: both sides hold their mappings, and nothing is left in /dev/shm whatever happens later.
@@ -249,7 +262,7 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
     for (size_t s = 0; s < socks_.size(); ++s)
       take_params(s, rs[s], ranges_[s].offset, ranges_[s].count, model.params());
   }
-  step_ = resume ? resume[1] : 0;
+  step_ = resume.step;
   grads_ = model.grads();
   if (opts_.sync) {
     // The pieces every server expects, in the order backward finishes them (top of the buffer
@@ -263,9 +276,10 @@ void ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::js
     std::sort(pieces_.begin(), pieces_.end(),
               [](const Piece& a, const Piece& b) { return a.offset > b.offset; });
   }
-  ready_lo_ = model.param_count();
+  region_.reset(model.param_count());
   log_debug("worker ", opts_.worker_rank, " connected to ", socks_.size(), " ps task(s), ", mapped,
             " through shared memory");
+  return resume;
 }
 
 size_t ParameterServerSync::shared_memory_servers() const {
@@ -319,12 +333,9 @@ void ParameterServerSync::send_piece(size_t i) {
 
 void ParameterServerSync::ready(size_t offset, size_t count) {
   if (!opts_.sync || pieces_.empty()) return;
-  if (!contiguous_ || offset + count != ready_lo_) {
-    contiguous_ = false;  // an unexpected order: everything goes at the end of the step
-    return;
-  }
-  ready_lo_ = offset;
-  while (next_piece_ < pieces_.size() && pieces_[next_piece_].offset >= ready_lo_)
+  // Out of order: everything not sent yet goes at the end of the step.
+  if (!region_.extend(offset, count)) return;
+  while (next_piece_ < pieces_.size() && pieces_[next_piece_].offset >= region_.lo())
     send_piece(next_piece_++);
 }
 
@@ -339,7 +350,8 @@ void ParameterServerSync::finish_sync_step(Model& model) {
   while (!outstanding.empty()) {
     std::vector<zmq::pollitem_t> items;
     for (auto& sock : socks_) items.push_back({sock.handle(), 0, ZMQ_POLLIN, 0});
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(200));
+    poll_or_throw(items.data(), items.size(), std::chrono::milliseconds(200), "worker ",
+                  opts_.worker_rank, ": step ", step_, ": poll ", NameList{opts_.server_names});
     for (size_t s = 0; s < socks_.size(); ++s) {
       if (!(items[s].revents & ZMQ_POLLIN)) continue;
       const std::string what = detail::cat("step ", step_);
@@ -367,8 +379,7 @@ void ParameterServerSync::finish_sync_step(Model& model) {
   }
   for (auto& p : pieces_) p.sent = false;
   next_piece_ = 0;
-  ready_lo_ = model.param_count();
-  contiguous_ = true;
+  region_.reset(model.param_count());
   ++step_;
 }
 

@@ -46,10 +46,8 @@ struct ClientOptions {
 class ParameterServerSync : public GradientSync {
  public:
   ParameterServerSync(zmq::context_t& ctx, ClientOptions opts);
-  std::string name() const override { return "ps"; }
-  size_t rank() const override { return opts_.worker_rank; }
-  size_t world() const override { return opts_.num_workers; }
-  void start(Model& model, Optimizer& opt, const nlohmann::json& job, uint64_t* resume) override;
+  ResumePoint start(Model& model, Optimizer& opt, const nlohmann::json& job, ResumePoint chief,
+                    Timeline& timeline) override;
   void ready(size_t offset, size_t count) override;
   void finish_step(Model& model, Optimizer& opt) override;
   void sum(double* values, size_t n) override;
@@ -106,8 +104,8 @@ class ParameterServerSync : public GradientSync {
     bool sent = false;
   };
   std::vector<Piece> pieces_;
-  size_t next_piece_ = 0, ready_lo_ = 0;
-  bool contiguous_ = true;
+  size_t next_piece_ = 0;
+  ReadyRegion region_;
   float* grads_ = nullptr;
   std::vector<std::unique_ptr<ShmSegment>> shm_;  // per server; null: payload frames
 };

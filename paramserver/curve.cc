@@ -81,10 +81,10 @@ ZapHandler::~ZapHandler() {
 void ZapHandler::loop() {
   while (!stop_) {
     zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(100));
+    poll_or_throw(&item, 1, std::chrono::milliseconds(100), name_, ": ZAP handler: poll");
     if (!(item.revents & ZMQ_POLLIN)) continue;
     // ZAP request: version, request id, domain, address, identity, mechanism, credentials...
-    std::vector<zmq::message_t> req = recv_multipart(sock_);
+    std::vector<zmq::message_t> req = recv_multipart(sock_, name_, ": ZAP handler: recv");
     std::string status = "400", text = "refused";
     if (req.size() >= 7 && req[5].to_string() == "CURVE" && req[6].size() == 32) {
       char z85[41];

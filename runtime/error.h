@@ -46,11 +46,6 @@ std::string cat(const Args&... args) {
 [[noreturn]] void check_failed(const char* file, int line, const std::string& expr);
 }  // namespace detail
 
-template <typename... Args>
-[[noreturn]] void fail(const Args&... args) {
-  throw Error(detail::cat(args...));
-}
-
 }  // namespace dtrain
 
 #define DTRAIN_CHECK(cond)                                                  \

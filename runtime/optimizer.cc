@@ -80,14 +80,18 @@ void Optimizer::step_range(float* p, const float* g, size_t offset, size_t n, fl
   state_->data.backend().optimizer_step(opts_, t, p + offset, g + offset, s0, count_, n, gs);
 }
 
+nlohmann::json optimizer_spec(const OptimizerOptions& o) {
+  return {{"name", o.name},
+          {"learning_rate", o.learning_rate},
+          {"momentum", o.momentum},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"epsilon", o.epsilon},
+          {"rho", o.rho}};
+}
+
 nlohmann::json Optimizer::spec() const {
-  return {{"name", opts_.name},
-          {"learning_rate", opts_.learning_rate},
-          {"momentum", opts_.momentum},
-          {"beta1", opts_.beta1},
-          {"beta2", opts_.beta2},
-          {"epsilon", opts_.epsilon},
-          {"rho", opts_.rho}};
+  return optimizer_spec(opts_);
 }
 
 }  // namespace dtrain

@@ -25,6 +25,9 @@ struct OptimizerOptions {
   float rho = 0.99f;      // rmsprop's decay (PyTorch's alpha)
 };
 
+// The options as JSON (checkpoints, model.json, the job's agreement).
+nlohmann::json optimizer_spec(const OptimizerOptions& o);
+
 // Adam's bias corrections for step t (from 1): bc1 = 1/(1-b1^t), inv_sqrt_bc2 = 1/sqrt(1-b2^t),
 // computed in double once per step; shared by the CPU and CUDA executors.
 void adam_corrections(const OptimizerOptions& o, uint64_t t, float* bc1, float* inv_sqrt_bc2);

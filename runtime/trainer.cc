@@ -36,8 +36,8 @@ nlohmann::json EpochMetrics::to_json(size_t world) const {
 }
 
 Trainer::Trainer(Model& model, Optimizer& opt, GradientSync& sync, const Dataset& data,
-                 TrainerOptions opts)
-    : model_(model), opt_(opt), sync_(sync), data_(data), opts_(std::move(opts)) {
+                 JobSpec spec)
+    : model_(model), opt_(opt), sync_(sync), data_(data), opts_(std::move(spec)) {
   if (data.features() != model.input_size())
     throw InputError(detail::cat("the data has ", data.features(),
                                  " features per sample, the model takes ", model.input_size()));
@@ -51,16 +51,16 @@ TrainResult Trainer::run() {
   const std::string metrics_path = (fs::path(opts_.output_dir) / "metrics.jsonl").string();
 
   model_.init(opts_.seed);
-  // [start epoch, global step], decided by the chief and broadcast with the parameters.
-  uint64_t resume_point[2] = {0, 0};
+  // Where training continues, decided by the chief and handed to every process by start().
+  ResumePoint resume;
   if (chief && opts_.resume) {
     if (fs::exists(ckpt)) {
       CheckpointMeta m = load_checkpoint(ckpt, model_, opt_);
       if (m.seed != opts_.seed)
         log_info("note: the checkpoint was made with seed ", m.seed, ", this run uses ", opts_.seed,
                  "; batches after the resume follow this run's seed");
-      resume_point[0] = m.epoch;
-      resume_point[1] = m.global_step;
+      resume.epoch = m.epoch;
+      resume.step = m.global_step;
       if (fs::exists(metrics_path)) {
         std::ifstream in(metrics_path);
         std::string line;
@@ -79,20 +79,18 @@ TrainResult Trainer::run() {
     log_info("note: ", ckpt, " exists and will be replaced (pass --resume to continue from it)");
   }
 
-  nlohmann::json job = {{"model", model_.spec()},
-                        {"param_count", model_.param_count()},
-                        {"batch_size", opts_.batch_size},
-                        {"optimizer", opt_.spec()},
-                        {"epochs", opts_.epochs}};
-  sync_.set_timeline(&timeline_);
+  // The optimizer that runs is what the others must agree with.
+  JobSpec agreed = opts_;
+  agreed.optimizer = opt_.options();
+  const nlohmann::json job = job_agreement(agreed, model_);
   if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
-  sync_.start(model_, opt_, job, resume_point);
+  resume = sync_.start(model_, opt_, job, resume, timeline_);
 
   Batcher batcher(data_.train.size(), opts_.batch_size, sync_.rank(), sync_.world(), opts_.seed);
   TrainResult result;
-  uint64_t global_step = resume_point[1];
+  uint64_t global_step = resume.step;
   double samples = 0, seconds = 0;
-  for (uint64_t e = resume_point[0]; e < opts_.epochs; ++e) {
+  for (uint64_t e = resume.epoch; e < opts_.epochs; ++e) {
     EpochMetrics m;
     {
       // Inline rather than a helper so the loop reads top to bottom.
@@ -178,7 +176,7 @@ TrainResult Trainer::run() {
   result.test_accuracy = result.epochs.empty() ? 0 : result.epochs.back().test_accuracy;
   const EpochMetrics last = result.epochs.empty() ? EpochMetrics{} : result.epochs.back();
   result.summary = {{"event", "summary"},
-                    {"mode", opts_.mode},
+                    {"mode", sync_.name()},
                     {"world_size", sync_.world()},
                     {"device", model_.backend().name()},
                     {"epochs", opts_.epochs},
@@ -205,7 +203,8 @@ void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
   meta.epoch = m.epoch;
   meta.global_step = global_step;
   meta.seed = opts_.seed;
-  meta.extra = {{"world_size", sync_.world()}, {"mode", opts_.mode}, {"metrics", history_.back()}};
+  meta.extra = {
+      {"world_size", sync_.world()}, {"mode", sync_.name()}, {"metrics", history_.back()}};
   save_checkpoint((out / "model" / "checkpoint.bin").string(), model_, opt_, meta);
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : model_.tensors())

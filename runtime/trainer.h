@@ -13,24 +13,12 @@
 
 #include "runtime/dataset.h"
 #include "runtime/gradient_sync.h"
+#include "runtime/job_spec.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 #include "runtime/timeline.h"
 
 namespace dtrain {
-
-struct TrainerOptions {
-  size_t batch_size = 50;  // per worker
-  size_t epochs = 20;
-  uint64_t seed = 42;
-  std::string output_dir = "outputs";
-  bool resume = false;
-  size_t max_steps_per_epoch = 0;  // 0: the whole epoch
-  std::string timeline_path;       // empty: no timeline
-  bool write_outputs = true;       // the chief writes outputs/
-  bool print = true;               // the chief prints epoch lines and the summary
-  std::string mode = "local";
-};
 
 struct EpochMetrics {
   uint64_t epoch = 0;
@@ -50,8 +38,8 @@ struct TrainResult {
 
 class Trainer {
  public:
-  Trainer(Model& model, Optimizer& opt, GradientSync& sync, const Dataset& data,
-          TrainerOptions opts);
+  // The optimizer's options are the model's; spec.optimizer describes the job to others.
+  Trainer(Model& model, Optimizer& opt, GradientSync& sync, const Dataset& data, JobSpec spec);
   TrainResult run();
 
  private:
@@ -61,7 +49,7 @@ class Trainer {
   Optimizer& opt_;
   GradientSync& sync_;
   const Dataset& data_;
-  TrainerOptions opts_;
+  JobSpec opts_;
   Timeline timeline_;
   std::vector<nlohmann::json> history_;  // metrics.jsonl lines, kept across a resume
 };

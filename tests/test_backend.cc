@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <map>
 
-#include "examples/device_factory.h"
+#include "dtrain/device.h"
 #include "runtime/checkpoint.h"
 #include "runtime/cpu_conv.h"
 #include "runtime/error.h"
@@ -305,7 +305,7 @@ TEST(BackendSeam, TrainerRunsOnADeviceBackend) {
     auto m = build_model("mlp", d.rows, d.cols, 32, 16, d.classes, be);
     Optimizer opt(OptimizerOptions{}, m->param_count(), &be);
     LocalSync sync;
-    TrainerOptions o;
+    JobSpec o;
     o.epochs = 2;
     o.batch_size = 20;
     o.print = false;

@@ -102,7 +102,7 @@ TEST(Cnn, ShortTrainingRunReachesTheBar) {
   Optimizer opt(OptimizerOptions{}, m->param_count());
   LocalSync sync;
   testing::TempDir dir;
-  TrainerOptions o;
+  JobSpec o;
   o.epochs = 1;
   o.batch_size = 50;
   o.output_dir = dir.path();

@@ -2,7 +2,7 @@
 // and this test checks that the README's flag table for mnist_train lists exactly those flags.
 #include <gtest/gtest.h>
 
-#include "examples/train_flags.h"
+#include "dtrain/flags.h"
 #include "runtime/files.h"
 #include "tests/test_readme_flags.h"
 
@@ -14,28 +14,28 @@ using testing::readme_flags;
 
 TEST(Flags, ReadmeDocumentsExactlyTheParsersFlags) {
   CLI::App app;
-  TrainFlags f;
+  JobOptions f;
   add_train_flags(app, f);
   EXPECT_EQ(readme_flags("mnist_train flags"), app_flags(app));
 }
 
 TEST(Flags, DefaultsAreTheSeedsScript) {
   CLI::App app;
-  TrainFlags f;
+  JobOptions f;
   add_train_flags(app, f);
   app.parse(std::vector<std::string>{});
-  EXPECT_EQ(f.batch_size, 50u);
-  EXPECT_EQ(f.first_layer_neurons, 300u);
-  EXPECT_EQ(f.second_layer_neurons, 100u);
-  EXPECT_FLOAT_EQ(f.optimizer.learning_rate, 0.001f);
-  EXPECT_EQ(f.optimizer.name, "adam");
+  EXPECT_EQ(f.spec.batch_size, 50u);
+  EXPECT_EQ(f.spec.model.first_layer_neurons, 300u);
+  EXPECT_EQ(f.spec.model.second_layer_neurons, 100u);
+  EXPECT_FLOAT_EQ(f.spec.optimizer.learning_rate, 0.001f);
+  EXPECT_EQ(f.spec.optimizer.name, "adam");
 }
 
 TEST(Flags, BadValuesAreRejectedWithTheFlagName) {
   for (auto args : std::vector<std::vector<std::string>>{
            {"--batch-size=0"}, {"--optimizer=adagrad"}, {"--learning-rate=-1"}, {"--epochs=abc"}}) {
     CLI::App app;
-    TrainFlags f;
+    JobOptions f;
     add_train_flags(app, f);
     std::vector<std::string> rev(args.rbegin(), args.rend());
     try {

@@ -4,12 +4,14 @@
 #include <cmath>
 #include <cstring>
 
-#include "allreduce/allreduce_sync.h"
+#include "allreduce/bucketed_allreduce.h"
+#include "allreduce/shared_memory_allreduce.h"
 #include "runtime/batcher.h"
 #include "runtime/dataset.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
+#include "runtime/timeline.h"
 #include "tests/mpi_world.h"
 #include "tests/reference_training.h"
 
@@ -84,7 +86,13 @@ uint64_t fnv1a(const float* p, size_t n) {
   return h;
 }
 
-// Trains `steps` steps with AllreduceSync; returns the model.
+// The strategy the job's chooser picks on one machine: shared memory when asked for, else buckets.
+std::unique_ptr<GradientSync> make_allreduce(Communicator& c, const AllreduceOptions& o) {
+  if (o.shared_memory) return std::make_unique<SharedMemoryAllreduce>(c, o);
+  return std::make_unique<BucketedAllreduce>(c, o);
+}
+
+// Trains `steps` steps with an allreduce strategy; returns the model.
 std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps, size_t bucket,
                                    uint64_t seed, bool shared = true) {
   auto& c = world();
@@ -94,10 +102,12 @@ std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps,
   AllreduceOptions o;
   o.fusion_threshold_bytes = bucket;
   o.shared_memory = shared;
-  AllreduceSync sync(c, o);
-  sync.start(*m, opt, {{"batch_size", batch}}, nullptr);
+  auto syncp = make_allreduce(c, o);
+  GradientSync& sync = *syncp;
+  Timeline tl;
+  sync.start(*m, opt, {{"batch_size", batch}}, {}, tl);
   // mpirun starts these tests on one machine: shared memory is there when asked for.
-  EXPECT_EQ(sync.shared_memory(), shared);
+  EXPECT_EQ(dynamic_cast<SharedMemoryAllreduce*>(syncp.get()) != nullptr, shared);
   Batcher b(d.train.size(), batch, c.rank(), c.size(), seed);
   b.start_epoch(0);
   std::vector<float> x(batch * d.features());
@@ -108,7 +118,7 @@ std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps,
     m->train_step(x.data(), y.data(), batch, [&](size_t o2, size_t n) { sync.ready(o2, n); });
     sync.finish_step(*m, opt);
     if (!shared && bucket < m->param_count() * sizeof(float)) {
-      EXPECT_GT(sync.last_step_buckets(), 1u);
+      EXPECT_GT(static_cast<BucketedAllreduce&>(sync).last_step_buckets(), 1u);
     }
   }
   const float* during = m->grads();
@@ -180,8 +190,10 @@ TEST_P(OutOfOrder, ReadyAfterABucketLeftReducesEachRangeOnce) {
   AllreduceOptions o;
   o.fusion_threshold_bytes = sizeof(float);
   o.shared_memory = GetParam();
-  AllreduceSync sync(c, o);
-  sync.start(*m, opt, {{"test", 1}}, nullptr);
+  auto syncp = make_allreduce(c, o);
+  GradientSync& sync = *syncp;
+  Timeline tl;
+  sync.start(*m, opt, {{"test", 1}}, {}, tl);
   std::vector<float> p0(m->param_count());
   m->read_params(p0.data());
   for (size_t i = 0; i < m->param_count(); ++i) m->grads()[i] = float(c.rank() + 1);

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "allreduce/allreduce_sync.h"
+#include "allreduce/bucketed_allreduce.h"
 #include "allreduce/nccl_communicator.h"
 #include "runtime/batcher.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -12,6 +12,7 @@
 #include "runtime/cuda/device.h"
 #include "runtime/dataset.h"
 #include "runtime/model.h"
+#include "runtime/timeline.h"
 #include "tests/mpi_world.h"
 #include "tests/reference_training.h"
 
@@ -78,8 +79,9 @@ TEST(Nccl, AllreduceSyncOnGpuModelsMatchesOneCpuProcess) {
   Optimizer opt(OptimizerOptions{}, m->param_count(), &gpu);
   AllreduceOptions o;
   o.fusion_threshold_bytes = 1024;  // several buckets per step
-  AllreduceSync sync(nccl, o, &c);
-  sync.start(*m, opt, {{"batch_size", b}}, nullptr);
+  BucketedAllreduce sync(nccl, o, &c);
+  Timeline tl;
+  sync.start(*m, opt, {{"batch_size", b}}, {}, tl);
   Batcher batcher(d.train.size(), b, c.rank(), c.size(), 9);
   batcher.start_epoch(0);
   std::vector<float> x(b * d.features());

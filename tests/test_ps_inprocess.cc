@@ -16,6 +16,7 @@
 #include "runtime/dataset.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
+#include "runtime/timeline.h"
 #include "tests/reference_training.h"
 #include "tests/test_util.h"
 
@@ -106,8 +107,8 @@ size_t one_worker_step(zmq::context_t& ctx, const Job& j) {
   m->init(3);
   Optimizer opt(OptimizerOptions{}, m->param_count());
   ParameterServerSync sync(ctx, client_opts(j, 0));
-  uint64_t resume[2] = {0, 0};
-  sync.start(*m, opt, {}, resume);
+  Timeline tl;
+  sync.start(*m, opt, {}, {}, tl);
   std::vector<float> x(8 * 784, 0.5f);
   std::vector<uint8_t> y(8, 1);
   m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
@@ -144,8 +145,8 @@ std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
         m->init(w == 0 ? 3 : 1000 + w);  // only the chief's initialization counts
         Optimizer opt(OptimizerOptions{}, m->param_count());
         ParameterServerSync sync(ctx, client_opts(j, w));
-        uint64_t resume[2] = {0, 0};
-        sync.start(*m, opt, {}, resume);
+        Timeline tl;
+        sync.start(*m, opt, {}, {}, tl);
         if (j.shm_servers) (*j.shm_servers)[w] = sync.shared_memory_servers();
         Batcher b(data().train.size(), j.batch, w, j.workers, 3);
         b.start_epoch(0);
@@ -270,9 +271,9 @@ TEST(PsInProcess, StartupTimeoutNamesTheMissingTask) {
   ParameterServerSync sync(ctx, o);
   auto m = build_mlp(784, {16, 8}, 10);
   Optimizer opt(OptimizerOptions{}, m->param_count());
-  uint64_t resume[2] = {0, 0};
+  Timeline tl;
   try {
-    sync.start(*m, opt, {}, resume);
+    sync.start(*m, opt, {}, {}, tl);
     FAIL();
   } catch (const TimeoutError& e) {
     EXPECT_NE(std::string(e.what()).find("ps:0 (10.1.2.3:2222)"), std::string::npos) << e.what();
@@ -457,8 +458,8 @@ TEST(PsInProcess, SecureRefusesClientsWithoutTheJobsKey) {
     ParameterServerSync sync(ctx, o);
     auto m = build_mlp(784, {16, 8}, 10);
     Optimizer opt(OptimizerOptions{}, m->param_count());
-    uint64_t resume[2] = {0, 0};
-    sync.start(*m, opt, {}, resume);
+    Timeline tl;
+    sync.start(*m, opt, {}, {}, tl);
     sync.finish(true);
   };
   EXPECT_THROW(try_client(nullptr), TimeoutError) << "a plain client got through";

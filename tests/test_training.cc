@@ -21,7 +21,7 @@ struct TrainRun {
   TrainResult result;
 };
 
-TrainRun train(const Dataset& data, TrainerOptions o, std::vector<size_t> hidden = {32, 16}) {
+TrainRun train(const Dataset& data, JobSpec o, std::vector<size_t> hidden = {32, 16}) {
   auto m = build_mlp(data.features(), hidden, 10);
   Optimizer opt(OptimizerOptions{}, m->param_count());
   LocalSync sync;
@@ -40,7 +40,7 @@ const Dataset& small_data() {
 
 TEST(Training, SameSeedGivesBitwiseEqualParameters) {
   TempDir a, b;
-  TrainerOptions o;
+  JobSpec o;
   o.epochs = 2;
   o.batch_size = 20;
   o.output_dir = a.path();
@@ -55,7 +55,7 @@ TEST(Training, SameSeedGivesBitwiseEqualParameters) {
 
 TEST(Training, ResumeEndsBitwiseEqualToAnUninterruptedRun) {
   TempDir straight, resumed;
-  TrainerOptions o;
+  JobSpec o;
   o.batch_size = 20;
   o.epochs = 3;
   o.output_dir = straight.path();
@@ -80,7 +80,7 @@ TEST(Training, ResumeEndsBitwiseEqualToAnUninterruptedRun) {
 
 TEST(Training, WritesMetricsModelAndCheckpoint) {
   TempDir d;
-  TrainerOptions o;
+  JobSpec o;
   o.epochs = 2;
   o.batch_size = 30;
   o.output_dir = d.path();
@@ -110,7 +110,7 @@ TEST(Training, WritesMetricsModelAndCheckpoint) {
 
 TEST(Training, LearnsGeneratedData) {
   TempDir d;
-  TrainerOptions o;
+  JobSpec o;
   o.epochs = 3;
   o.batch_size = 20;
   o.output_dir = d.path();
@@ -122,7 +122,7 @@ TEST(Training, RealMnistThreeEpochsReachesTheBar) {
   const bool real = testing::have_mnist();
   const Dataset data = real ? load_mnist(testing::mnist_dir()) : make_synthetic(6000, 1000, 8);
   TempDir d;
-  TrainerOptions o;
+  JobSpec o;
   o.epochs = 3;
   o.batch_size = 50;
   o.output_dir = d.path();
@@ -140,7 +140,7 @@ TEST(Training, RejectsDataModelMismatch) {
   auto m = build_mlp(100, {8}, 10);
   Optimizer opt(OptimizerOptions{}, m->param_count());
   LocalSync sync;
-  EXPECT_THROW(Trainer(*m, opt, sync, small_data(), TrainerOptions{}), InputError);
+  EXPECT_THROW(Trainer(*m, opt, sync, small_data(), JobSpec{}), InputError);
 }
 
 }  // namespace

@@ -1,77 +1,91 @@
-#include "examples/train_flags.h"
+#include "dtrain/flags.h"
 
 namespace dtrain {
 
-void add_train_flags(CLI::App& app, TrainFlags& f) {
+void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
+  JobSpec& j = f.spec;
   app.add_option("--data-folder", f.data_folder, "folder with the MNIST IDX files (raw or .gz)")
       ->capture_default_str();
-  app.add_option("--batch-size", f.batch_size, "minibatch size per worker")
+  app.add_option("--batch-size", j.batch_size, "minibatch size per worker")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--first-layer-neurons", f.first_layer_neurons,
-                 "neurons in the first hidden layer")
+  if (with_model_flags) {
+    app.add_option("--first-layer-neurons", j.model.first_layer_neurons,
+                   "neurons in the first hidden layer")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    app.add_option("--second-layer-neurons", j.model.second_layer_neurons,
+                   "neurons in the second hidden layer")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+  }
+  app.add_option("--learning-rate", j.optimizer.learning_rate, "optimizer learning rate")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--second-layer-neurons", f.second_layer_neurons,
-                 "neurons in the second hidden layer")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--learning-rate", f.optimizer.learning_rate, "optimizer learning rate")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--optimizer", f.optimizer.name, "sgd, momentum, adam or rmsprop")
+  app.add_option("--optimizer", j.optimizer.name, "sgd, momentum, adam or rmsprop")
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "momentum", "adam", "rmsprop"}));
-  app.add_option("--epochs", f.epochs, "passes over the training set")
+  app.add_option("--epochs", j.epochs, "passes over the training set")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--seed", f.seed, "seed for initialization and shuffling")->capture_default_str();
-  app.add_option("--output-dir", f.output_dir,
+  app.add_option("--seed", j.seed, "seed for initialization and shuffling")->capture_default_str();
+  app.add_option("--output-dir", j.output_dir,
                  "where metrics.jsonl and model/ (checkpoint, model.json) go")
       ->capture_default_str();
-  app.add_flag("--resume", f.resume, "continue from output-dir/model/checkpoint.bin");
+  app.add_flag("--resume", j.resume, "continue from output-dir/model/checkpoint.bin");
   app.add_option("--mode", f.mode,
                  "auto, local, allreduce or ps (auto: allreduce under mpirun with more than one "
                  "rank, ps when TF_CONFIG names ps tasks, else local)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "local", "allreduce", "ps"}));
-  app.add_option("--model", f.model,
-                 "mlp (784-first-second-10) or cnn (conv 5x5x32, pool, conv 5x5x64, pool, dense "
-                 "1024, dense 10)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"mlp", "cnn"}));
+  if (with_model_flags)
+    app.add_option("--model", j.model.name,
+                   "mlp (784-first-second-10) or cnn (conv 5x5x32, pool, conv 5x5x64, pool, dense "
+                   "1024, dense 10)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"mlp", "cnn"}));
   app.add_option("--device", f.device,
                  "auto, cpu or cuda (auto: cuda when this build has CUDA and a GPU is present; "
                  "GPU = local rank % GPUs per node)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
-  app.add_option("--timeline", f.timeline,
+  app.add_option("--timeline", j.timeline_path,
                  "write a Chrome-trace timeline (forward, backward, optimizer, reduction) here");
   app.add_option("--fusion-threshold-mb", f.fusion_threshold_mb,
                  "allreduce bucket size in MB (default: DTRAIN_FUSION_THRESHOLD or 64)");
-  app.add_option("--max-steps-per-epoch", f.max_steps_per_epoch,
+  app.add_option("--max-steps-per-epoch", j.max_steps_per_epoch,
                  "stop each epoch after this many steps (0: the whole epoch)")
       ->capture_default_str();
   app.add_option("--synthetic-data", f.synthetic_data,
                  "train on this many generated samples instead of MNIST (testing)")
       ->capture_default_str();
-  app.add_flag("--ps-sync,!--ps-async", f.ps_sync,
+  app.add_flag("--ps-sync,!--ps-async", f.ps.sync,
                "ps mode: synchronous updates (default), or asynchronous ones with --ps-async");
-  app.add_option("--max-staleness", f.max_staleness,
+  app.add_option("--max-staleness", f.ps.max_staleness,
                  "ps mode: with --ps-async, steps a worker may run ahead of the slowest (0: no "
                  "bound)")
       ->capture_default_str();
-  app.add_option("--start-timeout", f.start_timeout_s,
+  app.add_option("--start-timeout", f.ps.start_timeout_s,
                  "ps mode: seconds to wait for every task to come up")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--step-timeout", f.step_timeout_s,
+  app.add_option("--step-timeout", f.ps.step_timeout_s,
                  "ps mode: seconds a server or worker waits for a peer during training")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_flag("--secure", f.secure,
+  app.add_flag("--secure", f.ps.secure,
                "ps mode: CURVE-encrypt and authenticate traffic (keys from DTRAIN_PS_* variables)");
+}
+
+std::optional<int> parse_train_flags(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
+  }
+  return std::nullopt;
 }
 
 }  // namespace dtrain

@@ -1,5 +1,6 @@
 // Chooses the Backend for --device: cpu, cuda, or auto (cuda when this build has the CUDA backend
-// and a GPU is present, else cpu). Knows about CUDA so that runtime/ does not have to.
+// and a GPU is present, else cpu). Knows about CUDA so that runtime/
+// does not have to.
 #pragma once
 
 #include <memory>

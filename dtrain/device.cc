@@ -1,4 +1,4 @@
-#include "examples/device_factory.h"
+#include "dtrain/device.h"
 
 #include "runtime/error.h"
 

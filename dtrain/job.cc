@@ -1,0 +1,239 @@
+#include "dtrain/job.h"
+
+#include <zmq.hpp>
+
+#include "allreduce/bucketed_allreduce.h"
+#include "allreduce/mpi_communicator.h"
+#include "allreduce/shared_memory_allreduce.h"
+#include "paramserver/client.h"
+#include "paramserver/curve.h"
+#include "paramserver/endpoints.h"
+#include "paramserver/server.h"
+#include "runtime/cluster_spec.h"
+#include "runtime/cpu_ops.h"
+#include "runtime/env.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+#if defined(DTRAIN_HAVE_CUDA)
+#include "allreduce/nccl_communicator.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device.h"
+#endif
+
+namespace dtrain {
+
+namespace {
+
+ClusterSpec tf_config_for_ps(const EnvConfig& env) {
+  if (!env.tf_config)
+    throw InputError(
+        "--mode ps needs TF_CONFIG (a cluster with ps and worker tasks, and this task)");
+  ClusterSpec spec = parse_cluster_spec(*env.tf_config, "TF_CONFIG", /*require_task=*/true);
+  validate_for_ps(spec, "TF_CONFIG");
+  return spec;
+}
+
+bool wants_ps(const JobOptions& o, const EnvConfig& env) {
+  if (o.mode == "ps") return true;
+  if (o.mode != "auto" || !env.tf_config) return false;
+  return !parse_cluster_spec(*env.tf_config, "TF_CONFIG", false).job("ps").empty();
+}
+
+// What every ps task and worker of a job must agree on.
+nlohmann::json ps_agreement(const JobOptions& o, const Model& model, size_t workers) {
+  return {{"model", model.spec()}, {"optimizer", optimizer_spec(o.spec.optimizer)},
+          {"workers", workers},    {"batch_size", o.spec.batch_size},
+          {"sync", o.ps.sync},     {"max_staleness", o.ps.max_staleness}};
+}
+
+std::string ps_task_name(const ClusterSpec& spec, size_t i) {
+  return detail::cat("ps:", i, " (", spec.job("ps")[i].str(), ")");
+}
+
+uint64_t job_id(const EnvConfig& env, const ClusterSpec& spec) {
+  return env.job_id.value_or(ps::job_id_of(spec));
+}
+
+}  // namespace
+
+std::unique_ptr<Model> build_builtin_model(const JobSpec& spec, Backend& backend) {
+  const ModelSpec& m = spec.model;
+  return build_model(m.name, m.rows, m.cols, m.first_layer_neurons, m.second_layer_neurons,
+                     m.classes, backend);
+}
+
+Dataset load_job_data(const JobOptions& o) {
+  if (o.synthetic_data)
+    return make_synthetic(o.synthetic_data, std::max<size_t>(o.synthetic_data / 6, 1), o.spec.seed);
+  return load_mnist(o.data_folder);
+}
+
+Job::Job(JobOptions o, int* argc, char*** argv) : o_(std::move(o)) {
+  const EnvConfig env = read_env();
+  mode_ = o_.mode;
+  if (mode_ == "auto")
+    mode_ = wants_ps(o_, env) ? "ps" : launched_by_mpi_with_peers() ? "allreduce" : "local";
+  if (mode_ == "ps") {
+    const ClusterSpec spec = tf_config_for_ps(env);
+    if (*spec.task_type == "evaluator")
+      throw InputError(
+          "TF_CONFIG: evaluator tasks are not supported by mnist_train (the chief evaluates)");
+    ps_task_ = *spec.task_type == "ps";
+    if (ps_task_) {
+      set_log_identity("ps", spec.task_index, spec.job("ps").size());
+    } else {
+      if (o_.device == "cuda")
+        throw InputError(
+            "--device cuda: parameter-server workers train on the CPU in this version (use "
+            "--mode allreduce for GPUs, or --device cpu)");
+      set_log_identity(*spec.task_type, spec.task_index, spec.num_workers());
+    }
+    device_ = choose_device("cpu", 0);
+    zmq_ = std::make_unique<zmq::context_t>(2);
+    if (o_.ps.secure) keys_ = std::make_unique<ps::CurveKeys>(ps::load_curve_keys(ps_task_, env));
+    return;
+  }
+  if (mode_ == "local") {
+    set_log_identity("worker", 0, 1);
+    device_ = choose_device(o_.device, 0);
+    return;
+  }
+  if (mode_ == "allreduce") {
+    mpi_ = std::make_unique<MpiCommunicator>(argc, argv);
+    set_log_identity("rank", mpi_->rank(), mpi_->size());
+    device_ = choose_device(o_.device, mpi_->local_rank());
+#if defined(DTRAIN_HAVE_CUDA)
+    if (device_.cuda) {
+      std::string why;
+      const size_t gpus = static_cast<size_t>(cuda::device_count(&why));
+      if (mpi_->local_size() > gpus)
+        throw InputError(detail::cat("--device cuda: ", mpi_->local_size(),
+                                     " ranks on this node but ", gpus,
+                                     " GPU(s); NCCL needs a GPU per rank (start fewer ranks per "
+                                     "node, or pass --device cpu)"));
+      auto& gpu = static_cast<cuda::CudaBackend&>(*device_.backend);
+      nccl_ = std::make_unique<NcclCommunicator>(*mpi_, gpu.device(), gpu.stream());
+    }
+#endif
+    return;
+  }
+  throw InputError("--mode " + mode_ + " is not available in this build");
+}
+
+Job::~Job() = default;
+
+void Job::abort(int code) {
+  if (!mpi_ || mpi_->size() < 2) return;  // nobody waits for a lone process or a ps task
+  if (nccl_) nccl_->abort(code);
+  mpi_->abort(code);
+}
+
+// The chooser: the one place that maps a role to a strategy.
+std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
+  if (mode_ == "local") return std::make_unique<LocalSync>();
+  const EnvConfig env = read_env();
+  if (mode_ == "allreduce") {
+    AllreduceOptions ao;
+    if (env.fusion_threshold_bytes) ao.fusion_threshold_bytes = *env.fusion_threshold_bytes;
+    if (o_.fusion_threshold_mb >= 0)
+      ao.fusion_threshold_bytes = static_cast<size_t>(o_.fusion_threshold_mb * 1024 * 1024);
+    ao.shared_memory = env.allreduce_shm;
+    if (nccl_) return std::make_unique<BucketedAllreduce>(*nccl_, ao, mpi_.get());
+    if (ao.shared_memory && model.on_host() && SharedMemoryAllreduce::available(*mpi_))
+      return std::make_unique<SharedMemoryAllreduce>(*mpi_, ao);
+    return std::make_unique<BucketedAllreduce>(*mpi_, ao);
+  }
+  // A parameter-server worker.
+  const ClusterSpec spec = tf_config_for_ps(env);
+  ps::ClientOptions c;
+  for (size_t i = 0; i < spec.job("ps").size(); ++i) {
+    c.servers.push_back(ps::tcp_endpoint(spec.job("ps")[i]));
+    c.server_names.push_back(ps_task_name(spec, i));
+  }
+  c.worker_rank = spec.worker_rank();
+  c.num_workers = spec.num_workers();
+  c.start_timeout_s = o_.ps.start_timeout_s;
+  c.step_timeout_s = o_.ps.step_timeout_s;
+  c.job_id = job_id(env, spec);
+  c.job = ps_agreement(o_, model, c.num_workers);
+  c.overlap = !o_.ps.sync && o_.ps.max_staleness == 0;
+  c.sync = o_.ps.sync;
+  c.shm = env.ps_shm && !o_.ps.secure;
+  c.curve = keys_.get();
+  return std::make_unique<ps::ParameterServerSync>(*zmq_, c);
+}
+
+void Job::serve(const ModelFactory& make_model) {
+  if (!ps_task_) throw Error("Job::serve: this process is not a ps task");
+  const EnvConfig env = read_env();
+  const ClusterSpec spec = tf_config_for_ps(env);
+  // The layout the workers train: built on the CPU only to learn its size and description.
+  const std::unique_ptr<Model> model = make_model(o_.spec, cpu_backend());
+  ps::ServerOptions s;
+  s.name = ps_task_name(spec, spec.task_index);
+  std::optional<ps::ZapHandler> zap;
+  if (keys_) {
+    zap.emplace(*zmq_, keys_->client_public, s.name);
+    s.curve = keys_.get();
+  }
+  s.bind = ps::tcp_endpoint(spec.job("ps")[spec.task_index]);
+  s.index = spec.task_index;
+  s.num_servers = spec.job("ps").size();
+  s.num_workers = spec.num_workers();
+  s.param_count = model->param_count();
+  s.optimizer = o_.spec.optimizer;
+  s.async = !o_.ps.sync;
+  s.max_staleness = o_.ps.sync ? 0 : o_.ps.max_staleness;
+  s.start_timeout_s = o_.ps.start_timeout_s;
+  s.step_timeout_s = o_.ps.step_timeout_s;
+  s.job_id = job_id(env, spec);
+  s.job = ps_agreement(o_, *model, s.num_workers);
+  ps::Server server(*zmq_, s);
+  server.run();
+}
+
+TrainResult Job::train(const ModelFactory& make_model, const Dataset& data) {
+  if (ps_task_) throw Error("Job::train: this process is a ps task (call serve)");
+  if (!device_.note.empty()) log_debug(device_.note);
+  std::unique_ptr<Model> model = make_model(o_.spec, *device_.backend);
+  Optimizer opt(o_.spec.optimizer, model->param_count(), device_.backend);
+  sync_ = make_sync(*model);
+  log_debug("training ", model->param_count(), " parameters on ", device_.backend->name(), " with ",
+            sync_->name(), " sync, world size ", sync_->world());
+  Trainer trainer(*model, opt, *sync_, data, o_.spec);
+  TrainResult r = trainer.run();
+  sync_.reset();  // before the model whose gradient buffer it may lend
+  return r;
+}
+
+int run_job(const JobOptions& o, int argc, char** argv, const ModelFactory& make_model) {
+  std::unique_ptr<Job> job;
+  // An error all ranks share exits normally; one only this rank has takes the others down with
+  // it, since they would wait for it forever.
+  auto fail = [&](const std::exception& e, int code, bool shared) {
+    log_info("error: ", e.what());
+    if (job && !shared) job->abort(code);
+    return code;
+  };
+  try {
+    set_verbose(o.verbose);
+    cpu::set_blas_threads(1);
+    job = std::make_unique<Job>(o, &argc, &argv);
+    if (job->is_ps_task()) {
+      job->serve(make_model);
+      return 0;
+    }
+    const Dataset data = load_job_data(o);
+    job->train(make_model, data);
+    return 0;
+  } catch (const ConsistencyError& e) {
+    return fail(e, 2, true);
+  } catch (const InputError& e) {
+    return fail(e, 2, false);
+  } catch (const std::exception& e) {
+    return fail(e, 1, false);
+  }
+}
+
+}  // namespace dtrain

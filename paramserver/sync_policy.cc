@@ -1,0 +1,126 @@
+// The sync policy's chunk bookkeeping (see sync_policy.h). Gradients that arrive as payloads are
+// summed into accum_ on arrival, since their frames are gone once handled; those in a worker's
+// shared memory stay there until the answer and are read in place by the update's pass, which
+// saves a pass over them.
+#include "paramserver/sync_policy.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "paramserver/server.h"
+#include "paramserver/zmq_util.h"
+#include "runtime/log.h"
+
+namespace dtrain::ps {
+
+SyncPolicy::SyncPolicy(Shard& shard, PolicyHost& host)
+    : shard_(shard), host_(host), accum_(shard.range.count, 0.0f) {
+  const size_t count = shard_.range.count;
+  const size_t want = shard_.opts.chunk_floats ? shard_.opts.chunk_floats : count;
+  chunk_ = std::max<size_t>(1, std::min(want, std::max<size_t>(count, 1)));
+  chunks_.resize(count ? (count + chunk_ - 1) / chunk_ : 0);
+  for (auto& ch : chunks_) {
+    ch.from.assign(shard_.opts.num_workers, 0);
+    ch.in_shm.assign(shard_.opts.num_workers, nullptr);
+  }
+}
+
+void SyncPolicy::push(const std::string& identity, const Header& h, const float* g, bool in_shm) {
+  const Range& range = shard_.range;
+  const uint64_t rel = h.offset - range.offset;
+  const bool inside = h.offset >= range.offset && rel < range.count;
+  const size_t k = inside ? rel / chunk_ : 0;
+  if (!inside || rel % chunk_ != 0 || h.count != chunk_len(k)) {
+    ++shard_.rejected;
+    log_info(shard_.opts.name, ": rejected a push from worker ", h.sender, " for [", h.offset,
+             ", +", h.count, "): sync pushes are the ", chunk_, "-float chunks of [", range.offset,
+             ", +", range.count, ")");
+    return host_.reply_error(identity, h, "push is not a chunk of this server's shard");
+  }
+  if (!shard_.initialized)
+    return host_.reply_error(identity, h, "parameters are not initialized yet");
+  Chunk& ch = chunks_[k];
+  if (ch.from[h.sender]) {
+    ++shard_.rejected;
+    return host_.reply_error(
+        identity, h, detail::cat("worker ", h.sender, " pushed chunk ", k, " twice in a step"));
+  }
+  if (!step_open_) {
+    step_open_ = true;
+    step_started_ = std::chrono::steady_clock::now();
+  }
+  if (in_shm) {
+    ch.in_shm[h.sender] = g;
+  } else {
+    float* acc = accum_.data() + k * chunk_;
+    if (!ch.accumulated)
+      std::memcpy(acc, g, h.count * sizeof(float));
+    else
+      for (size_t i = 0; i < h.count; ++i) acc[i] += g[i];
+    ch.accumulated = true;
+  }
+  ch.from[h.sender] = 1;
+  ++ch.arrived;
+  ch.waiting.push_back({identity, h});
+  if (ch.arrived + shard_.done.size() >= shard_.opts.num_workers) apply_chunk(k);
+}
+
+void SyncPolicy::worker_done(uint32_t /*worker*/) {
+  // A finished worker no longer holds back the others.
+  for (size_t k = 0; k < chunks_.size(); ++k)
+    if (!chunks_[k].applied && chunks_[k].arrived > 0 &&
+        chunks_[k].arrived + shard_.done.size() >= shard_.opts.num_workers)
+      apply_chunk(k);
+}
+
+void SyncPolicy::check_timeouts() {
+  if (!step_open_ || seconds_since(step_started_) <= shard_.opts.step_timeout_s) return;
+  std::string missing;
+  for (size_t w = 0; w < shard_.opts.num_workers; ++w) {
+    bool all = true;
+    for (const auto& ch : chunks_) all = all && (ch.applied || ch.from[w]);
+    if (!all && !shard_.done.count(uint32_t(w)))
+      missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+  }
+  const std::string why = detail::cat(
+      shard_.opts.name, ": step ", shard_.version, ": no gradient from worker(s) ", missing,
+      " after ", shard_.opts.step_timeout_s, " s; the worker(s) may have died");
+  for (auto& ch : chunks_)
+    for (auto& [id, h] : ch.waiting) host_.reply_error(id, h, why);
+  throw TimeoutError(why);
+}
+
+void SyncPolicy::apply_chunk(size_t k) {
+  Chunk& ch = chunks_[k];
+  const size_t off = k * chunk_, n = chunk_len(k);
+  // The workers' gradients in worker order (those in shared memory read in place), then the sum
+  // of those that came as payloads.
+  std::vector<const float*>& g = sum_inputs_;
+  g.clear();
+  for (const float* p : ch.in_shm)
+    if (p) g.push_back(p);
+  if (ch.accumulated) g.push_back(accum_.data() + off);
+  Optimizer& opt = shard_.opt;
+  opt.step_sum_range(shard_.params.data(), g.data(), g.size(), off, n,
+                     1.0f / static_cast<float>(ch.arrived), opt.steps() + 1);
+  // Zero-copy is safe: this chunk changes again only after every worker has pushed it for the
+  // next step, which each does only after receiving this reply whole.
+  for (auto& [id, h] : ch.waiting) host_.send_params(id, h, off, n, /*zero_copy=*/true);
+  ch.waiting.clear();
+  ch.applied = true;
+  if (++chunks_applied_ < chunks_.size()) return;
+  // The step is complete on this server.
+  opt.set_steps(opt.steps() + 1);
+  ++shard_.version;
+  chunks_applied_ = 0;
+  step_open_ = false;
+  for (auto& c : chunks_) {
+    std::fill(c.from.begin(), c.from.end(), 0);
+    std::fill(c.in_shm.begin(), c.in_shm.end(), nullptr);
+    c.accumulated = false;
+    c.arrived = 0;
+    c.applied = false;
+  }
+}
+
+}  // namespace dtrain::ps
