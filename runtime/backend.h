@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/optimizer.h"
+#include "runtime/optimizers.h"
 
 namespace dtrain {
 
@@ -99,13 +99,14 @@ class Backend {
   virtual void softmax_xent(const float* logits, const unsigned char* labels, float* grad,
                             float* row_loss, unsigned char* row_hit, size_t rows, size_t classes,
                             double* acc) = 0;
-  // One optimizer step over n elements as step number t (from 1): p -= update(g * grad_scale).
-  // State slot k of element i is at state[k * state_stride + i].
-  virtual void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g,
+  // One optimizer step over n elements as step number t (from 1): p -= update(g * grad_scale),
+  // by the rule the Optimizer resolved once. State slot k of element i is at
+  // state[k * state_stride + i].
+  virtual void optimizer_step(const UpdateRule& rule, uint64_t t, float* p, const float* g,
                               float* state, size_t state_stride, size_t n, float grad_scale) = 0;
   // The same with the gradient the sum of ng buffers, added element by element in order inside
   // the update's pass (g[0][i] + g[1][i] + ...). Backends that cannot throw.
-  virtual void optimizer_step_sum(const OptimizerOptions& o, uint64_t t, float* p,
+  virtual void optimizer_step_sum(const UpdateRule& rule, uint64_t t, float* p,
                                   const float* const* g, size_t ng, float* state,
                                   size_t state_stride, size_t n, float grad_scale);
 

@@ -3,6 +3,7 @@
 // the reference every other backend is tested against.
 #include <cstdlib>
 #include <cstring>
+#include <variant>
 
 #include "runtime/backend.h"
 #include "runtime/cpu_conv.h"
@@ -14,57 +15,43 @@ namespace dtrain {
 
 namespace {
 
-// The optimizer passes run over the whole flat buffer every step: compiled for each SIMD width.
-DTRAIN_SIMD_CLONES void sgd_loop(const fn::SgdUpdate& f, size_t n) {
+// The optimizer passes run over the whole flat buffer every step: each rule's functor is
+// compiled for each SIMD width, with one gradient and with two ranks' gradients summed inside the
+// pass (shared-memory allreduce); more inputs take the plain loop.
+DTRAIN_SIMD_CLONES void update_loop(const fn::SgdUpdate& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void momentum_loop(const fn::MomentumUpdate& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::MomentumUpdate& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void adam_loop(const fn::AdamUpdate& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::AdamUpdate& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void rmsprop_loop(const fn::RmspropUpdate& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::RmspropUpdate& f, size_t n) {
   cpu::for_each(n, f);
 }
-// Two ranks' gradients summed inside the pass (AllreduceSync over shared memory).
-DTRAIN_SIMD_CLONES void sgd2_loop(const fn::SgdUpdateT<fn::GradSum2>& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::SgdUpdateT<fn::GradSum2>& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void momentum2_loop(const fn::MomentumUpdateT<fn::GradSum2>& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::MomentumUpdateT<fn::GradSum2>& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void adam2_loop(const fn::AdamUpdateT<fn::GradSum2>& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::AdamUpdateT<fn::GradSum2>& f, size_t n) {
   cpu::for_each(n, f);
 }
-DTRAIN_SIMD_CLONES void rmsprop2_loop(const fn::RmspropUpdateT<fn::GradSum2>& f, size_t n) {
+DTRAIN_SIMD_CLONES void update_loop(const fn::RmspropUpdateT<fn::GradSum2>& f, size_t n) {
   cpu::for_each(n, f);
 }
-
-// One optimizer's update with the gradient from g (a pointer or a sum), run by `loop`.
-template <typename G, typename Sgd, typename Mom, typename Adam, typename Rms>
-void run_update(const OptimizerOptions& o, uint64_t t, float* p, G g, float* s, size_t stride,
-                size_t n, float gs, Sgd sgd, Mom mom, Adam adam, Rms rms) {
-  if (o.name == "sgd") {
-    sgd(fn::SgdUpdateT<G>{p, g, o.learning_rate, gs}, n);
-  } else if (o.name == "momentum") {
-    mom(fn::MomentumUpdateT<G>{p, g, s, o.learning_rate, o.momentum, gs}, n);
-  } else if (o.name == "adam") {
-    float bc1 = 0, isb2 = 0;
-    adam_corrections(o, t, &bc1, &isb2);
-    adam(fn::AdamUpdateT<G>{p, g, s, s + stride, o.learning_rate, o.beta1, o.beta2, o.epsilon, bc1,
-                            isb2, gs},
-         n);
-  } else if (o.name == "rmsprop") {
-    rms(fn::RmspropUpdateT<G>{p, g, s, o.learning_rate, o.rho, o.epsilon, gs}, n);
-  } else {
-    throw InputError("unknown optimizer '" + o.name + "'");
-  }
-}
-
 template <typename F>
-void plain_loop(const F& f, size_t n) {
+void update_loop(const F& f, size_t n) {
   cpu::for_each(n, f);
+}
+
+// One step of `rule` with the gradient from g (a pointer or a sum).
+template <typename G>
+void run_update(const UpdateRule& rule, uint64_t t, float* p, G g, float* s, size_t stride,
+                size_t n, float gs) {
+  std::visit([&](const auto& r) { update_loop(r.step(p, g, s, stride, t, gs), n); }, rule);
 }
 
 class CpuBackend : public Backend {
@@ -116,20 +103,15 @@ class CpuBackend : public Backend {
                                            1.0f / static_cast<float>(rows)});
     cpu::for_each(1, fn::AccumulateRows{row_loss, row_hit, rows, acc});
   }
-  void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* s,
+  void optimizer_step(const UpdateRule& rule, uint64_t t, float* p, const float* g, float* s,
                       size_t stride, size_t n, float gs) override {
-    run_update(o, t, p, g, s, stride, n, gs, sgd_loop, momentum_loop, adam_loop, rmsprop_loop);
+    run_update(rule, t, p, g, s, stride, n, gs);
   }
-  void optimizer_step_sum(const OptimizerOptions& o, uint64_t t, float* p, const float* const* g,
+  void optimizer_step_sum(const UpdateRule& rule, uint64_t t, float* p, const float* const* g,
                           size_t ng, float* s, size_t stride, size_t n, float gs) override {
-    if (ng == 1) return optimizer_step(o, t, p, g[0], s, stride, n, gs);
-    if (ng == 2)
-      return run_update(o, t, p, fn::GradSum2{g[0], g[1]}, s, stride, n, gs, sgd2_loop,
-                        momentum2_loop, adam2_loop, rmsprop2_loop);
-    using G = fn::GradSumN;
-    run_update(o, t, p, G{g, ng}, s, stride, n, gs, plain_loop<fn::SgdUpdateT<G>>,
-               plain_loop<fn::MomentumUpdateT<G>>, plain_loop<fn::AdamUpdateT<G>>,
-               plain_loop<fn::RmspropUpdateT<G>>);
+    if (ng == 1) return run_update(rule, t, p, g[0], s, stride, n, gs);
+    if (ng == 2) return run_update(rule, t, p, fn::GradSum2{g[0], g[1]}, s, stride, n, gs);
+    run_update(rule, t, p, fn::GradSumN{g, ng}, s, stride, n, gs);
   }
 
   std::unique_ptr<ConvKernel> make_conv(size_t in_c, size_t h, size_t w, size_t out_c,
@@ -143,7 +125,7 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-void Backend::optimizer_step_sum(const OptimizerOptions&, uint64_t, float*, const float* const*,
+void Backend::optimizer_step_sum(const UpdateRule&, uint64_t, float*, const float* const*,
                                  size_t, float*, size_t, size_t, float) {
   throw Error(name() + ": summing gradients inside the optimizer step is not supported here");
 }

@@ -11,33 +11,21 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend.h"
+#include "runtime/optimizers.h"
+
 namespace dtrain {
 
-class Backend;
-
-struct OptimizerOptions {
-  std::string name = "adam";  // sgd, momentum, adam, rmsprop
-  float learning_rate = 0.001f;
-  float momentum = 0.9f;  // momentum
-  float beta1 = 0.9f;     // adam
-  float beta2 = 0.999f;   // adam
-  float epsilon = 1e-8f;  // adam, rmsprop
-  float rho = 0.99f;      // rmsprop's decay (PyTorch's alpha)
-};
 
 // The options as JSON (checkpoints, model.json, the job's agreement).
 nlohmann::json optimizer_spec(const OptimizerOptions& o);
 
-// Adam's bias corrections for step t (from 1): bc1 = 1/(1-b1^t), inv_sqrt_bc2 = 1/sqrt(1-b2^t),
-// computed in double once per step; shared by the CPU and CUDA executors.
-void adam_corrections(const OptimizerOptions& o, uint64_t t, float* bc1, float* inv_sqrt_bc2);
-
 class Optimizer {
  public:
-  // Validates the options: an unknown name or a non-positive rate is an InputError. The state
-  // lives in `backend`'s memory (null: the CPU backend), where step() runs.
+  // Resolves the options into their UpdateRule once: an unknown name or a non-positive rate is
+  // an InputError. The state lives in `backend`'s memory (null: the CPU backend), where step()
+  // runs.
   Optimizer(const OptimizerOptions& opts, size_t count, Backend* backend = nullptr);
-  ~Optimizer();
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
@@ -56,6 +44,7 @@ class Optimizer {
                       float grad_scale, uint64_t t);
 
   const OptimizerOptions& options() const { return opts_; }
+  const UpdateRule& rule() const { return rule_; }
   size_t count() const { return count_; }
   uint64_t steps() const { return t_; }
   void set_steps(uint64_t t) { t_ = t; }
@@ -63,8 +52,8 @@ class Optimizer {
   size_t slots() const { return slots_; }
   // slots() * count() floats in the backend's memory: slot k of element i at k * count() + i.
   size_t state_size() const { return slots_ * count_; }
-  float* state();
-  const float* state() const;
+  float* state() { return state_.data(); }
+  const float* state() const { return state_.data(); }
   // Whole-state copies to and from host memory (checkpoints, broadcasts), on any backend.
   void read_state(float* host) const;
   void write_state(const float* host);
@@ -72,12 +61,12 @@ class Optimizer {
   nlohmann::json spec() const;
 
  private:
-  struct State;
   OptimizerOptions opts_;
+  UpdateRule rule_;
   size_t count_;
   size_t slots_;
   uint64_t t_ = 0;
-  std::unique_ptr<State> state_;
+  BackendArray<float> state_;
 };
 
 }  // namespace dtrain

@@ -115,7 +115,7 @@ class FencedBackend : public Backend {
     mine(acc, 16, "softmax sums");
     cpu().softmax_xent(z, labels, grad, loss, hit, rows, classes, acc);
   }
-  void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* s,
+  void optimizer_step(const UpdateRule& o, uint64_t t, float* p, const float* g, float* s,
                       size_t stride, size_t n, float gs) override {
     mine(p, n * 4, "optimizer params");
     mine(g, n * 4, "optimizer grads");

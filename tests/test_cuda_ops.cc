@@ -13,6 +13,7 @@
 #include "runtime/cuda/cudnn_conv.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/ops.h"
+#include "runtime/optimizer.h"
 #include "runtime/functors.h"
 #include "runtime/model.h"
 #include "runtime/rng.h"
@@ -120,7 +121,7 @@ TEST_F(CudaOps, EveryOptimizerMatchesTheCpu) {
     dg.upload(g.data(), n, s_);
     CUDA_CHECK(cudaMemsetAsync(ds.data(), 0, ds.size() * sizeof(float), s_));
     for (uint64_t t = 1; t <= 3; ++t) {
-      optimizer_step(o, t, dp.data(), dg.data(), ds.data(), n, n, 0.5f, s_);
+      optimizer_step(make_update_rule(o), t, dp.data(), dg.data(), ds.data(), n, n, 0.5f, s_);
       cpu_opt.step(p.data(), g.data(), 0.5f);
     }
     expect_close(down(dp), p, 1e-6, name);

@@ -186,9 +186,9 @@ void CudaBackend::softmax_xent(const float* logits, const unsigned char* labels,
   cuda::accumulate_rows(row_loss, row_hit, rows, acc, stream_);
 }
 
-void CudaBackend::optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g,
+void CudaBackend::optimizer_step(const UpdateRule& rule, uint64_t t, float* p, const float* g,
                                  float* state, size_t stride, size_t n, float gs) {
-  cuda::optimizer_step(o, t, p, g, state, stride, n, gs, stream_);
+  cuda::optimizer_step(rule, t, p, g, state, stride, n, gs, stream_);
 }
 
 std::unique_ptr<ConvKernel> CudaBackend::make_conv(size_t in_c, size_t h, size_t w, size_t out_c,

@@ -50,7 +50,7 @@ class CudaBackend : public Backend {
   void column_sums(const float* dy, size_t rows, size_t cols, float* db) override;
   void softmax_xent(const float* logits, const unsigned char* labels, float* grad, float* row_loss,
                     unsigned char* row_hit, size_t rows, size_t classes, double* acc) override;
-  void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* state,
+  void optimizer_step(const UpdateRule& rule, uint64_t t, float* p, const float* g, float* state,
                       size_t state_stride, size_t n, float grad_scale) override;
   std::unique_ptr<ConvKernel> make_conv(size_t in_c, size_t h, size_t w, size_t out_c,
                                         size_t k) override;

@@ -1,3 +1,5 @@
+#include <variant>
+
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/ops.h"
 #include "runtime/functors.h"
@@ -106,24 +108,9 @@ void softmax_xent(const float* logits, const unsigned char* labels, float* grad,
       s);
 }
 
-void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* state,
+void optimizer_step(const UpdateRule& rule, uint64_t t, float* p, const float* g, float* state,
                     size_t stride, size_t count, float gs, cudaStream_t s) {
-  if (o.name == "sgd") {
-    launch(count, fn::SgdUpdate{p, g, o.learning_rate, gs}, s);
-  } else if (o.name == "momentum") {
-    launch(count, fn::MomentumUpdate{p, g, state, o.learning_rate, o.momentum, gs}, s);
-  } else if (o.name == "adam") {
-    float bc1 = 0, isb2 = 0;
-    adam_corrections(o, t, &bc1, &isb2);
-    launch(count,
-           fn::AdamUpdate{p, g, state, state + stride, o.learning_rate, o.beta1, o.beta2, o.epsilon,
-                          bc1, isb2, gs},
-           s);
-  } else if (o.name == "rmsprop") {
-    launch(count, fn::RmspropUpdate{p, g, state, o.learning_rate, o.rho, o.epsilon, gs}, s);
-  } else {
-    throw InputError("unknown optimizer '" + o.name + "'");
-  }
+  std::visit([&](const auto& r) { launch(count, r.step(p, g, state, stride, t, gs), s); }, rule);
 }
 
 }  // namespace dtrain::cuda

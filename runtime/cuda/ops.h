@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/optimizer.h"
+#include "runtime/optimizers.h"
 
 namespace dtrain::cuda {
 
@@ -49,7 +49,7 @@ void softmax_xent(const float* logits, const unsigned char* labels, float* grad,
                   unsigned char* hit, size_t rows, size_t classes, cudaStream_t s);
 // One optimizer step over count elements, the Optimizer's math (t: the step number, from 1).
 // State slot k of element i is at state[k * stride + i].
-void optimizer_step(const OptimizerOptions& o, uint64_t t, float* p, const float* g, float* state,
+void optimizer_step(const UpdateRule& rule, uint64_t t, float* p, const float* g, float* state,
                     size_t stride, size_t count, float grad_scale, cudaStream_t s);
 
 }  // namespace dtrain::cuda
