@@ -77,8 +77,14 @@ uint32_t ParameterServerSync::send(size_t server, MsgType type, uint64_t step, u
   return h.request;
 }
 
+std::ostream& operator<<(std::ostream& os, const WaitFor& w) {
+  os << w.prefix;
+  if (w.step != UINT64_MAX) os << ' ' << w.step;
+  return os << w.suffix;
+}
+
 std::optional<ParameterServerSync::Reply> ParameterServerSync::recv_reply(size_t s,
-                                                                          const std::string& what) {
+                                                                          const WaitFor& what) {
   zmq::message_t head, body;
   zmq::socket_t& sock = socks_[s];
   const std::string& peer = opts_.server_names[s];
@@ -109,7 +115,7 @@ std::optional<ParameterServerSync::Reply> ParameterServerSync::recv_reply(size_t
 }
 
 std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
-    const std::vector<size_t>& servers, double timeout_s, const std::string& what) {
+    const std::vector<size_t>& servers, double timeout_s, const WaitFor& what) {
   std::vector<Reply> out(socks_.size());
   std::vector<bool> got(socks_.size(), true);
   for (size_t s : servers) got[s] = false;
@@ -313,7 +319,7 @@ uint32_t ParameterServerSync::push(size_t s, uint64_t offset, size_t count, cons
 
 void ParameterServerSync::apply_params_reply(Model& model) {
   auto rs = wait_replies(all_servers(), opts_.step_timeout_s,
-                         detail::cat("step ", pending_step_, " push/pull"));
+                         WaitFor("step", pending_step_, " push/pull"));
   for (size_t s = 0; s < socks_.size(); ++s)
     take_params(s, rs[s], ranges_[s].offset, ranges_[s].count, model.params());
   push_outstanding_ = false;
@@ -354,7 +360,7 @@ void ParameterServerSync::finish_sync_step(Model& model) {
                   opts_.worker_rank, ": step ", step_, ": poll ", NameList{opts_.server_names});
     for (size_t s = 0; s < socks_.size(); ++s) {
       if (!(items[s].revents & ZMQ_POLLIN)) continue;
-      const std::string what = detail::cat("step ", step_);
+      const WaitFor what("step", step_);
       while (std::optional<Reply> r = recv_reply(s, what)) {
         auto it = outstanding.find({s, r->h.request});
         if (it == outstanding.end()) continue;  // an answer to an earlier request

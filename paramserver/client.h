@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -43,6 +44,17 @@ struct ClientOptions {
   bool shm = true;
 };
 
+// What a wait is for, in error messages ("step 7 push/pull"): formatted only when a message is
+// made, so the per-step waits build no strings.
+struct WaitFor {
+  WaitFor(const char* what) : prefix(what) {}  // NOLINT: implicit, like a string
+  WaitFor(const char* p, uint64_t s, const char* x = "") : prefix(p), step(s), suffix(x) {}
+  const char* prefix;
+  uint64_t step = UINT64_MAX;
+  const char* suffix = "";
+};
+std::ostream& operator<<(std::ostream& os, const WaitFor& w);
+
 class ParameterServerSync : public GradientSync {
  public:
   ParameterServerSync(zmq::context_t& ctx, ClientOptions opts);
@@ -71,10 +83,10 @@ class ParameterServerSync : public GradientSync {
   // Waits for the answer to the last request sent to each of `servers`; throws a TimeoutError
   // naming the silent servers, or an Error with a server's error reply.
   std::vector<Reply> wait_replies(const std::vector<size_t>& servers, double timeout_s,
-                                  const std::string& what);
+                                  const WaitFor& what);
   // The next message waiting on server s, if any (header and payload; extra frames drained).
   // A reply that does not decode is a PeerError naming the server.
-  std::optional<Reply> recv_reply(size_t s, const std::string& what);
+  std::optional<Reply> recv_reply(size_t s, const WaitFor& what);
   std::vector<size_t> all_servers() const;
   void apply_params_reply(Model& model);
   // Copies the parameters a kParams or kParamsShm reply from server s carries for

@@ -125,8 +125,8 @@ class CpuBackend : public Backend {
 
 }  // namespace
 
-void Backend::optimizer_step_sum(const UpdateRule&, uint64_t, float*, const float* const*,
-                                 size_t, float*, size_t, size_t, float) {
+void Backend::optimizer_step_sum(const UpdateRule&, uint64_t, float*, const float* const*, size_t,
+                                 float*, size_t, size_t, float) {
   throw Error(name() + ": summing gradients inside the optimizer step is not supported here");
 }
 

@@ -135,7 +135,7 @@ struct AccumulateRows {
 // are an allreduce's sum (x * 1.0f is exact, so gs = 1 changes nothing).
 //
 // G is where the gradient comes from: a plain pointer, or GradSum2/GradSumN, which add the ranks'
-// gradients element by element in rank order inside the update's own pass (AllreduceSync's
+// gradients element by element in rank order inside the update's own pass (SharedMemoryAllreduce's
 // shared-memory reduction), rounding exactly as a sum computed first would.
 struct GradSum2 {
   const float* a;

@@ -60,9 +60,12 @@ void Optimizer::step_range(float* p, const float* g, size_t offset, size_t n, fl
 }
 
 nlohmann::json optimizer_spec(const OptimizerOptions& o) {
-  return {{"name", o.name},         {"learning_rate", o.learning_rate},
-          {"momentum", o.momentum}, {"beta1", o.beta1},
-          {"beta2", o.beta2},       {"epsilon", o.epsilon},
+  return {{"name", o.name},
+          {"learning_rate", o.learning_rate},
+          {"momentum", o.momentum},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"epsilon", o.epsilon},
           {"rho", o.rho}};
 }
 

@@ -16,7 +16,6 @@
 
 namespace dtrain {
 
-
 // The options as JSON (checkpoints, model.json, the job's agreement).
 nlohmann::json optimizer_spec(const OptimizerOptions& o);
 

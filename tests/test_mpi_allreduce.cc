@@ -1,4 +1,5 @@
-// Collectives and AllreduceSync across real ranks (run under mpirun with 2 and 3 ranks).
+// Collectives and the allreduce strategies (BucketedAllreduce, SharedMemoryAllreduce) across real
+// ranks (run under mpirun with 2 and 3 ranks).
 #include <gtest/gtest.h>
 
 #include <cmath>

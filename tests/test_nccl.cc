@@ -62,7 +62,7 @@ TEST(Nccl, AllreduceSumAverageAndGroupedBuckets) {
   cudaStreamDestroy(compute);
 }
 
-// AllreduceSync with GPU models over NCCL: ranks hold bitwise-identical parameters after every
+// BucketedAllreduce with GPU models over NCCL: ranks hold bitwise-identical parameters after every
 // step, and they match one CPU process at the global batch over the same samples (float
 // tolerance: cuBLAS and OpenBLAS sum in different orders).
 TEST(Nccl, AllreduceSyncOnGpuModelsMatchesOneCpuProcess) {
