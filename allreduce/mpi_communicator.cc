@@ -121,6 +121,9 @@ MpiCommunicator::MpiCommunicator(int* argc, char*** argv) {
 }
 
 void MpiCommunicator::worker_loop() {
+  // Sums gradients as the training thread would (the shared-memory path sums inside the
+  // optimizer's pass): both flush denormals, so the two agree bit for bit.
+  cpu::flush_denormals_on_this_thread();
   for (;;) {
     std::shared_ptr<Job> job;
     {

@@ -196,6 +196,15 @@ void Job::serve(const ModelFactory& make_model) {
 TrainResult Job::train(const ModelFactory& make_model, const Dataset& data) {
   if (ps_task_) throw Error("Job::train: this process is a ps task (call serve)");
   if (!device_.note.empty()) log_debug(device_.note);
+  if (device_.backend->host_memory()) {
+    // A slow path is never silent: below AVX2, oneDNN has no fast kernels for this CPU.
+    const std::string isa = cpu::cpu_isa();
+    if (isa == "sse41" || isa == "avx")
+      log_info("warning: oneDNN runs its ", isa,
+               " kernels on this CPU (no AVX2), so training is slow; is DNNL_MAX_CPU_ISA set?");
+    else
+      log_debug("CPU kernels: oneDNN ", isa);
+  }
   std::unique_ptr<Model> model = make_model(o_.spec, *device_.backend);
   Optimizer opt(o_.spec.optimizer, model->param_count(), device_.backend);
   sync_ = make_sync(*model);
@@ -219,6 +228,7 @@ int run_job(const JobOptions& o, int argc, char** argv, const ModelFactory& make
   try {
     set_verbose(o.verbose);
     cpu::set_blas_threads(1);
+    cpu::flush_denormals_on_this_thread();
     job = std::make_unique<Job>(o, &argc, &argv);
     if (job->is_ps_task()) {
       job->serve(make_model);

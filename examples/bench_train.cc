@@ -18,6 +18,7 @@ namespace dtrain::bench {
 
 int run_train(const TrainBenchOptions& o) {
   cpu::set_blas_threads(o.threads);
+  cpu::flush_denormals_on_this_thread();
   DeviceChoice device = choose_device(o.device, 0);
   Backend& be = *device.backend;
   auto model = build_model(o.model, 28, 28, 300, 100, 10, be);
@@ -59,6 +60,7 @@ int run_train(const TrainBenchOptions& o) {
                             {"batch_size", o.batch_size},
                             {"threads", o.threads},
                             {"device", be.name()},
+                            {"cpu_isa", cpu::cpu_isa()},
                             {"params", model->param_count()},
                             {"step_ms", best_step_ms},
                             {"samples_per_sec", best}};

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config git ca-certificates
-  libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  libdnnl-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev
   procps)  # pgrep/pkill for the multi-process tests
 # Tools that may come from elsewhere (a Node.js install of its own, say) count when on PATH.
