@@ -8,6 +8,7 @@
 #include "runtime/backend.h"
 #include "runtime/cpu_conv.h"
 #include "runtime/cpu_ops.h"
+#include "runtime/dnnl_conv.h"
 #include "runtime/error.h"
 #include "runtime/functors.h"
 
@@ -116,7 +117,7 @@ class CpuBackend : public Backend {
 
   std::unique_ptr<ConvKernel> make_conv(size_t in_c, size_t h, size_t w, size_t out_c,
                                         size_t k) override {
-    return std::make_unique<cpu::Im2colConv>(in_c, h, w, out_c, k);
+    return std::make_unique<cpu::DnnlConv>(in_c, h, w, out_c, k);
   }
   std::unique_ptr<PoolKernel> make_pool(size_t c, size_t h, size_t w) override {
     return std::make_unique<cpu::MaxPool2Kernel>(c, h, w);

@@ -1,40 +1,61 @@
 #!/usr/bin/env python3
-"""PyTorch reference for dtrain_bench train: the same MLP (784-300-100-10, ReLU), Adam lr 1e-3,
-batch 50, one thread, random data already in memory. Prints one JSON line."""
+"""PyTorch reference for dtrain_bench train: the same models, Adam lr 1e-3, one thread, random
+data already in memory. Prints one JSON line.
+  bench_torch.py [BATCH] [STEPS] [--model mlp|cnn] [--flush-denormal]
+mlp: 784-300-100-10 with ReLU. cnn: mnist_train's convnet (conv 5x5x32 same, ReLU, max-pool 2,
+conv 5x5x64 same, ReLU, max-pool 2, dense 1024, ReLU, dense 10). --flush-denormal turns on
+torch.set_flush_denormal(True) (off by default in PyTorch, as dtrain_bench's is on)."""
+import argparse
 import json
-import sys
 import time
 
 import torch
 
+ap = argparse.ArgumentParser()
+ap.add_argument("batch", nargs="?", type=int, default=50)
+ap.add_argument("steps", nargs="?", type=int, default=1500)
+ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+ap.add_argument("--flush-denormal", action="store_true")
+a = ap.parse_args()
+
 torch.set_num_threads(1)
 torch.manual_seed(0)
-batch = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-steps = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
-model = torch.nn.Sequential(
-    torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 100), torch.nn.ReLU(),
-    torch.nn.Linear(100, 10))
+if a.flush_denormal:
+    torch.set_flush_denormal(True)
+nn = torch.nn
+if a.model == "mlp":
+    model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                          nn.Linear(100, 10))
+    shape = (784,)
+else:
+    model = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(),
+                          nn.Linear(1024, 10))
+    shape = (1, 28, 28)
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-loss_fn = torch.nn.CrossEntropyLoss()
-x = torch.rand(steps, batch, 784)
-y = torch.randint(0, 10, (steps, batch))
+loss_fn = nn.CrossEntropyLoss()
+pool = min(a.steps, 64)  # distinct batches, cycled (as dtrain_bench does)
+x = torch.rand(pool, a.batch, *shape)
+y = torch.randint(0, 10, (pool, a.batch))
 
 
 def step(i):
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x[i]), y[i])
+    loss = loss_fn(model(x[i % pool]), y[i % pool])
     loss.backward()
     opt.step()
 
 
-for i in range(100):
-    step(i % steps)
+for i in range(min(100, a.steps)):
+    step(i)
 best = 0.0
 for rep in range(3):
     t0 = time.perf_counter()
-    for i in range(steps):
+    for i in range(a.steps):
         step(i)
     dt = time.perf_counter() - t0
-    best = max(best, steps * batch / dt)
+    best = max(best, a.steps * a.batch / dt)
 print(json.dumps({"bench": "train", "impl": "pytorch", "version": torch.__version__,
-                  "batch_size": batch, "threads": 1, "samples_per_sec": best}))
+                  "model": a.model, "batch_size": a.batch, "threads": 1,
+                  "flush_denormal": a.flush_denormal, "samples_per_sec": best}))

@@ -15,6 +15,7 @@
 #include "dtrain/device.h"
 #include "runtime/checkpoint.h"
 #include "runtime/cpu_conv.h"
+#include "runtime/dnnl_conv.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
@@ -176,7 +177,7 @@ class FencedBackend : public Backend {
       k.backward_data(dy, w, dx, n);
     }
     FencedBackend& be;
-    cpu::Im2colConv k;
+    cpu::DnnlConv k;
   };
   struct Pool : PoolKernel {
     Pool(FencedBackend& be, size_t c, size_t h, size_t w) : be(be), k(c, h, w) {}

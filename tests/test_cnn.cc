@@ -5,7 +5,9 @@
 #include <cmath>
 
 #include "runtime/conv2d.h"
+#include "runtime/cpu_conv.h"
 #include "runtime/dataset.h"
+#include "runtime/dnnl_conv.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/trainer.h"
@@ -50,6 +52,46 @@ void gradcheck(Model& m, size_t batch, size_t probes) {
     EXPECT_NEAR(g[i], fd, 2e-3 + 2e-2 * std::fabs(fd)) << "parameter " << i;
   }
   EXPECT_GE(checked, probes * 3 / 4) << "too many probes straddled a kink";
+}
+
+// The CPU backend's oneDNN convolution against the plain im2col + GEMM reference, in all three
+// directions, for odd shapes and batches (1, 3, and a second batch size on the same kernel).
+TEST(Cnn, OneDnnConvolutionMatchesIm2col) {
+  struct Shape {
+    size_t c, h, w, out, k;
+  };
+  for (Shape s : {Shape{1, 28, 28, 32, 5}, Shape{3, 7, 9, 5, 3}, Shape{32, 14, 14, 64, 5}}) {
+    cpu::DnnlConv fast(s.c, s.h, s.w, s.out, s.k);
+    cpu::Im2colConv ref(s.c, s.h, s.w, s.out, s.k);
+    for (size_t batch : {size_t(1), size_t(3)}) {
+      Rng rng(batch + s.c);
+      const size_t nin = batch * s.c * s.h * s.w, nout = batch * s.out * s.h * s.w,
+                   nw = s.out * s.c * s.k * s.k;
+      std::vector<float> x(nin), w(nw), b(s.out), dy(nout);
+      for (auto* v : {&x, &w, &b, &dy})
+        for (auto& e : *v) e = rng.uniform(-1, 1);
+      auto close = [&](const std::vector<float>& got, const std::vector<float>& want,
+                       const char* what) {
+        double worst = 0;
+        for (size_t i = 0; i < want.size(); ++i)
+          worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / (1 + std::fabs(want[i])));
+        EXPECT_LT(worst, 1e-4) << what << " c=" << s.c << " k=" << s.k << " batch=" << batch;
+      };
+      std::vector<float> y1(nout), y2(nout);
+      fast.forward(x.data(), w.data(), b.data(), y1.data(), batch);
+      ref.forward(x.data(), w.data(), b.data(), y2.data(), batch);
+      close(y1, y2, "forward");
+      std::vector<float> dw1(nw), dw2(nw), db1(s.out), db2(s.out);
+      fast.backward_params(x.data(), dy.data(), dw1.data(), db1.data(), batch);
+      ref.backward_params(x.data(), dy.data(), dw2.data(), db2.data(), batch);
+      close(dw1, dw2, "weight gradient");
+      close(db1, db2, "bias gradient");
+      std::vector<float> dx1(nin), dx2(nin);
+      fast.backward_data(dy.data(), w.data(), dx1.data(), batch);
+      ref.backward_data(dy.data(), w.data(), dx2.data(), batch);
+      close(dx1, dx2, "input gradient");
+    }
+  }
 }
 
 TEST(Cnn, ConvPoolDenseGradients) {
