@@ -1,5 +1,7 @@
 #include "allreduce/bucketed_allreduce.h"
 
+#include <algorithm>
+
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/model.h"
@@ -29,7 +31,8 @@ ResumePoint BucketedAllreduce::start(Model& model, Optimizer& opt, const nlohman
   sent_lo_ = region_.size();
   // Layers report their gradients in pieces no bigger than a bucket, so a bucket can leave while
   // the rest of a big layer is still being computed.
-  model.set_grad_chunk(std::max<size_t>(1, opts_.fusion_threshold_bytes / sizeof(float)));
+  limit_ = std::max<size_t>(1, opts_.fusion_threshold_bytes / sizeof(float));
+  model.set_grad_chunk(limit_);
   log_debug("allreduce over ", comm_.backend(), ": ", comm_.size(), " ranks, ", model.param_count(),
             " parameters, buckets of ", opts_.fusion_threshold_bytes, " bytes");
   return r;
@@ -37,6 +40,7 @@ ResumePoint BucketedAllreduce::start(Model& model, Optimizer& opt, const nlohman
 
 void BucketedAllreduce::launch(size_t lo, size_t hi) {
   if (hi <= lo) return;
+  last_step_max_bucket_ = std::max(last_step_max_bucket_, hi - lo);
   Bucket b;
   b.offset = lo;
   b.count = hi - lo;
@@ -61,9 +65,17 @@ void BucketedAllreduce::poll() {
 }
 
 void BucketedAllreduce::ready(size_t offset, size_t count) {
+  const size_t before = region_.lo();
   // Out of order: no new buckets this step; what is left goes at the end of the step.
   if (!region_.extend(offset, count)) return;
-  if ((sent_lo_ - region_.lo()) * sizeof(float) >= opts_.fusion_threshold_bytes) {
+  // Horovod's meaning of the threshold: a bucket never grows past it, unless one range alone is
+  // larger (layers report pieces no larger than it, so only a single row of a wide layer can be).
+  // What was pending leaves first when this range would push it over.
+  if (sent_lo_ - region_.lo() > limit_ && sent_lo_ > before) {
+    launch(before, sent_lo_);
+    sent_lo_ = before;
+  }
+  if (sent_lo_ - region_.lo() >= limit_) {
     launch(region_.lo(), sent_lo_);
     sent_lo_ = region_.lo();
   }
@@ -73,9 +85,14 @@ void BucketedAllreduce::ready(size_t offset, size_t count) {
 void BucketedAllreduce::finish_step(Model& model, Optimizer& opt) {
   // What the buckets sent is final and reduced, and [0, sent_lo_) is reduced below.
   if (device_) {
-    // Everything left goes out as one more bucket; the compute stream then waits for all of them
-    // on the device, and the optimizer kernel is queued behind them.
-    launch(0, sent_lo_);
+    // Everything left goes out as more buckets (one, unless ranges came out of order); the
+    // compute stream then waits for all of them on the device, and the optimizer kernel is queued
+    // behind them.
+    for (size_t hi = sent_lo_; hi > 0;) {
+      const size_t lo = hi > limit_ ? hi - limit_ : 0;
+      launch(lo, hi);
+      hi = lo;
+    }
     sent_lo_ = 0;
     for (auto& b : buckets_) b.handle->wait_on_device();
   }
@@ -83,17 +100,24 @@ void BucketedAllreduce::finish_step(Model& model, Optimizer& opt) {
     if (!device_) b.handle->wait();
     note_done(b);
   }
-  // The last bucket is reduced on this thread: nothing is left to overlap it with, and a hand-off
-  // to the background thread would only add its wake-up latency.
-  if (sent_lo_ > 0) {
+  // The rest, [0, sent_lo_), is reduced on this thread: nothing is left to overlap it with, and a
+  // hand-off to the background thread would only add its wake-up latency. It is below the
+  // threshold unless ranges came out of order; then it goes in threshold-sized buckets.
+  size_t tail = 0;
+  for (size_t hi = sent_lo_; hi > 0; ++tail) {
+    const size_t lo = hi > limit_ ? hi - limit_ : 0;
     const int64_t t0 = timeline_->now_us();
-    comm_.allreduce(grads_, sent_lo_, ReduceOp::kSum,
-                    OpName{"allreduce bucket", buckets_.size(), step_});
+    comm_.allreduce(grads_ + lo, hi - lo, ReduceOp::kSum,
+                    OpName{"allreduce bucket", buckets_.size() + tail, step_});
     if (timeline_->enabled())
       timeline_->span("allreduce", 1, t0, timeline_->now_us(),
-                      {{"bytes", sent_lo_ * sizeof(float)}, {"offset", 0}, {"step", step_}});
+                      {{"bytes", (hi - lo) * sizeof(float)}, {"offset", lo}, {"step", step_}});
+    last_step_max_bucket_ = std::max(last_step_max_bucket_, hi - lo);
+    hi = lo;
   }
-  last_step_buckets_ = buckets_.size() + (sent_lo_ > 0 ? 1 : 0);
+  last_step_buckets_ = buckets_.size() + tail;
+  last_step_largest_bucket_ = last_step_max_bucket_;
+  last_step_max_bucket_ = 0;
   buckets_.clear();
   region_.reset(region_.size());
   sent_lo_ = region_.size();

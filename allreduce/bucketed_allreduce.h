@@ -35,8 +35,9 @@ class BucketedAllreduce : public GradientSync {
   void finish_step(Model& model, Optimizer& opt) override;
   void sum(double* values, size_t n) override;
 
-  // Buckets sent in the last step (for tests and the timeline).
+  // Buckets sent in the last step, and the largest in bytes (for tests and the timeline).
   size_t last_step_buckets() const { return last_step_buckets_; }
+  size_t last_step_largest_bucket_bytes() const { return last_step_largest_bucket_ * 4; }
 
  private:
   struct Bucket {
@@ -58,7 +59,9 @@ class BucketedAllreduce : public GradientSync {
   ReadyRegion region_;
   size_t sent_lo_ = 0;  // [sent_lo_, size) has been sent
   std::vector<Bucket> buckets_;
+  size_t limit_ = 1;  // the fusion threshold in floats
   size_t last_step_buckets_ = 0;
+  size_t last_step_max_bucket_ = 0, last_step_largest_bucket_ = 0;  // floats
   uint64_t step_ = 0;
 };
 

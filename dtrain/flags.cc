@@ -1,5 +1,7 @@
 #include "dtrain/flags.h"
 
+#include "runtime/flag_checks.h"
+
 namespace dtrain {
 
 void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
@@ -8,26 +10,26 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
       ->capture_default_str();
   app.add_option("--batch-size", j.batch_size, "minibatch size per worker")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   if (with_model_flags) {
     app.add_option("--first-layer-neurons", j.model.first_layer_neurons,
                    "neurons in the first hidden layer")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(at_least(1));
     app.add_option("--second-layer-neurons", j.model.second_layer_neurons,
                    "neurons in the second hidden layer")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(at_least(1));
   }
   app.add_option("--learning-rate", j.optimizer.learning_rate, "optimizer learning rate")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   app.add_option("--optimizer", j.optimizer.name, "sgd, momentum, adam or rmsprop")
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "momentum", "adam", "rmsprop"}));
   app.add_option("--epochs", j.epochs, "passes over the training set")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   app.add_option("--seed", j.seed, "seed for initialization and shuffling")->capture_default_str();
   app.add_option("--output-dir", j.output_dir,
                  "where metrics.jsonl and model/ (checkpoint, model.json) go")
@@ -53,15 +55,19 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
   app.add_option("--timeline", j.timeline_path,
                  "write a Chrome-trace timeline (forward, backward, optimizer, reduction) here");
   app.add_option("--fusion-threshold-mb", f.fusion_threshold_mb,
-                 "allreduce bucket size in MB (default: DTRAIN_FUSION_THRESHOLD or 64)");
+                 "largest allreduce bucket in MB (2^20 bytes; a bucket is larger only when one "
+                 "gradient piece alone is); default: DTRAIN_FUSION_THRESHOLD (bytes), else 64")
+      ->check(positive());
   app.add_option("--max-steps-per-epoch", j.max_steps_per_epoch,
                  "stop each epoch after this many steps (0: the whole epoch)")
       ->capture_default_str();
   app.add_option("--synthetic-data", f.synthetic_data,
                  "train on this many generated samples instead of MNIST (testing)")
       ->capture_default_str();
-  app.add_flag("--ps-sync,!--ps-async", f.ps.sync,
-               "ps mode: synchronous updates (default), or asynchronous ones with --ps-async");
+  app.add_flag_callback(
+      "--ps-sync", [&f] { f.ps.sync = true; }, "ps mode: synchronous updates (the default)");
+  app.add_flag_callback(
+      "--ps-async", [&f] { f.ps.sync = false; }, "ps mode: asynchronous updates");
   app.add_option("--max-staleness", f.ps.max_staleness,
                  "ps mode: with --ps-async, steps a worker may run ahead of the slowest (0: no "
                  "bound)")
@@ -69,11 +75,11 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
   app.add_option("--start-timeout", f.ps.start_timeout_s,
                  "ps mode: seconds to wait for every task to come up")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   app.add_option("--step-timeout", f.ps.step_timeout_s,
                  "ps mode: seconds a server or worker waits for a peer during training")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   app.add_flag("--secure", f.ps.secure,
                "ps mode: CURVE-encrypt and authenticate traffic (keys from DTRAIN_PS_* variables)");
 }

@@ -40,6 +40,33 @@ HostSlots parse_host_slots(const std::string& s) {
   return h;
 }
 
+// Open MPI's hostfile: one "host [slots=N] [max_slots=M]" per line, '#' starts a comment; a
+// host without slots= has one. A host listed twice adds its slots, as mpirun counts them.
+std::vector<HostSlots> read_hostfile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("--hostfile " + path + ": cannot open");
+  std::vector<HostSlots> hosts;
+  std::string line;
+  for (size_t no = 1; std::getline(in, line); ++no) {
+    line = line.substr(0, line.find('#'));
+    std::istringstream words(line);
+    HostSlots h;
+    if (!(words >> h.host)) continue;
+    h.slots = 1;
+    for (std::string w; words >> w;) {
+      if (w.rfind("slots=", 0) != 0) continue;  // max_slots= and the like limit, not add
+      const std::string n = w.substr(6);
+      if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || std::stoul(n) == 0)
+        throw InputError(detail::cat("--hostfile ", path, " line ", no, ": '", w,
+                                     "': slots must be a positive number"));
+      h.slots = std::stoul(n);
+    }
+    hosts.push_back(h);
+  }
+  if (hosts.empty()) throw InputError("--hostfile " + path + ": names no host");
+  return hosts;
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw InputError("--cluster-spec " + path + ": cannot open");
@@ -84,11 +111,16 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
       }
     }
   }
+  if (!hosts.empty() && !o.hostfile.empty())
+    throw InputError("-H and --hostfile both name the hosts: give one of them");
+  // The hostfile's slots count as -H's do (mpirun starts that many ranks by default).
+  const std::vector<HostSlots> counted = o.hostfile.empty() ? hosts : read_hostfile(o.hostfile);
+  const char* source = o.hostfile.empty() ? "-H gives" : "the hostfile gives";
   size_t slots = 0;
-  for (const auto& h : hosts) slots += h.slots ? h.slots : 1;
-  if (!np) np = hosts.empty() ? 1 : slots;
-  if (!hosts.empty() && np > slots)
-    throw InputError(detail::cat("-np ", np, " is more than the ", slots, " slot(s) -H gives"));
+  for (const auto& h : counted) slots += h.slots ? h.slots : 1;
+  if (!np) np = counted.empty() ? 1 : slots;
+  if (!counted.empty() && np > slots)
+    throw InputError(detail::cat("-np ", np, " is more than the ", slots, " slot(s) ", source));
   Task t;
   t.name = "mpirun";
   t.log_dir = "logs/mpirun";

@@ -1,5 +1,7 @@
 #include "launcher/launcher_options.h"
 
+#include "runtime/flag_checks.h"
+
 namespace dtrain::launcher {
 
 void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
@@ -17,9 +19,12 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("--mode", o.mode, "allreduce (through mpirun) or ps (TF_CONFIG tasks)")
       ->capture_default_str()
       ->check(CLI::IsMember({"allreduce", "ps"}));
-  app.add_option("--num-ps", o.num_ps, "ps: ps tasks to start on 127.0.0.1")->capture_default_str();
+  app.add_option("--num-ps", o.num_ps, "ps: ps tasks to start on 127.0.0.1")
+      ->capture_default_str()
+      ->check(at_least(1));
   app.add_option("--num-workers", o.num_workers, "ps: worker tasks to start on 127.0.0.1")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(1));
   app.add_option("--cluster-spec", o.cluster_spec,
                  "ps: a TF_CONFIG-style JSON file with the cluster (default: TF_CONFIG's cluster, "
                  "else --num-ps/--num-workers on 127.0.0.1)");
@@ -28,13 +33,14 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("--start-timeout", o.start_timeout_s,
                  "ps: seconds the tasks wait for each other at start-up (passed to them)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   app.add_option("--max-restarts", o.max_restarts,
                  "restart a failed job from its latest checkpoint (--resume) up to N times")
       ->capture_default_str();
   app.add_option("--grace-period", o.grace_period_s,
                  "seconds between SIGTERM and SIGKILL when stopping tasks")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(positive());
   app.add_option("--bind-to", o.bind_to,
                  "none, or core: allreduce ranks bound by mpirun, each local ps-mode worker on a "
                  "core of its own (when there are enough cores)")

@@ -112,21 +112,26 @@ void MaxPool2Kernel::forward(const float* x, float* y, size_t batch) {
 
 void MaxPool2Kernel::backward(const float* x, const float* y, const float* dy, float* dx,
                               size_t batch) {
+  // Windows tile the input exactly (H and W even), so every dx element is written once: the
+  // window's first maximum gets dy, the others 0, without branches or a zeroing pass first.
   const size_t oh = h_ / 2, ow = w_ / 2;
-  std::fill(dx, dx + batch * c_ * h_ * w_, 0.0f);
   for (size_t p = 0; p < batch * c_; ++p) {
     const float* xp = x + p * h_ * w_;
     float* dxp = dx + p * h_ * w_;
+    const float* yp = y + p * oh * ow;
+    const float* dyp = dy + p * oh * ow;
     for (size_t i = 0; i < oh; ++i)
       for (size_t j = 0; j < ow; ++j) {
-        const size_t o = p * oh * ow + i * ow + j;
-        const size_t base = (2 * i) * w_ + 2 * j;
-        const size_t cand[4] = {base, base + 1, base + w_, base + w_ + 1};
-        for (size_t idx : cand)
-          if (xp[idx] == y[o]) {
-            dxp[idx] += dy[o];
-            break;
-          }
+        const float m = yp[i * ow + j], g = dyp[i * ow + j];
+        const size_t b = (2 * i) * w_ + 2 * j;
+        const bool a0 = xp[b] == m;
+        const bool a1 = !a0 && xp[b + 1] == m;
+        const bool a2 = !a0 && !a1 && xp[b + w_] == m;
+        const bool a3 = !a0 && !a1 && !a2 && xp[b + w_ + 1] == m;
+        dxp[b] = a0 ? g : 0.0f;
+        dxp[b + 1] = a1 ? g : 0.0f;
+        dxp[b + w_] = a2 ? g : 0.0f;
+        dxp[b + w_ + 1] = a3 ? g : 0.0f;
       }
   }
 }

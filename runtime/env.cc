@@ -1,6 +1,8 @@
 #include "runtime/env.h"
 
+#include <cctype>
 #include <cstdlib>
+#include <utility>
 
 #include "runtime/error.h"
 
@@ -25,12 +27,32 @@ size_t parse_size(const char* name, const std::string& v) {
     throw InputError(detail::cat(name, "='", v, "' is not a non-negative whole number"));
   return static_cast<size_t>(n);
 }
+// Bytes, as Horovod's HOROVOD_FUSION_THRESHOLD; a unit may follow the number: K, M or G, with or
+// without B or iB, all powers of 1024 ("64MB", "512K", "67108864").
+size_t parse_bytes(const char* name, const std::string& v) {
+  size_t pos = 0;
+  while (pos < v.size() && v[pos] >= '0' && v[pos] <= '9') ++pos;
+  std::string unit = v.substr(pos);
+  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  size_t scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  for (const auto& [prefix, f] : {std::pair<const char*, size_t>{"K", size_t(1) << 10},
+                                  {"M", size_t(1) << 20},
+                                  {"G", size_t(1) << 30}})
+    if (unit == prefix || unit == std::string(prefix) + "B" || unit == std::string(prefix) + "IB")
+      scale = f;
+  if (pos == 0 || scale == 0)
+    throw InputError(detail::cat(name, "='", v,
+                                 "' is not a size in bytes (a whole number of bytes, or with a "
+                                 "unit: 64MB, 512K, 1GiB)"));
+  return parse_size(name, v.substr(0, pos)) * scale;
+}
 }  // namespace
 
 EnvConfig read_env() {
   EnvConfig e;
   if (auto v = get("DTRAIN_FUSION_THRESHOLD"))
-    e.fusion_threshold_bytes = parse_size("DTRAIN_FUSION_THRESHOLD", *v);
+    e.fusion_threshold_bytes = parse_bytes("DTRAIN_FUSION_THRESHOLD", *v);
   e.tf_config = get("TF_CONFIG");
   if (auto v = get("DTRAIN_JOB_ID")) e.job_id = parse_size("DTRAIN_JOB_ID", *v);
   for (const char* n : {"DTRAIN_PS_SERVER_PUBLIC_KEY", "DTRAIN_PS_SERVER_SECRET_KEY",

@@ -7,9 +7,14 @@ conv 5x5x64 same, ReLU, max-pool 2, dense 1024, ReLU, dense 10). --flush-denorma
 torch.set_flush_denormal(True) (off by default in PyTorch, as dtrain_bench's is on)."""
 import argparse
 import json
+import os
 import time
 
-import torch
+# One thread really: torch.set_num_threads(1) leaves Debian's OpenBLAS (which PyTorch's Linear
+# layers call) on its own thread pool, measured at 1.8 cores busy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("batch", nargs="?", type=int, default=50)

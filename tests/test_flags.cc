@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "dtrain/flags.h"
+#include "runtime/env.h"
+#include "runtime/error.h"
 #include "runtime/files.h"
 #include "tests/test_readme_flags.h"
 
@@ -53,6 +55,59 @@ TEST(Flags, BadValuesAreRejectedWithTheFlagName) {
 
 namespace dtrain {
 namespace {
+
+// Range errors say what is allowed, briefly (CLI11's own printed a 300-digit range).
+TEST(Flags, RangeErrorsSayWhatIsAllowed) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--batch-size=0", "--batch-size: must be at least 1, got 0"},
+      {"--epochs=0", "--epochs: must be at least 1, got 0"},
+      {"--learning-rate=-1", "--learning-rate: must be greater than 0, got -1"},
+      {"--step-timeout=0", "--step-timeout: must be greater than 0, got 0"},
+      {"--fusion-threshold-mb=0", "--fusion-threshold-mb: must be greater than 0, got 0"}};
+  for (const auto& [arg, want] : cases) {
+    CLI::App app;
+    JobOptions f;
+    add_train_flags(app, f);
+    try {
+      app.parse(std::vector<std::string>{arg});
+      FAIL() << arg;
+    } catch (const CLI::ParseError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_LT(std::string(e.what()).size(), 120u) << e.what();
+    }
+  }
+}
+
+TEST(Flags, PsSyncAndAsyncAreTwoPlainFlags) {
+  CLI::App app;
+  JobOptions f;
+  add_train_flags(app, f);
+  app.parse(std::vector<std::string>{"--ps-async"});
+  EXPECT_FALSE(f.ps.sync);
+  EXPECT_EQ(app.help().find("{false}"), std::string::npos) << app.help();
+}
+
+// DTRAIN_FUSION_THRESHOLD is bytes, as Horovod's variable; a unit may follow.
+TEST(Flags, FusionThresholdTakesBytesOrAUnit) {
+  for (const auto& [v, bytes] : std::vector<std::pair<const char*, size_t>>{{"67108864", 67108864},
+                                                                            {"64MB", 64u << 20},
+                                                                            {"512K", 512u << 10},
+                                                                            {"1GiB", 1u << 30},
+                                                                            {"100b", 100}}) {
+    setenv("DTRAIN_FUSION_THRESHOLD", v, 1);
+    EXPECT_EQ(read_env().fusion_threshold_bytes.value_or(0), bytes) << v;
+  }
+  for (const char* bad : {"64XB", "MB", "-5", "1.5M"}) {
+    setenv("DTRAIN_FUSION_THRESHOLD", bad, 1);
+    try {
+      read_env();
+      FAIL() << bad;
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("64MB"), std::string::npos) << e.what();
+    }
+  }
+  unsetenv("DTRAIN_FUSION_THRESHOLD");
+}
 
 // Every environment variable runtime/env.cc reads (the one place that reads any) has a row in
 // the README's "Environment variables" table.

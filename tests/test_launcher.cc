@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 
 #include "launcher/job_plan.h"
@@ -53,6 +54,32 @@ TEST(Launcher, AllreducePlansOneMpirun) {
   EXPECT_NE(cmd.find("--tag-output"), std::string::npos);
   EXPECT_NE(cmd.find("train --epochs 1"), std::string::npos);
   EXPECT_EQ(plan_job(o, "", false).tasks[0].argv[3], "--bind-to") << "no root flag unless root";
+}
+
+// A hostfile's slots decide the rank count as -H's do (mpirun starts that many by default), and
+// -np beyond them is the same clear error.
+TEST(Launcher, HostfileSlotsGiveTheRankCount) {
+  const std::string path = ::testing::TempDir() + "dtrain_hostfile";
+  {
+    std::ofstream f(path);
+    f << "# two nodes\nnode1 slots=4\nnode2 slots=4 max_slots=8  # comment\n\nnode3\n";
+  }
+  LauncherOptions o = with_command();
+  o.hostfile = path;
+  const std::string cmd = joined(plan_job(o, "", false).tasks[0].argv);
+  EXPECT_EQ(cmd.rfind("mpirun -np 9 ", 0), 0u) << cmd;
+  EXPECT_NE(cmd.find("--hostfile " + path), std::string::npos) << cmd;
+  o.np = 10;
+  expect_error(o, "-np 10 is more than the 9 slot(s) the hostfile gives");
+  o.np = 0;
+  o.hostfile = path + ".missing";
+  expect_error(o, "--hostfile " + path + ".missing: cannot open");
+  {
+    std::ofstream f(path);
+    f << "node1 slots=zero\n";
+  }
+  o.hostfile = path;
+  expect_error(o, "line 1: 'slots=zero': slots must be a positive number");
 }
 
 TEST(Launcher, MpiConfigurationIsNodesTimesProcesses) {

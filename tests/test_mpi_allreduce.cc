@@ -210,6 +210,30 @@ TEST_P(OutOfOrder, ReadyAfterABucketLeftReducesEachRangeOnce) {
 
 INSTANTIATE_TEST_SUITE_P(MpiAndSharedMemory, OutOfOrder, ::testing::Bool());
 
+// Horovod's meaning of the fusion threshold: a bucket never exceeds it (no single range here is
+// larger), however the layers' pieces add up; 1000 bytes is no multiple of any layer's rows.
+TEST(AllreduceSync, BucketsNeverExceedTheFusionThreshold) {
+  auto& c = world();
+  const Dataset d = make_synthetic(200, 10, 3);
+  auto m = build_mlp(d.features(), {24, 12}, 10);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  AllreduceOptions o;
+  o.fusion_threshold_bytes = 1000;
+  BucketedAllreduce sync(c, o);
+  Timeline tl;
+  sync.start(*m, opt, {{"test", 2}}, {}, tl);
+  std::vector<float> x(8 * d.features(), 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  for (size_t s = 0; s < 3; ++s) {
+    m->train_step(x.data(), y.data(), 8, [&](size_t off, size_t n) { sync.ready(off, n); });
+    sync.finish_step(*m, opt);
+    EXPECT_GT(sync.last_step_buckets(), 1u);
+    EXPECT_LE(sync.last_step_largest_bucket_bytes(), 1000u);
+    EXPECT_GT(sync.last_step_largest_bucket_bytes(), 500u) << "buckets should fill up";
+  }
+  sync.finish(true);
+}
+
 TEST(AllreduceSync, ConsistencyCheckNamesRankAndField) {
   auto& c = world();
   const size_t bad = c.size() - 1;
