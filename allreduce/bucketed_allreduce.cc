@@ -25,6 +25,14 @@ ResumePoint BucketedAllreduce::start(Model& model, Optimizer& opt, const nlohman
     throw InputError(detail::cat("the model is on ", model.backend().name(),
                                  " but gradients would be reduced over ", comm_.backend(),
                                  ": GPU models need the NCCL communicator"));
+  if (comm_.backend() == "nccl" && meta_ == &comm_)
+    throw Error(
+        "BucketedAllreduce over NCCL needs a host communicator (MPI) for its start-up and metrics, "
+        "which live in host memory: pass one");
+  if (!device_ && comm_.backend() == "nccl")
+    throw InputError(detail::cat("the model is in host memory (", model.backend().name(),
+                                 ") but gradients would be reduced over NCCL, which needs GPU "
+                                 "memory: use the MPI communicator"));
   const ResumePoint r = start_from_rank0(*meta_, model, opt, job, "bucketed", chief);
   grads_ = model.grads();
   region_.reset(model.param_count());

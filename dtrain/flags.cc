@@ -52,8 +52,10 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
-  app.add_option("--timeline", j.timeline_path,
-                 "write a Chrome-trace timeline (forward, backward, optimizer, reduction) here");
+  app.add_option(
+      "--timeline", j.timeline_path,
+      "write a Chrome-trace timeline (forward, backward, optimizer, reduction; ps: push, "
+      "wait) here");
   app.add_option("--fusion-threshold-mb", f.fusion_threshold_mb,
                  "largest allreduce bucket in MB (2^20 bytes; a bucket is larger only when one "
                  "gradient piece alone is); default: DTRAIN_FUSION_THRESHOLD (bytes), else 64")

@@ -195,7 +195,13 @@ void Job::serve(const ModelFactory& make_model) {
 
 TrainResult Job::train(const ModelFactory& make_model, const Dataset& data) {
   if (ps_task_) throw Error("Job::train: this process is a ps task (call serve)");
-  if (!device_.note.empty()) log_debug(device_.note);
+  // --device auto settling for the CPU is said at the normal level, with the reason.
+  if (!device_.note.empty()) {
+    if (o_.device == "auto" && !device_.cuda && built_with_cuda())
+      log_info("note: --device auto: ", device_.note);
+    else
+      log_debug(device_.note);
+  }
   if (device_.backend->host_memory()) {
     // A slow path is never silent: below AVX2, oneDNN has no fast kernels for this CPU.
     const std::string isa = cpu::cpu_isa();

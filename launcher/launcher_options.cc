@@ -28,7 +28,8 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("--cluster-spec", o.cluster_spec,
                  "ps: a TF_CONFIG-style JSON file with the cluster (default: TF_CONFIG's cluster, "
                  "else --num-ps/--num-workers on 127.0.0.1)");
-  app.add_option("--output-dir", o.output_dir, "logs/<task>/{stdout,stderr} go under it")
+  app.add_option("--log-dir,--output-dir", o.output_dir,
+                 "the tasks' logs/<task>/{stdout,stderr} go under it (--output-dir: the old name)")
       ->capture_default_str();
   app.add_option("--start-timeout", o.start_timeout_s,
                  "ps: seconds the tasks wait for each other at start-up (passed to them)")

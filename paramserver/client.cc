@@ -15,6 +15,7 @@
 #include "runtime/log.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
+#include "runtime/timeline.h"
 
 namespace dtrain::ps {
 
@@ -159,7 +160,8 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
 }
 
 ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohmann::json& job,
-                                       ResumePoint chief_resume, Timeline& /*timeline*/) {
+                                       ResumePoint chief_resume, Timeline& timeline) {
+  timeline_ = &timeline;
   if (!model.on_host())
     throw InputError(detail::cat("ps workers train on the CPU backend (the model is on ",
                                  model.backend().name(), "); pass --device cpu"));
@@ -345,9 +347,22 @@ void ParameterServerSync::ready(size_t offset, size_t count) {
     send_piece(next_piece_++);
 }
 
+void ParameterServerSync::span(const char* name, int64_t from_us) {
+  if (timeline_ && timeline_->enabled())
+    timeline_->span(name, 1, from_us, timeline_->now_us(), {{"step", step_}});
+}
+
+int64_t ParameterServerSync::now_us() const {
+  return timeline_ ? timeline_->now_us() : 0;
+}
+
 void ParameterServerSync::finish_sync_step(Model& model) {
+  // Pieces backward finished went out during backward already; the rest go now.
+  const int64_t t_push = now_us();
   for (size_t i = 0; i < pieces_.size(); ++i)
     if (!pieces_[i].sent) send_piece(i);
+  span("push", t_push);
+  const int64_t t_wait = now_us();
   // Answers come per piece, from every server, in any order.
   std::map<std::pair<size_t, uint32_t>, size_t> outstanding;  // (server, request) -> piece
   for (size_t i = 0; i < pieces_.size(); ++i)
@@ -383,6 +398,7 @@ void ParameterServerSync::finish_sync_step(Model& model) {
                                      " s"));
     }
   }
+  span("wait", t_wait);  // for the servers' updated parameters, taken as they come
   for (auto& p : pieces_) p.sent = false;
   next_piece_ = 0;
   region_.reset(model.param_count());
@@ -392,19 +408,26 @@ void ParameterServerSync::finish_sync_step(Model& model) {
 void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
   if (opts_.sync) return finish_sync_step(model);
   if (!opts_.overlap) {
+    const int64_t t_push = now_us();
     for (size_t s = 0; s < socks_.size(); ++s)
       // The gradient buffer is not touched again before the server's answer.
       push(s, ranges_[s].offset, ranges_[s].count, model.grads());
+    span("push", t_push);
     pending_step_ = step_;
     push_outstanding_ = true;
+    const int64_t t_wait = now_us();
     apply_params_reply(model);
+    span("wait", t_wait);
     ++step_;
     return;
   }
   // Async with overlap: the answer to the previous push (the servers' parameters after it) is
   // taken now, after this step's compute, and this step's push goes out to be answered while the
   // next step computes. The gradient is copied, since the next backward overwrites the buffer.
+  const int64_t t_wait = now_us();
   drain(model);
+  span("wait", t_wait);
+  const int64_t t_push = now_us();
   for (size_t s = 0; s < socks_.size(); ++s) {
     if (shm_[s]) {
       push(s, ranges_[s].offset, ranges_[s].count, model.grads());  // the segment is the copy
@@ -415,6 +438,7 @@ void ParameterServerSync::finish_step(Model& model, Optimizer& /*opt*/) {
       push(s, ranges_[s].offset, ranges_[s].count, staged_grads_.data());
     }
   }
+  span("push", t_push);
   pending_step_ = step_;
   push_outstanding_ = true;
   ++step_;

@@ -98,8 +98,12 @@ class ParameterServerSync : public GradientSync {
   uint32_t push(size_t s, uint64_t offset, size_t count, const float* g);
   // Takes the answer to an outstanding push, if any.
   void drain(Model& model);
+  // Timeline spans of the step's communication (tid 1): "push" and "wait".
+  void span(const char* name, int64_t from_us);
+  int64_t now_us() const;
 
   ClientOptions opts_;
+  Timeline* timeline_ = nullptr;
   std::vector<zmq::socket_t> socks_;
   std::vector<uint32_t> expected_request_;
   uint32_t next_request_ = 1;

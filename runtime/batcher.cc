@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "runtime/dataset.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 
@@ -31,10 +32,12 @@ const std::vector<uint32_t>& Batcher::indices(size_t step) {
   return out_;
 }
 
-void gather_batch(const std::vector<uint32_t>& idx, const float* images, const uint8_t* labels,
+void gather_batch(const std::vector<uint32_t>& idx, const uint8_t* images, const uint8_t* labels,
                   size_t features, float* x_out, uint8_t* y_out) {
   for (size_t j = 0; j < idx.size(); ++j) {
-    std::memcpy(x_out + j * features, images + size_t(idx[j]) * features, features * sizeof(float));
+    const uint8_t* row = images + size_t(idx[j]) * features;
+    float* x = x_out + j * features;
+    for (size_t k = 0; k < features; ++k) x[k] = pixel_value(row[k]);
     y_out[j] = labels[idx[j]];
   }
 }

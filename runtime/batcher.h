@@ -29,8 +29,9 @@ class Batcher {
   std::vector<uint32_t> perm_, out_;
 };
 
-// Copies the batch's rows of a [n x features] matrix and its labels into contiguous buffers.
-void gather_batch(const std::vector<uint32_t>& idx, const float* images, const uint8_t* labels,
+// Copies the batch's rows of a [n x features] matrix of pixel bytes, as floats (pixel_value),
+// and its labels into contiguous buffers.
+void gather_batch(const std::vector<uint32_t>& idx, const uint8_t* images, const uint8_t* labels,
                   size_t features, float* x_out, uint8_t* y_out);
 
 }  // namespace dtrain

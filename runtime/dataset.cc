@@ -40,12 +40,11 @@ Split load_split(const std::string& folder, const std::string& prefix, size_t& r
   rows = im.dims[1];
   cols = im.dims[2];
   Split s;
-  s.images.resize(im.data.size());
-  for (size_t i = 0; i < im.data.size(); ++i) s.images[i] = im.data[i] * (1.0f / 255.0f);
   for (size_t i = 0; i < lb.data.size(); ++i)
     if (lb.data[i] > 9)
       throw InputError(
           detail::cat(lp, ": label ", int(lb.data[i]), " at index ", i, " is not a digit 0-9"));
+  s.images = std::move(im.data);
   s.labels = std::move(lb.data);
   return s;
 }
@@ -69,18 +68,17 @@ Dataset make_synthetic(size_t n_train, size_t n_test, uint64_t seed) {
   std::vector<float> proto(10 * f);
   for (auto& v : proto) v = rng.uniform() < 0.2f ? 1.0f : 0.0f;
   auto fill = [&](Split& s, size_t n) {
-    s.images.resize(n * f);
-    s.labels.resize(n);
+    std::vector<uint8_t> images(n * f), labels(n);
     for (size_t i = 0; i < n; ++i) {
       const uint8_t c = static_cast<uint8_t>(rng.below(10));
-      s.labels[i] = c;
+      labels[i] = c;
       for (size_t j = 0; j < f; ++j) {
-        // Quantized to bytes so that a write/read round trip through IDX is exact.
-        float v = 0.6f * proto[c * f + j] + 0.4f * rng.uniform();
-        s.images[i * f + j] =
-            static_cast<float>(static_cast<uint8_t>(v * 255.0f)) * (1.0f / 255.0f);
+        const float v = 0.6f * proto[c * f + j] + 0.4f * rng.uniform();
+        images[i * f + j] = static_cast<uint8_t>(v * 255.0f);
       }
     }
+    s.images = std::move(images);
+    s.labels = std::move(labels);
   };
   fill(d.train, n_train);
   fill(d.test, n_test);
@@ -89,19 +87,14 @@ Dataset make_synthetic(size_t n_train, size_t n_test, uint64_t seed) {
 
 void write_mnist(const Dataset& d, const std::string& folder, bool gz) {
   fs::create_directories(folder);
-  auto put = [&](const std::string& base, const std::vector<uint32_t>& dims,
-                 const std::vector<uint8_t>& bytes) {
-    write_idx((fs::path(folder) / base).string() + (gz ? ".gz" : ""), dims, bytes, gz);
-  };
-  auto to_bytes = [](const std::vector<float>& v) {
-    std::vector<uint8_t> b(v.size());
-    for (size_t i = 0; i < v.size(); ++i) b[i] = static_cast<uint8_t>(v[i] * 255.0f + 0.5f);
-    return b;
+  auto put = [&](const std::string& base, const std::vector<uint32_t>& dims, const Bytes& bytes) {
+    write_idx((fs::path(folder) / base).string() + (gz ? ".gz" : ""), dims,
+              std::vector<uint8_t>(bytes.begin(), bytes.end()), gz);
   };
   const uint32_t r = uint32_t(d.rows), c = uint32_t(d.cols);
-  put("train-images-idx3-ubyte", {uint32_t(d.train.size()), r, c}, to_bytes(d.train.images));
+  put("train-images-idx3-ubyte", {uint32_t(d.train.size()), r, c}, d.train.images);
   put("train-labels-idx1-ubyte", {uint32_t(d.train.size())}, d.train.labels);
-  put("t10k-images-idx3-ubyte", {uint32_t(d.test.size()), r, c}, to_bytes(d.test.images));
+  put("t10k-images-idx3-ubyte", {uint32_t(d.test.size()), r, c}, d.test.images);
   put("t10k-labels-idx1-ubyte", {uint32_t(d.test.size())}, d.test.labels);
 }
 

@@ -1,4 +1,6 @@
-// MNIST-format data in memory: images as floats scaled to [0, 1], labels as bytes.
+// MNIST-format data as bytes: pixels 0-255 and labels, mapped from the IDX files (shared by the
+// ranks of a machine through the page cache) or generated. Pixels become floats in [0, 1]
+// (byte / 255) only as a batch is gathered.
 #pragma once
 
 #include <cstddef>
@@ -6,13 +8,20 @@
 #include <string>
 #include <vector>
 
+#include "runtime/bytes.h"
+
 namespace dtrain {
 
 struct Split {
-  std::vector<float> images;  // [n x features]
-  std::vector<uint8_t> labels;
+  Bytes images;  // [n x features] pixels, 0-255
+  Bytes labels;
   size_t size() const { return labels.size(); }
 };
+
+// The float a pixel byte trains as: byte / 255, the same bits everywhere.
+inline float pixel_value(uint8_t b) {
+  return static_cast<float>(b) * (1.0f / 255.0f);
+}
 
 struct Dataset {
   size_t rows = 0, cols = 0, classes = 10;

@@ -54,6 +54,7 @@ EnvConfig read_env() {
   if (auto v = get("DTRAIN_FUSION_THRESHOLD"))
     e.fusion_threshold_bytes = parse_bytes("DTRAIN_FUSION_THRESHOLD", *v);
   e.tf_config = get("TF_CONFIG");
+  e.cache_dir = get("DTRAIN_CACHE_DIR");
   if (auto v = get("DTRAIN_JOB_ID")) e.job_id = parse_size("DTRAIN_JOB_ID", *v);
   for (const char* n : {"DTRAIN_PS_SERVER_PUBLIC_KEY", "DTRAIN_PS_SERVER_SECRET_KEY",
                         "DTRAIN_PS_CLIENT_PUBLIC_KEY", "DTRAIN_PS_CLIENT_SECRET_KEY"})
@@ -63,6 +64,10 @@ EnvConfig read_env() {
     if (*v != "0" && *v != "1")
       throw InputError("DTRAIN_ALLREDUCE_SHM='" + *v + "' must be 0 or 1");
     e.allreduce_shm = *v == "1";
+  }
+  if (auto v = get("DTRAIN_REQUIRE_GPU")) {
+    if (*v != "0" && *v != "1") throw InputError("DTRAIN_REQUIRE_GPU='" + *v + "' must be 0 or 1");
+    e.require_gpu = *v == "1";
   }
   if (auto v = get("DTRAIN_PS_SHM")) {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_PS_SHM='" + *v + "' must be 0 or 1");

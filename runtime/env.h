@@ -13,7 +13,11 @@ namespace dtrain {
 struct EnvConfig {
   std::optional<size_t> fusion_threshold_bytes;  // DTRAIN_FUSION_THRESHOLD (bytes)
   std::optional<std::string> tf_config;          // TF_CONFIG (TensorFlow's name, kept)
-  std::optional<uint64_t> job_id;                // DTRAIN_JOB_ID (the launcher sets one per job)
+  std::optional<std::string> cache_dir;          // DTRAIN_CACHE_DIR: decompressed .gz data
+  // DTRAIN_REQUIRE_GPU=1: a GPU test or job that would skip for want of a usable GPU fails
+  // instead, naming the reason (scripts/gpu-check.sh sets it).
+  bool require_gpu = false;
+  std::optional<uint64_t> job_id;  // DTRAIN_JOB_ID (the launcher sets one per job)
   // --secure: DTRAIN_PS_{SERVER,CLIENT}_{PUBLIC,SECRET}_KEY by full name, and DTRAIN_PS_KEY_FILE
   std::map<std::string, std::string> ps_keys;
   std::optional<std::string> ps_key_file;

@@ -1,12 +1,26 @@
 #include "runtime/idx.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+
+#include "runtime/env.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace dtrain {
 
+namespace fs = std::filesystem;
+
 namespace {
+
 std::vector<uint8_t> read_all(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) throw InputError(path + ": cannot open (missing file or no permission)");
@@ -35,15 +49,14 @@ std::vector<uint8_t> read_all(const std::string& path) {
 uint32_t be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
-}  // namespace
 
-IdxArray read_idx(const std::string& path) {
-  std::vector<uint8_t> bytes = read_all(path);
-  if (bytes.size() < 4)
-    throw InputError(
-        detail::cat(path, ": truncated: ", bytes.size(), " bytes, too short for an IDX header"));
+// Checks the header against the bytes; returns the dimensions and where the data starts.
+std::vector<uint32_t> parse_header(const std::string& path, const uint8_t* bytes, size_t n,
+                                   size_t* header_out) {
+  if (n < 4)
+    throw InputError(detail::cat(path, ": truncated: ", n, " bytes, too short for an IDX header"));
   if (bytes[0] != 0 || bytes[1] != 0)
-    throw InputError(detail::cat(path, ": wrong magic number 0x", std::hex, be32(bytes.data()),
+    throw InputError(detail::cat(path, ": wrong magic number 0x", std::hex, be32(bytes),
                                  " (an IDX file starts with 0x0000)"));
   if (bytes[2] != 0x08)
     throw InputError(detail::cat(path, ": element type 0x", std::hex, int(bytes[2]),
@@ -52,25 +65,163 @@ IdxArray read_idx(const std::string& path) {
   if (ndims < 1 || ndims > 4)
     throw InputError(detail::cat(path, ": ", ndims, " dimensions (expected 1 to 4)"));
   const size_t header = 4 + 4 * ndims;
-  if (bytes.size() < header)
+  if (n < header)
     throw InputError(
-        detail::cat(path, ": truncated: header needs ", header, " bytes, file has ", bytes.size()));
-  IdxArray a;
+        detail::cat(path, ": truncated: header needs ", header, " bytes, file has ", n));
+  std::vector<uint32_t> dims;
   size_t total = 1;
   for (size_t i = 0; i < ndims; ++i) {
-    const uint32_t d = be32(bytes.data() + 4 + 4 * i);
+    const uint32_t d = be32(bytes + 4 + 4 * i);
     if (d > (1u << 28))
       throw InputError(detail::cat(path, ": dimension ", i, " is ", d, ", implausibly large"));
-    a.dims.push_back(d);
+    dims.push_back(d);
     total *= d;
   }
-  if (bytes.size() - header < total)
+  if (n - header < total)
     throw InputError(detail::cat(path, ": truncated: header promises ", total,
-                                 " data bytes, file has ", bytes.size() - header));
-  if (bytes.size() - header > total)
+                                 " data bytes, file has ", n - header));
+  if (n - header > total)
     throw InputError(
-        detail::cat(path, ": ", bytes.size() - header - total, " unexpected bytes after the data"));
-  a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
+        detail::cat(path, ": ", n - header - total, " unexpected bytes after the data"));
+  *header_out = header;
+  return dims;
+}
+
+// A read-only mapping of a whole file; unmapped when the last Bytes viewing it goes.
+struct Mapping {
+  void* p = MAP_FAILED;
+  size_t n = 0;
+  ~Mapping() {
+    if (p != MAP_FAILED) munmap(p, n);
+  }
+};
+
+// Maps path; null when it cannot be opened or mapped (the caller falls back or reports).
+std::shared_ptr<Mapping> map_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  struct stat st {};
+  auto m = std::make_shared<Mapping>();
+  if (fstat(fd, &st) == 0 && st.st_size > 0) {
+    m->n = size_t(st.st_size);
+    m->p = mmap(nullptr, m->n, PROT_READ, MAP_SHARED, fd, 0);
+  }
+  ::close(fd);
+  return m->p == MAP_FAILED ? nullptr : m;
+}
+
+bool is_gzip(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  unsigned char m[2] = {0, 0};
+  const bool gz = std::fread(m, 1, 2, f) == 2 && m[0] == 0x1f && m[1] == 0x8b;
+  std::fclose(f);
+  return gz;
+}
+
+// The gzip trailer: CRC-32 and size (mod 2^32) of the uncompressed data.
+bool gzip_trailer(const std::string& path, uint32_t* crc, uint32_t* size) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  unsigned char t[8];
+  const bool ok = std::fseek(f, -8, SEEK_END) == 0 && std::fread(t, 1, 8, f) == 8;
+  std::fclose(f);
+  if (!ok) return false;
+  *crc = uint32_t(t[0]) | uint32_t(t[1]) << 8 | uint32_t(t[2]) << 16 | uint32_t(t[3]) << 24;
+  *size = uint32_t(t[4]) | uint32_t(t[5]) << 8 | uint32_t(t[6]) << 16 | uint32_t(t[7]) << 24;
+  return true;
+}
+
+bool matches_trailer(const uint8_t* p, size_t n, uint32_t crc, uint32_t size) {
+  if (uint32_t(n) != size) return false;
+  uLong c = crc32(0L, Z_NULL, 0);
+  for (size_t off = 0; off < n;) {  // crc32 takes an unsigned int length
+    const size_t chunk = std::min<size_t>(n - off, 1u << 30);
+    c = crc32(c, p + off, uInt(chunk));
+    off += chunk;
+  }
+  return uint32_t(c) == crc;
+}
+
+// The cache file for a .gz: named after its absolute path, size and modification time, so a
+// changed or different file gets its own.
+std::string cache_path_for(const std::string& gz) {
+  std::error_code ec;
+  const fs::path abs = fs::absolute(gz, ec);
+  struct stat st {};
+  ::stat(gz.c_str(), &st);
+  const std::string key =
+      detail::cat(abs.string(), '|', st.st_size, '|', st.st_mtim.tv_sec, '.', st.st_mtim.tv_nsec);
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016zx", std::hash<std::string>{}(key));
+  std::string base = fs::path(gz).filename().string();
+  if (base.size() > 3 && base.compare(base.size() - 3, 3, ".gz") == 0) base.resize(base.size() - 3);
+  return (fs::path(idx_cache_dir()) / (base + "-" + hex)).string();
+}
+
+// The decompressed bytes of a .gz file, through the cache when one can be written.
+Bytes gz_bytes(const std::string& path, bool* mapped) {
+  uint32_t crc = 0, size = 0;
+  const bool trailer = gzip_trailer(path, &crc, &size);
+  const std::string cached = cache_path_for(path);
+  auto valid = [&](const std::shared_ptr<Mapping>& m) {
+    return m && trailer && matches_trailer(static_cast<const uint8_t*>(m->p), m->n, crc, size);
+  };
+  if (auto m = map_file(cached); valid(m)) {
+    *mapped = true;
+    return Bytes::view(m, static_cast<const uint8_t*>(m->p), m->n);
+  }
+  std::vector<uint8_t> bytes = read_all(path);
+  size_t header = 0;
+  parse_header(path, bytes.data(), bytes.size(), &header);  // bad data fails as before
+  // Written under a name of its own, then renamed: a rank that races us maps either the old
+  // state (nothing) or a whole file, never a torn one.
+  std::error_code ec;
+  fs::create_directories(fs::path(cached).parent_path(), ec);
+  const std::string tmp = detail::cat(cached, ".tmp.", getpid());
+  if (std::FILE* f = ec ? nullptr : std::fopen(tmp.c_str(), "wb")) {
+    const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
+                    std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+    std::fclose(f);
+    if (ok && std::rename(tmp.c_str(), cached.c_str()) == 0) {
+      if (auto m = map_file(cached); valid(m)) {
+        *mapped = true;
+        return Bytes::view(m, static_cast<const uint8_t*>(m->p), m->n);
+      }
+    }
+    std::remove(tmp.c_str());
+  }
+  log_debug(path, ": no usable cache at ", cached, "; keeping the decompressed data in memory");
+  *mapped = false;
+  return Bytes(std::move(bytes));
+}
+
+}  // namespace
+
+std::string idx_cache_dir() {
+  const EnvConfig env = read_env();
+  if (env.cache_dir) return *env.cache_dir;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return (fs::path(x) / "dtrain").string();
+  if (const char* h = std::getenv("HOME"); h && *h)
+    return (fs::path(h) / ".cache" / "dtrain").string();
+  return (fs::temp_directory_path() / "dtrain-cache").string();
+}
+
+IdxArray read_idx(const std::string& path) {
+  IdxArray a;
+  Bytes file;
+  if (is_gzip(path)) {
+    file = gz_bytes(path, &a.mapped);
+  } else if (auto m = map_file(path)) {
+    file = Bytes::view(m, static_cast<const uint8_t*>(m->p), m->n);
+    a.mapped = true;
+  } else {
+    file = Bytes(read_all(path));  // empty files and the unmappable (and the missing: it throws)
+  }
+  size_t header = 0;
+  a.dims = parse_header(path, file.data(), file.size(), &header);
+  a.data = file.sub(header, file.size() - header);
   return a;
 }
 

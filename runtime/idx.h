@@ -1,6 +1,13 @@
 // The IDX format of MNIST (http://yann.lecun.com/exdb/mnist/): a big-endian header
-// {0, 0, type=0x08 (ubyte), ndims} then ndims 32-bit sizes, then the data. Files may be raw or
-// gzip'd; zlib reads both through one call.
+// {0, 0, type=0x08 (ubyte), ndims} then ndims 32-bit sizes, then the data.
+//
+// A raw file is memory-mapped read-only: every process on the machine that reads it shares one
+// copy in the page cache. A gzip'd file is decompressed once into a cache file (DTRAIN_CACHE_DIR,
+// else $XDG_CACHE_HOME/dtrain, else ~/.cache/dtrain; named after the .gz file's path, size and
+// time) and that is mapped. The cache file is written to a temporary name and renamed into place,
+// so ranks racing to create it are safe, and before each use it is checked against the gzip
+// trailer's size and CRC-32; a wrong or torn one is rebuilt. Where no cache can be written the
+// decompressed bytes stay in this process's memory.
 #pragma once
 
 #include <cstddef>
@@ -8,16 +15,22 @@
 #include <string>
 #include <vector>
 
+#include "runtime/bytes.h"
+
 namespace dtrain {
 
 struct IdxArray {
   std::vector<uint32_t> dims;
-  std::vector<uint8_t> data;
+  Bytes data;  // mapped (or, without a cache, owned)
+  bool mapped = false;
 };
 
 // Reads and validates one IDX file of unsigned bytes. Errors (InputError) name the file and
 // what is wrong: missing, wrong magic, truncated, trailing bytes, sizes out of range.
 IdxArray read_idx(const std::string& path);
+
+// Where decompressed .gz files are cached (see above).
+std::string idx_cache_dir();
 
 // Writes an IDX ubyte file, raw or gzip'd; used by tests and data tools.
 void write_idx(const std::string& path, const std::vector<uint32_t>& dims,

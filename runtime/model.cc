@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/conv2d.h"
+#include "runtime/dataset.h"
 #include "runtime/error.h"
 
 namespace dtrain {
@@ -143,6 +144,18 @@ BatchStats Model::evaluate(const float* x, const uint8_t* y, size_t n, size_t ev
   for (size_t i = 0; i < n; i += eval_batch) {
     const size_t b = std::min(eval_batch, n - i);
     forward(x + i * input_size_, y + i, b, false, sums_.data() + 2);
+  }
+  return read_sums(2, n);
+}
+
+BatchStats Model::evaluate_pixels(const uint8_t* x, const uint8_t* y, size_t n, size_t eval_batch) {
+  zero_sums(2);
+  std::vector<float> batch(std::min(eval_batch, n) * input_size_);
+  for (size_t i = 0; i < n; i += eval_batch) {
+    const size_t b = std::min(eval_batch, n - i);
+    const uint8_t* src = x + i * input_size_;
+    for (size_t k = 0; k < b * input_size_; ++k) batch[k] = pixel_value(src[k]);
+    forward(batch.data(), y + i, b, false, sums_.data() + 2);
   }
   return read_sums(2, n);
 }

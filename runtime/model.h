@@ -74,6 +74,8 @@ class Model {
   // Loss and accuracy over n samples (host memory), in batches, without touching gradients or
   // the training sums.
   BatchStats evaluate(const float* x, const uint8_t* y, size_t n, size_t eval_batch = 500);
+  // The same over pixel bytes, turned into floats (pixel_value) one evaluation batch at a time.
+  BatchStats evaluate_pixels(const uint8_t* x, const uint8_t* y, size_t n, size_t eval_batch = 500);
 
   nlohmann::json spec() const;
   std::vector<TensorRange> tensors() const;

@@ -12,6 +12,7 @@
 #include "runtime/error.h"
 #include "runtime/files.h"
 #include "runtime/log.h"
+#include "runtime/memory_use.h"
 
 namespace dtrain {
 
@@ -86,9 +87,13 @@ TrainResult Trainer::run() {
   if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
   resume = sync_.start(model_, opt_, job, resume, timeline_);
 
+  if (resume.epoch >= opts_.epochs && chief && opts_.print)
+    log_info("nothing to do: the checkpoint is at epoch ", resume.epoch, " of ", opts_.epochs,
+             " (raise --epochs to train further); its last epoch's metrics follow");
   Batcher batcher(data_.train.size(), opts_.batch_size, sync_.rank(), sync_.world(), opts_.seed);
   TrainResult result;
   uint64_t global_step = resume.step;
+  size_t peak_anon = read_memory_use().anonymous_bytes;  // sampled at every epoch's end
   double samples = 0, seconds = 0;
   for (uint64_t e = resume.epoch; e < opts_.epochs; ++e) {
     EpochMetrics m;
@@ -143,8 +148,8 @@ TrainResult Trainer::run() {
       // Test set sharded over workers; sums combined with the training sums in one call.
       const size_t nt = data_.test.size(), r = sync_.rank(), w = sync_.world();
       const size_t lo = nt * r / w, hi = nt * (r + 1) / w;
-      BatchStats ts = model_.evaluate(data_.test.images.data() + lo * f,
-                                      data_.test.labels.data() + lo, hi - lo);
+      BatchStats ts = model_.evaluate_pixels(data_.test.images.data() + lo * f,
+                                             data_.test.labels.data() + lo, hi - lo);
       double all[6] = {stats[0],    stats[1],           stats[2],
                        ts.loss_sum, double(ts.correct), double(ts.count)};
       sync_.sum(all, 6);
@@ -158,6 +163,7 @@ TrainResult Trainer::run() {
       m.samples_per_sec = secs > 0 ? all[2] / secs : 0;
       samples += all[2];
       seconds += secs;
+      peak_anon = std::max(peak_anon, read_memory_use().anonymous_bytes);
     }
     if (chief && opts_.print)
       std::printf(
@@ -171,10 +177,23 @@ TrainResult Trainer::run() {
   sync_.finish(true);
   if (!opts_.timeline_path.empty() && chief) timeline_.write(opts_.timeline_path);
 
+  const MemoryUse mem = read_memory_use();
+  peak_anon = std::max(peak_anon, mem.anonymous_bytes);
+  log_debug("memory: peak resident ", mem.peak_resident_bytes >> 20, " MB, anonymous (private) ",
+            peak_anon >> 20, " MB at most, file-backed now ", mem.file_bytes >> 20, " MB");
   result.seconds = seconds;
   result.samples_per_sec = seconds > 0 ? samples / seconds : 0;
-  result.test_accuracy = result.epochs.empty() ? 0 : result.epochs.back().test_accuracy;
-  const EpochMetrics last = result.epochs.empty() ? EpochMetrics{} : result.epochs.back();
+  // A resumed job with no epoch left reports the checkpoint's last epoch (from metrics.jsonl).
+  EpochMetrics last = result.epochs.empty() ? EpochMetrics{} : result.epochs.back();
+  if (result.epochs.empty() && !history_.empty()) {
+    const nlohmann::json& h = history_.back();
+    last.epoch = h.value("epoch", uint64_t(0));
+    last.loss = h.value("loss", 0.0);
+    last.train_accuracy = h.value("train_accuracy", 0.0);
+    last.test_loss = h.value("test_loss", 0.0);
+    last.test_accuracy = h.value("test_accuracy", 0.0);
+  }
+  result.test_accuracy = last.test_accuracy;
   result.summary = {{"event", "summary"},
                     {"mode", sync_.name()},
                     {"world_size", sync_.world()},
@@ -187,7 +206,9 @@ TrainResult Trainer::run() {
                     {"test_accuracy", last.test_accuracy},
                     {"samples_per_sec", result.samples_per_sec},
                     {"seconds", result.seconds},
-                    {"output_dir", opts_.output_dir}};
+                    {"output_dir", opts_.output_dir},
+                    {"peak_rss_bytes", mem.peak_resident_bytes},
+                    {"peak_anon_bytes", peak_anon}};
   if (chief && opts_.print) std::printf("%s\n", result.summary.dump().c_str());
   std::fflush(stdout);
   return result;

@@ -94,4 +94,7 @@ fig.tight_layout()
 fig.savefig(out + "/scaling.png", dpi=100)
 print("bench-scaling: plot in " + out + "/scaling.png", file=sys.stderr)
 PY
+else
+  echo "bench-scaling: no $out/scaling.png: Debian's python3-matplotlib is not installed" \
+    "(scripts/setup.sh --bench installs it); the figures are in $out/scaling.jsonl" >&2
 fi

@@ -2,7 +2,8 @@
 # Multi-process parameter-server jobs on 127.0.0.1, one process per TF_CONFIG task:
 #   sync1x2   1 ps + 2 workers, sync, reach the accuracy bar (real MNIST when present); the
 #             floats go through shared memory and no segment is left in /dev/shm
-#   sync1x2tcp  the same, one epoch, with DTRAIN_PS_SHM=0: every float in ZeroMQ payloads
+#   sync1x2tcp  the same, one epoch, with DTRAIN_PS_SHM=0: every float in ZeroMQ payloads; the
+#             chief's timeline has push and wait spans
 #   sync2x2   2 ps + 2 workers, sync
 #   async1x2  1 ps + 2 workers, async
 #   timeout   a worker whose ps never starts fails within --start-timeout, naming the ps task
@@ -75,9 +76,16 @@ sync1x2)
     fail "the workers did not use shared memory: $(grep 'through shared' "$tmp/worker1.log")"
   ;;
 sync1x2tcp)
-  DTRAIN_PS_SHM=0 run_job 1 2 0.95 --epochs 1 --verbose
+  DTRAIN_PS_SHM=0 run_job 1 2 0.95 --epochs 1 --verbose --timeline "$tmp/timeline.json"
   grep -q "1 ps task(s), 0 through shared memory" "$tmp/worker1.log" ||
     fail "DTRAIN_PS_SHM=0 still used shared memory"
+  # The chief's timeline has the same compute spans as the other modes, plus push and wait.
+  python3 - "$tmp/timeline.json" <<'PY' || fail "timeline spans"
+import json, sys
+names = {e["name"] for e in json.load(open(sys.argv[1]))["traceEvents"]}
+missing = {"forward", "backward", "finish_step", "push", "wait"} - names
+assert not missing, missing
+PY
   ;;
 sync2x2) run_job 2 2 0.95 --epochs 1 ;;
 # Async runs are timing-dependent (measured 0.970-0.977 over 6 runs): the guard sits below that.

@@ -10,13 +10,15 @@
 #include "runtime/cpu_ops.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cudnn_algo.h"
 #include "runtime/cuda/cudnn_conv.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/ops.h"
-#include "runtime/optimizer.h"
 #include "runtime/functors.h"
 #include "runtime/model.h"
+#include "runtime/optimizer.h"
 #include "runtime/rng.h"
+#include "tests/gpu_skip.h"
 
 namespace dtrain::cuda {
 namespace {
@@ -25,7 +27,8 @@ class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string why;
-    if (device_count(&why) == 0) GTEST_SKIP() << "no CUDA device on this machine (" << why << ")";
+    if (device_count(&why) == 0)
+      DTRAIN_SKIP_WITHOUT_GPU("no CUDA device on this machine (" << why << ")");
     CUDA_CHECK(cudaSetDevice(0));
     CUDA_CHECK(cudaStreamCreate(&s_));
   }
@@ -106,6 +109,26 @@ TEST_F(CudaOps, GemmAllTranspositions) {
       expect_close(down(dc), c, 1e-4,
                    ta ? (tb ? "gemm TT" : "gemm TN") : (tb ? "gemm NT" : "gemm NN"));
     }
+}
+
+// cuDNN's ranking is taken only where an entry succeeded in plain FP32; no GPU needed.
+TEST(CudnnAlgo, FirstSuccessfulFp32EntryElseTheFallback) {
+  cudnnConvolutionFwdAlgoPerf_t ranked[3] = {};
+  ranked[0].algo = CUDNN_CONVOLUTION_FWD_ALGO_FFT;
+  ranked[0].status = CUDNN_STATUS_NOT_SUPPORTED;
+  ranked[1].algo = CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+  ranked[1].status = CUDNN_STATUS_SUCCESS;
+  ranked[1].mathType = CUDNN_TENSOR_OP_MATH;
+  ranked[2].algo = CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
+  ranked[2].status = CUDNN_STATUS_SUCCESS;
+  ranked[2].mathType = CUDNN_DEFAULT_MATH;
+  const auto fallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  EXPECT_EQ(choose_cudnn_algo(ranked, 3, fallback), CUDNN_CONVOLUTION_FWD_ALGO_GEMM);
+  EXPECT_EQ(choose_cudnn_algo(ranked, 2, fallback), fallback) << "none usable";
+  EXPECT_EQ(choose_cudnn_algo(ranked, 0, fallback), fallback) << "cuDNN found nothing";
+  ranked[0].status = CUDNN_STATUS_SUCCESS;
+  ranked[0].mathType = CUDNN_FMA_MATH;
+  EXPECT_EQ(choose_cudnn_algo(ranked, 3, fallback), CUDNN_CONVOLUTION_FWD_ALGO_FFT);
 }
 
 TEST_F(CudaOps, EveryOptimizerMatchesTheCpu) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "runtime/dataset.h"
@@ -47,6 +48,34 @@ TEST(Idx, RoundTripRawAndGzip) {
   f.read(reinterpret_cast<char*>(m), 2);
   EXPECT_EQ(m[0], 0x1f);
   EXPECT_EQ(m[1], 0x8b);
+}
+
+// Raw files are mapped; a .gz is decompressed once into the cache, which is checked against the
+// gzip trailer before each use: a damaged cache file is rebuilt, never trusted.
+TEST(Idx, RawIsMappedAndGzipIsCachedAndVerified) {
+  TempDir d;
+  setenv("DTRAIN_CACHE_DIR", (d / "cache").c_str(), 1);
+  std::vector<uint8_t> data(5 * 7);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 13);
+  write_idx(d / "raw", {5, 7}, data, false);
+  write_idx(d / "z.gz", {5, 7}, data, true);
+  EXPECT_TRUE(read_idx(d / "raw").mapped);
+  IdxArray first = read_idx(d / "z.gz");
+  EXPECT_TRUE(first.mapped);
+  EXPECT_EQ(first.data, data);
+  std::vector<std::filesystem::path> cached;
+  for (const auto& e : std::filesystem::directory_iterator(d / "cache")) cached.push_back(e.path());
+  ASSERT_EQ(cached.size(), 1u) << "one cache file, no temporary left";
+  EXPECT_EQ(std::filesystem::file_size(cached[0]), 4 + 2 * 4 + data.size());
+  {  // damage it: same size, one byte changed
+    std::fstream f(cached[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(12);
+    f.put(char(0x55));
+  }
+  IdxArray again = read_idx(d / "z.gz");
+  EXPECT_EQ(again.data, data);
+  EXPECT_EQ(read_idx(cached[0]).data, data) << "the damaged cache file was rebuilt";
+  unsetenv("DTRAIN_CACHE_DIR");
 }
 
 TEST(Idx, MissingFile) {

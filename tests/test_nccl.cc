@@ -13,6 +13,7 @@
 #include "runtime/dataset.h"
 #include "runtime/model.h"
 #include "runtime/timeline.h"
+#include "tests/gpu_skip.h"
 #include "tests/mpi_world.h"
 #include "tests/reference_training.h"
 
@@ -34,7 +35,7 @@ bool every_rank_has_its_own_gpu(std::string* why) {
 TEST(Nccl, AllreduceSumAverageAndGroupedBuckets) {
   std::string why;
   if (!every_rank_has_its_own_gpu(&why))
-    GTEST_SKIP() << "needs a CUDA device for every rank (" << why << ")";
+    DTRAIN_SKIP_WITHOUT_GPU("needs a CUDA device for every rank (" << why << ")");
   const int dev = cuda::select_device(world().local_rank());
   cudaStream_t compute;
   CUDA_CHECK(cudaStreamCreate(&compute));
@@ -68,7 +69,7 @@ TEST(Nccl, AllreduceSumAverageAndGroupedBuckets) {
 TEST(Nccl, AllreduceSyncOnGpuModelsMatchesOneCpuProcess) {
   std::string why;
   if (!every_rank_has_its_own_gpu(&why))
-    GTEST_SKIP() << "needs a CUDA device for every rank (" << why << ")";
+    DTRAIN_SKIP_WITHOUT_GPU("needs a CUDA device for every rank (" << why << ")");
   auto& c = world();
   const Dataset d = make_synthetic(300, 10, 4);
   const size_t b = 6, steps = 8;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "runtime/dataset.h"
 #include "runtime/error.h"
@@ -106,6 +107,42 @@ TEST(Training, WritesMetricsModelAndCheckpoint) {
   EXPECT_GT(tl["traceEvents"].size(), 10u);
   EXPECT_EQ(tl["traceEvents"][0]["ph"], "X");
   EXPECT_GT(r.result.samples_per_sec, 0);
+}
+
+// Resuming a job that already ran all its epochs has nothing to do: it says so and reports the
+// last epoch's metrics (not a summary of zeros).
+TEST(Training, ResumingAFinishedJobReportsItsLastEpoch) {
+  TempDir d;
+  JobSpec o;
+  o.epochs = 2;
+  o.batch_size = 30;
+  o.output_dir = d.path();
+  o.print = false;
+  TrainRun first = train(small_data(), o);
+  o.resume = true;
+  TrainRun again = train(small_data(), o);
+  EXPECT_TRUE(again.result.epochs.empty());
+  EXPECT_EQ(again.result.summary["test_accuracy"], first.result.epochs.back().test_accuracy);
+  EXPECT_EQ(again.result.summary["loss"], first.result.epochs.back().loss);
+  EXPECT_EQ(again.result.summary["global_step"], first.result.summary["global_step"]);
+  EXPECT_EQ(again.result.test_accuracy, first.result.test_accuracy);
+}
+
+// Every mode records its optimizer step in the timeline; local mode included.
+TEST(Training, LocalTimelineHasTheOptimizerSpan) {
+  TempDir d;
+  JobSpec o;
+  o.epochs = 1;
+  o.batch_size = 30;
+  o.output_dir = d.path();
+  o.print = false;
+  o.timeline_path = d / "timeline.json";
+  train(small_data(), o);
+  const nlohmann::json doc = nlohmann::json::parse(read_file(d / "timeline.json"));
+  std::set<std::string> names;
+  for (const auto& e : doc["traceEvents"]) names.insert(e["name"].get<std::string>());
+  for (const char* n : {"forward", "backward", "finish_step", "optimizer"})
+    EXPECT_TRUE(names.count(n)) << n;
 }
 
 TEST(Training, LearnsGeneratedData) {

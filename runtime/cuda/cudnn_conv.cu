@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include "runtime/cuda/cudnn_algo.h"
+
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/cudnn_conv.h"
 
@@ -50,15 +52,15 @@ void CudnnConv2D::set_batch(size_t batch) {
   cudnnConvolutionFwdAlgoPerf_t fwd[8];
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle_, x_desc_, w_desc_, conv_desc_, y_desc_,
                                                      8, &found, fwd));
-  fwd_algo_ = fwd[0].algo;
+  fwd_algo_ = choose_cudnn_algo(fwd, found, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
   cudnnConvolutionBwdDataAlgoPerf_t bd[8];
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle_, w_desc_, y_desc_, conv_desc_,
                                                           x_desc_, 8, &found, bd));
-  bwd_data_algo_ = bd[0].algo;
+  bwd_data_algo_ = choose_cudnn_algo(bd, found, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0);
   cudnnConvolutionBwdFilterAlgoPerf_t bf[8];
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle_, x_desc_, y_desc_, conv_desc_,
                                                             w_desc_, 8, &found, bf));
-  bwd_filter_algo_ = bf[0].algo;
+  bwd_filter_algo_ = choose_cudnn_algo(bf, found, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0);
   size_t a = 0, b = 0, c = 0;
   CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle_, x_desc_, w_desc_, conv_desc_,
                                                       y_desc_, fwd_algo_, &a));
