@@ -43,8 +43,12 @@ int main(int argc, char** argv) {
         for (auto& [k, v] : keys.for_task(t.name.rfind("ps:", 0) == 0)) t.env[k] = v;
     }
     if (o.dry_run) {
-      for (const auto& t : plan.tasks)
+      // Secret keys never reach a terminal (or a CI log): shown as <secret>.
+      for (Task t : plan.tasks) {
+        for (auto& [k, v] : t.env)
+          if (k.find("SECRET") != std::string::npos) v = "<secret>";
         std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
+      }
       return 0;
     }
     install_stop_handlers();

@@ -188,7 +188,7 @@ JobPlan plan_ps(const LauncherOptions& o, const std::string& tf_config,
       me.task_index = i;
       Task t;
       t.name = detail::cat(type, ":", i);
-      t.log_dir = detail::cat("logs/", type, ".", i);
+      t.log_dir = "logs/" + t.name;  // the task's name everywhere: [ps:0], logs/ps:0, errors
       const std::string host = spec.job(type)[i].host;
       t.host = is_local_host(host) ? "" : host;
       t.env["TF_CONFIG"] = me.to_json(true).dump();

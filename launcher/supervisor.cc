@@ -172,7 +172,7 @@ RunResult Supervisor::run(const JobPlan& plan) {
     std::smatch m;
     if (t.mpi_tagged_output && std::regex_match(line, m, tag)) {
       const std::string r = m[1];
-      sink.line("worker:" + r, "logs/worker." + r, m[2] == "stderr", m[3]);
+      sink.line("worker:" + r, "logs/worker:" + r, m[2] == "stderr", m[3]);
       return;
     }
     if (t.mpi_tagged_output && std::regex_search(line, m, died)) {

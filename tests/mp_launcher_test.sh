@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dtrainrun end to end:
-#   allreduce  a local 2-rank job: prefixed console lines, logs/worker.r/, outputs, accuracy
+#   allreduce  a local 2-rank job: prefixed console lines, logs/worker:r/, outputs, accuracy
 #   ps         a local 1 ps + 2 worker job
 #   dryrun     --dry-run prints every task's command and environment and starts nothing
 #   badinput   bad flags and cluster specs exit 2 with a message saying what is wrong
@@ -45,15 +45,15 @@ case "$case_" in
 allreduce)
   "${run[@]}" -np 2 -- "${train[@]}" --epochs 3 >"$tmp/console" 2>&1 || fail "job exited $?"
   grep -q "^\[worker:0\] epoch 3/3" "$tmp/console" || fail "no prefixed epoch line"
-  [[ -s "$tmp/job/logs/worker.0/stdout" ]] || fail "no logs/worker.0/stdout"
-  grep -q "epoch 3/3" "$tmp/job/logs/worker.0/stdout" || fail "log file lacks the epoch line"
+  [[ -s "$tmp/job/logs/worker:0/stdout" ]] || fail "no logs/worker:0/stdout"
+  grep -q "epoch 3/3" "$tmp/job/logs/worker:0/stdout" || fail "log file lacks the epoch line"
   [[ -f "$tmp/job/outputs/model/checkpoint.bin" ]] || fail "no checkpoint"
   check_summary "$tmp/console" 0.97
   ;;
 ps)
   "${run[@]}" --mode ps --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 2 >"$tmp/console" 2>&1 ||
     fail "job exited $?"
-  for t in ps.0 worker.0 worker.1; do [[ -d "$tmp/job/logs/$t" ]] || fail "no logs/$t"; done
+  for t in ps:0 worker:0 worker:1; do [[ -d "$tmp/job/logs/$t" ]] || fail "no logs/$t"; done
   check_summary "$tmp/console" 0.97
   ;;
 dryrun)
@@ -185,6 +185,9 @@ secure)
   grep -q '^\[ps:0\] .*DTRAIN_PS_SERVER_SECRET_KEY=' <<<"$out" || fail "ps task lacks its secret key"
   grep '^\[worker:0\]' <<<"$out" | grep -q 'SERVER_SECRET' && fail "a worker got the server's secret"
   grep -q '^\[worker:0\] .*DTRAIN_PS_CLIENT_SECRET_KEY=.*--secure' <<<"$out" || fail "worker keys"
+  # The dry run names the secret variables but shows no secret key (a 40-character Z85 value).
+  grep -q "SECRET_KEY='\?<secret>" <<<"$out" || fail "dry run does not mark the secrets"
+  if grep -oE "SECRET_KEY='?[^ ']{40}" <<<"$out"; then fail "dry run printed a secret key"; fi
   grep -q '"event":"summary"' "$tmp/console" || fail "no summary"
   echo "secure ok"
   ;;
