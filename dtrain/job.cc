@@ -69,7 +69,13 @@ Dataset load_job_data(const JobOptions& o) {
   return load_mnist(o.data_folder);
 }
 
-Job::Job(JobOptions o, int* argc, char*** argv) : o_(std::move(o)) {
+Job::Job(JobOptions o, int* argc, char*** argv) : Job(std::move(o)) {
+  start(argc, argv);
+}
+
+Job::Job(JobOptions o) : o_(std::move(o)) {}
+
+void Job::start(int* argc, char*** argv) {
   const EnvConfig env = read_env();
   mode_ = o_.mode;
   if (mode_ == "auto")
@@ -235,7 +241,8 @@ int run_job(const JobOptions& o, int argc, char** argv, const ModelFactory& make
     set_verbose(o.verbose);
     cpu::set_blas_threads(1);
     cpu::flush_denormals_on_this_thread();
-    job = std::make_unique<Job>(o, &argc, &argv);
+    job = std::make_unique<Job>(o);
+    job->start(&argc, &argv);  // a failure here on one rank only can still abort the job
     if (job->is_ps_task()) {
       job->serve(make_model);
       return 0;

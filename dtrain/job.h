@@ -74,9 +74,13 @@ Dataset load_job_data(const JobOptions& o);
 
 class Job {
  public:
-  // Decides the role and starts what it needs (MPI_Init for allreduce ranks). Throws InputError
-  // for a configuration that cannot run, naming what is wrong.
+  // Decides the role and starts what it needs (start(): MPI_Init for allreduce ranks, the
+  // device, NCCL). Throws InputError for a configuration that cannot run, naming what is wrong.
   Job(JobOptions o, int* argc, char*** argv);
+  // The same in two steps, for callers that must be able to abort() the job when start() fails
+  // on some ranks only (the others would wait for them forever): run_job does this.
+  explicit Job(JobOptions o);
+  void start(int* argc, char*** argv);
   ~Job();
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;

@@ -5,6 +5,7 @@
 #   mismatch  ranks started with different batch sizes stop with an error naming rank and field
 #   kill      SIGKILL of rank 1 ends the whole job within a bounded time, no process left behind
 #   onefails  an error only rank 1 sees (its data folder is missing) ends every rank, no hang
+#   startfail a start-up failure on rank 1 only (its --device cuda, no GPU) ends every rank, no hang
 #   gpu       --device cuda: a local CNN run and 2 ranks over NCCL (1 with one GPU) reach the bar; exits 77
 #             (ctest: skipped) when no GPU is usable, and checks that the refusal says why
 # Usage: mp_allreduce_test.sh BIN_DIR SOURCE_DIR CASE
@@ -116,6 +117,21 @@ onefails)
   ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
   [[ -z "$(pgrep -f "$tmp/o" || true)" ]] || fail "processes left behind"
   echo "onefails ok: exit $rc after $((SECONDS - start)) s"
+  ;;
+startfail)
+  # A failure while the job starts on one rank only (here its device: --device cuda where no GPU
+  # is usable, as a GPU or NCCL start-up failure would be): it ends every rank, it does not hang
+  # (it did: the others waited in the start-up check while it sat in MPI_Finalize).
+  start=$SECONDS
+  "${mpi[@]}" -np 1 "$bin/mnist_train" --synthetic-data 600 --epochs 100 --device cpu \
+    --output-dir "$tmp/o" : -np 1 env CUDA_VISIBLE_DEVICES= "$bin/mnist_train" --synthetic-data 600 \
+    --epochs 100 --device cuda --output-dir "$tmp/o" >"$tmp/stdout" 2>"$tmp/stderr"
+  rc=$?
+  ((rc != 0)) || fail "exited 0"
+  grep -q "rank 1/2 .*--device cuda" "$tmp/stderr" || { cat "$tmp/stderr"; fail "no message naming the device"; }
+  ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
+  [[ -z "$(pgrep -f "$tmp/o" || true)" ]] || fail "processes left behind"
+  echo "startfail ok: exit $rc after $((SECONDS - start)) s"
   ;;
 kill)
   "${mpi[@]}" -np 2 "$bin/mnist_train" --synthetic-data 60000 --epochs 1000 --output-dir "$tmp/o" \
