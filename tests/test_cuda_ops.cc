@@ -1,6 +1,7 @@
 // Every CUDA op against the CPU reference (DESIGN.md decision 2). Skipped, saying why, when no
 // GPU is present. Tolerances: elementwise ops and optimizer updates 1e-6 relative (the same
-// functors; only expf/sqrtf may differ in the last bit), softmax 1e-5, GEMM 1e-4 relative to the
+// functors, compiled with --fmad=false as the CPU's are with -ffp-contract=off, so a*b+c rounds
+// twice on both; only expf may differ in the last bit), softmax 1e-5, GEMM 1e-4 relative to the
 // row's magnitude, convolution and pooling 1e-3.
 #include <gtest/gtest.h>
 
