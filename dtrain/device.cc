@@ -9,6 +9,17 @@
 
 namespace dtrain {
 
+std::string gpu_sharing_problem(const std::vector<std::string>& uuid_per_rank) {
+  for (size_t a = 0; a < uuid_per_rank.size(); ++a)
+    for (size_t b = a + 1; b < uuid_per_rank.size(); ++b)
+      if (uuid_per_rank[a] == uuid_per_rank[b])
+        return detail::cat("--device cuda: ranks ", a, " and ", b, " would share GPU ",
+                           uuid_per_rank[a],
+                           "; NCCL needs a GPU per rank (start fewer ranks per node, give each its "
+                           "own GPU with CUDA_VISIBLE_DEVICES, or pass --device cpu)");
+  return {};
+}
+
 bool built_with_cuda() {
 #if defined(DTRAIN_HAVE_CUDA)
   return true;

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/backend.h"
 
@@ -21,6 +22,12 @@ struct DeviceChoice {
 // local_rank picks the GPU (local_rank % device count). --device cuda without a usable GPU, or
 // in a build without CUDA, is an InputError saying which.
 DeviceChoice choose_device(const std::string& device, size_t local_rank);
+
+// NCCL needs a GPU per rank. Given every rank's GPU UUID (in rank order), the ranks that would
+// share one, as an error message; empty when each rank has its own. Counting GPUs is not enough:
+// with CUDA_VISIBLE_DEVICES set per rank (Slurm --gpus-per-task, Kubernetes) every rank sees one
+// GPU, and they are all different.
+std::string gpu_sharing_problem(const std::vector<std::string>& uuid_per_rank);
 
 // True when this build has the CUDA backend.
 bool built_with_cuda();

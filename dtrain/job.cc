@@ -111,13 +111,10 @@ void Job::start(int* argc, char*** argv) {
     device_ = choose_device(o_.device, mpi_->local_rank());
 #if defined(DTRAIN_HAVE_CUDA)
     if (device_.cuda) {
-      std::string why;
-      const size_t gpus = static_cast<size_t>(cuda::device_count(&why));
-      if (mpi_->local_size() > gpus)
-        throw InputError(detail::cat("--device cuda: ", mpi_->local_size(),
-                                     " ranks on this node but ", gpus,
-                                     " GPU(s); NCCL needs a GPU per rank (start fewer ranks per "
-                                     "node, or pass --device cpu)"));
+      // Refused only when ranks really share a GPU (same UUID), not by counting devices.
+      const std::string problem = gpu_sharing_problem(
+          mpi_->allgather(cuda::device_uuid(device_.gpu), "gathering the ranks' GPU UUIDs"));
+      if (!problem.empty()) throw ConsistencyError(problem);  // every rank sees the same list
       auto& gpu = static_cast<cuda::CudaBackend&>(*device_.backend);
       nccl_ = std::make_unique<NcclCommunicator>(*mpi_, gpu.device(), gpu.stream());
     }

@@ -325,6 +325,16 @@ TEST(BackendSeam, TrainerRunsOnADeviceBackend) {
   EXPECT_TRUE(std::filesystem::exists(dir / "fenced/model/checkpoint.bin"));
 }
 
+// NCCL's one-GPU-per-rank rule by GPU identity, not by counting: ranks that each see one GPU
+// through CUDA_VISIBLE_DEVICES are fine; two ranks on one physical GPU are named.
+TEST(DeviceChoice, GpuSharingIsRefusedOnlyWhenRanksReallyShare) {
+  EXPECT_EQ(gpu_sharing_problem({"aa01", "bb02"}), "");
+  EXPECT_EQ(gpu_sharing_problem({"aa01"}), "");
+  const std::string e = gpu_sharing_problem({"aa01", "bb02", "aa01"});
+  EXPECT_NE(e.find("ranks 0 and 2 would share GPU aa01"), std::string::npos) << e;
+  EXPECT_NE(e.find("CUDA_VISIBLE_DEVICES"), std::string::npos) << e;
+}
+
 TEST(DeviceChoice, CpuAutoAndCuda) {
   DeviceChoice cpu = choose_device("cpu", 0);
   EXPECT_EQ(cpu.backend, &cpu_backend());

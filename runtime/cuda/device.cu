@@ -63,4 +63,16 @@ void DeviceBuffer<T>::download(T* host, size_t count, cudaStream_t s) const {
 template class DeviceBuffer<float>;
 template class DeviceBuffer<unsigned char>;
 
+std::string device_uuid(int device) {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned char b : prop.uuid.bytes) {
+    s += hex[b >> 4];
+    s += hex[b & 15];
+  }
+  return s;
+}
+
 }  // namespace dtrain::cuda

@@ -13,6 +13,9 @@ namespace dtrain::cuda {
 int device_count(std::string* why);
 // The device this process uses: local_rank % device_count (Horovod's convention).
 int select_device(size_t local_rank);
+// The device's UUID as hex: the same physical GPU has the same UUID in every process, whatever
+// CUDA_VISIBLE_DEVICES renumbered it to.
+std::string device_uuid(int device);
 
 template <typename T>
 class DeviceBuffer {
