@@ -5,6 +5,7 @@
 #include "allreduce/bucketed_allreduce.h"
 #include "allreduce/mpi_communicator.h"
 #include "allreduce/shared_memory_allreduce.h"
+#include "dtrain/cuda_plugin.h"
 #include "paramserver/client.h"
 #include "paramserver/curve.h"
 #include "paramserver/endpoints.h"
@@ -14,12 +15,6 @@
 #include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
-
-#if defined(DTRAIN_HAVE_CUDA)
-#include "allreduce/nccl_communicator.h"
-#include "runtime/cuda/cuda_backend.h"
-#include "runtime/cuda/device.h"
-#endif
 
 namespace dtrain {
 
@@ -109,16 +104,14 @@ void Job::start(int* argc, char*** argv) {
     mpi_ = std::make_unique<MpiCommunicator>(argc, argv);
     set_log_identity("rank", mpi_->rank(), mpi_->size());
     device_ = choose_device(o_.device, mpi_->local_rank());
-#if defined(DTRAIN_HAVE_CUDA)
     if (device_.cuda) {
+      const CudaPlugin* cuda = cuda_plugin(nullptr);  // loaded by choose_device
       // Refused only when ranks really share a GPU (same UUID), not by counting devices.
       const std::string problem = gpu_sharing_problem(
-          mpi_->allgather(cuda::device_uuid(device_.gpu), "gathering the ranks' GPU UUIDs"));
+          mpi_->allgather(cuda->device_uuid(device_.gpu), "gathering the ranks' GPU UUIDs"));
       if (!problem.empty()) throw ConsistencyError(problem);  // every rank sees the same list
-      auto& gpu = static_cast<cuda::CudaBackend&>(*device_.backend);
-      nccl_ = std::make_unique<NcclCommunicator>(*mpi_, gpu.device(), gpu.stream());
+      nccl_.reset(cuda->make_nccl(*mpi_, *device_.backend));
     }
-#endif
     return;
   }
   throw InputError("--mode " + mode_ + " is not available in this build");
