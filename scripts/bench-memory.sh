@@ -6,6 +6,7 @@
 #   mlp_20x       the MLP on an IDX training set 20x MNIST's (MNIST repeated; generated into
 #                 build/bench/mnist20x), 2,000 steps: private memory must not grow with the data
 #   mlp_4ranks    4 allreduce ranks on one machine: every rank's figures and their sum
+#   and PyTorch's same MLP job (scripts/bench_torch_memory.py) when python3-torch is installed
 # Prints one JSON line per job, naming the CPU.   scripts/bench-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,3 +60,8 @@ report mlp_20x "$tmp/big.log"
 "${mpi[@]}" -np 4 build/bin/mnist_train --device cpu --mode allreduce --verbose --data-folder data/mnist \
   --epochs 1 --output-dir "$tmp/out4" >"$tmp/four.log" 2>&1
 report mlp_4ranks "$tmp/four.log"
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  /usr/bin/python3 scripts/bench_torch_memory.py data/mnist
+else
+  echo "bench-memory: python3-torch not installed; no PyTorch figure (scripts/setup.sh --bench)" >&2
+fi
