@@ -48,7 +48,6 @@ ResumePoint BucketedAllreduce::start(Model& model, Optimizer& opt, const nlohman
 
 void BucketedAllreduce::launch(size_t lo, size_t hi) {
   if (hi <= lo) return;
-  last_step_max_bucket_ = std::max(last_step_max_bucket_, hi - lo);
   Bucket b;
   b.offset = lo;
   b.count = hi - lo;
@@ -96,11 +95,7 @@ void BucketedAllreduce::finish_step(Model& model, Optimizer& opt) {
     // Everything left goes out as more buckets (one, unless ranges came out of order); the
     // compute stream then waits for all of them on the device, and the optimizer kernel is queued
     // behind them.
-    for (size_t hi = sent_lo_; hi > 0;) {
-      const size_t lo = hi > limit_ ? hi - limit_ : 0;
-      launch(lo, hi);
-      hi = lo;
-    }
+    for_each_piece(sent_lo_, [&](size_t lo, size_t hi) { launch(lo, hi); });
     sent_lo_ = 0;
     for (auto& b : buckets_) b.handle->wait_on_device();
   }
@@ -111,21 +106,20 @@ void BucketedAllreduce::finish_step(Model& model, Optimizer& opt) {
   // The rest, [0, sent_lo_), is reduced on this thread: nothing is left to overlap it with, and a
   // hand-off to the background thread would only add its wake-up latency. It is below the
   // threshold unless ranges came out of order; then it goes in threshold-sized buckets.
+  size_t largest = 0;
+  for (const auto& b : buckets_) largest = std::max(largest, b.count);
   size_t tail = 0;
-  for (size_t hi = sent_lo_; hi > 0; ++tail) {
-    const size_t lo = hi > limit_ ? hi - limit_ : 0;
+  for_each_piece(sent_lo_, [&](size_t lo, size_t hi) {
     const int64_t t0 = timeline_->now_us();
     comm_.allreduce(grads_ + lo, hi - lo, ReduceOp::kSum,
-                    OpName{"allreduce bucket", buckets_.size() + tail, step_});
+                    OpName{"allreduce bucket", buckets_.size() + tail++, step_});
     if (timeline_->enabled())
       timeline_->span("allreduce", 1, t0, timeline_->now_us(),
                       {{"bytes", (hi - lo) * sizeof(float)}, {"offset", lo}, {"step", step_}});
-    last_step_max_bucket_ = std::max(last_step_max_bucket_, hi - lo);
-    hi = lo;
-  }
+    largest = std::max(largest, hi - lo);
+  });
   last_step_buckets_ = buckets_.size() + tail;
-  last_step_largest_bucket_ = last_step_max_bucket_;
-  last_step_max_bucket_ = 0;
+  last_step_largest_bucket_ = largest;
   buckets_.clear();
   region_.reset(region_.size());
   sent_lo_ = region_.size();

@@ -49,6 +49,15 @@ class BucketedAllreduce : public GradientSync {
   void launch(size_t lo, size_t hi);
   void poll();
   void note_done(Bucket& b);
+  // Calls f(lo, hi) for [0, end) cut into threshold-sized pieces, top first (backward's order).
+  template <typename F>
+  void for_each_piece(size_t end, F f) const {
+    for (size_t hi = end; hi > 0;) {
+      const size_t lo = hi > limit_ ? hi - limit_ : 0;
+      f(lo, hi);
+      hi = lo;
+    }
+  }
 
   Communicator& comm_;
   Communicator* meta_;
@@ -61,7 +70,7 @@ class BucketedAllreduce : public GradientSync {
   std::vector<Bucket> buckets_;
   size_t limit_ = 1;  // the fusion threshold in floats
   size_t last_step_buckets_ = 0;
-  size_t last_step_max_bucket_ = 0, last_step_largest_bucket_ = 0;  // floats
+  size_t last_step_largest_bucket_ = 0;  // floats
   uint64_t step_ = 0;
 };
 

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
       // Secret keys never reach a terminal (or a CI log): shown as <secret>.
       for (Task t : plan.tasks) {
         for (auto& [k, v] : t.env)
-          if (k.find("SECRET") != std::string::npos) v = "<secret>";
+          if (JobKeys::is_secret(k)) v = "<secret>";
         std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
       }
       return 0;

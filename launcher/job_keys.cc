@@ -22,6 +22,10 @@ JobKeys::JobKeys() {
   keypair(&client_public_, &client_secret_);
 }
 
+bool JobKeys::is_secret(const std::string& variable) {
+  return variable == "DTRAIN_PS_SERVER_SECRET_KEY" || variable == "DTRAIN_PS_CLIENT_SECRET_KEY";
+}
+
 std::map<std::string, std::string> JobKeys::for_task(bool ps_task) const {
   std::map<std::string, std::string> env = {{"DTRAIN_PS_SERVER_PUBLIC_KEY", server_public_},
                                             {"DTRAIN_PS_CLIENT_PUBLIC_KEY", client_public_}};

@@ -14,6 +14,8 @@ class JobKeys {
  public:
   JobKeys();
   std::map<std::string, std::string> for_task(bool ps_task) const;
+  // Whether a variable for_task() hands out holds a secret key (never to be printed).
+  static bool is_secret(const std::string& variable);
 
  private:
   std::string server_public_, server_secret_, client_public_, client_secret_;

@@ -31,44 +31,38 @@ template <typename... Where>
   throw PeerError(detail::cat(where..., ": ", e.what()));
 }
 
-template <typename... Where>
-zmq::send_result_t send_or_throw(zmq::socket_t& s, zmq::const_buffer buf, zmq::send_flags flags,
-                                 const Where&... where) {
+// Runs one ZeroMQ call; a failure becomes a PeerError described by `where` (formatted only then).
+template <typename Call, typename... Where>
+auto zmq_or_throw(Call&& call, const Where&... where) -> decltype(call()) {
   try {
-    return s.send(buf, flags);
+    return call();
   } catch (const zmq::error_t& e) {
     throw_zmq_failure(e, where...);
   }
+}
+
+template <typename... Where>
+zmq::send_result_t send_or_throw(zmq::socket_t& s, zmq::const_buffer buf, zmq::send_flags flags,
+                                 const Where&... where) {
+  return zmq_or_throw([&] { return s.send(buf, flags); }, where...);
 }
 
 template <typename... Where>
 zmq::send_result_t send_or_throw(zmq::socket_t& s, zmq::message_t& msg, zmq::send_flags flags,
                                  const Where&... where) {
-  try {
-    return s.send(msg, flags);
-  } catch (const zmq::error_t& e) {
-    throw_zmq_failure(e, where...);
-  }
+  return zmq_or_throw([&] { return s.send(msg, flags); }, where...);
 }
 
 template <typename... Where>
 zmq::recv_result_t recv_or_throw(zmq::socket_t& s, zmq::message_t& msg, zmq::recv_flags flags,
                                  const Where&... where) {
-  try {
-    return s.recv(msg, flags);
-  } catch (const zmq::error_t& e) {
-    throw_zmq_failure(e, where...);
-  }
+  return zmq_or_throw([&] { return s.recv(msg, flags); }, where...);
 }
 
 template <typename... Where>
 int poll_or_throw(zmq::pollitem_t* items, size_t n, std::chrono::milliseconds timeout,
                   const Where&... where) {
-  try {
-    return zmq::poll(items, n, timeout);
-  } catch (const zmq::error_t& e) {
-    throw_zmq_failure(e, where...);
-  }
+  return zmq_or_throw([&] { return zmq::poll(items, n, timeout); }, where...);
 }
 
 // Every frame of the next message (call when the socket is readable).

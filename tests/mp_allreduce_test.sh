@@ -22,6 +22,20 @@ else
   data=(--synthetic-data 12000); real=0
 fi
 
+# one_rank_fails PATTERN WHAT MPIRUN-ARGS...: an MPMD job where only rank 1 fails must end every
+# rank within 30 s, non-zero, with rank 1's error (matching PATTERN) and no process left.
+one_rank_fails() {
+  local pattern="$1" what="$2" start=$SECONDS rc
+  shift 2
+  "${mpi[@]}" "$@" >"$tmp/stdout" 2>"$tmp/stderr"
+  rc=$?
+  ((rc != 0)) || fail "exited 0"
+  grep -q -- "$pattern" "$tmp/stderr" || { cat "$tmp/stderr"; fail "no message naming $what"; }
+  ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
+  [[ -z "$(pgrep -f "$tmp/o" || true)" ]] || fail "processes left behind"
+  echo "$case_ ok: exit $rc after $((SECONDS - start)) s"
+}
+
 case "$case_" in
 gpu)
   if ! "$bin/dtrain_bench" train --device cuda --steps 1 --repeats 1 >"$tmp/probe" 2>&1; then
@@ -107,31 +121,18 @@ mismatch)
   echo "mismatch ok (exit $rc)"
   ;;
 onefails)
-  start=$SECONDS
-  "${mpi[@]}" -np 1 "$bin/mnist_train" --synthetic-data 6000 --epochs 100 --output-dir "$tmp/o" : \
-    -np 1 "$bin/mnist_train" --data-folder "$tmp/no-such-folder" --epochs 100 --output-dir "$tmp/o" \
-    >"$tmp/stdout" 2>"$tmp/stderr"
-  rc=$?
-  ((rc != 0)) || fail "exited 0"
-  grep -q "rank 1/2 .*no-such-folder does not exist" "$tmp/stderr" || { cat "$tmp/stderr"; fail "no message naming the folder"; }
-  ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
-  [[ -z "$(pgrep -f "$tmp/o" || true)" ]] || fail "processes left behind"
-  echo "onefails ok: exit $rc after $((SECONDS - start)) s"
+  one_rank_fails "rank 1/2 .*no-such-folder does not exist" "the folder" \
+    -np 1 "$bin/mnist_train" --synthetic-data 6000 --epochs 100 --output-dir "$tmp/o" : \
+    -np 1 "$bin/mnist_train" --data-folder "$tmp/no-such-folder" --epochs 100 --output-dir "$tmp/o"
   ;;
 startfail)
   # A failure while the job starts on one rank only (here its device: --device cuda where no GPU
   # is usable, as a GPU or NCCL start-up failure would be): it ends every rank, it does not hang
   # (it did: the others waited in the start-up check while it sat in MPI_Finalize).
-  start=$SECONDS
-  "${mpi[@]}" -np 1 "$bin/mnist_train" --synthetic-data 600 --epochs 100 --device cpu \
-    --output-dir "$tmp/o" : -np 1 env CUDA_VISIBLE_DEVICES= "$bin/mnist_train" --synthetic-data 600 \
-    --epochs 100 --device cuda --output-dir "$tmp/o" >"$tmp/stdout" 2>"$tmp/stderr"
-  rc=$?
-  ((rc != 0)) || fail "exited 0"
-  grep -q "rank 1/2 .*--device cuda" "$tmp/stderr" || { cat "$tmp/stderr"; fail "no message naming the device"; }
-  ((SECONDS - start < 30)) || fail "took $((SECONDS - start)) s"
-  [[ -z "$(pgrep -f "$tmp/o" || true)" ]] || fail "processes left behind"
-  echo "startfail ok: exit $rc after $((SECONDS - start)) s"
+  one_rank_fails "rank 1/2 .*--device cuda" "the device" \
+    -np 1 "$bin/mnist_train" --synthetic-data 600 --epochs 100 --device cpu --output-dir "$tmp/o" : \
+    -np 1 env CUDA_VISIBLE_DEVICES= "$bin/mnist_train" --synthetic-data 600 --epochs 100 \
+    --device cuda --output-dir "$tmp/o"
   ;;
 kill)
   "${mpi[@]}" -np 2 "$bin/mnist_train" --synthetic-data 60000 --epochs 1000 --output-dir "$tmp/o" \
