@@ -104,6 +104,10 @@ void Job::start(int* argc, char*** argv) {
     mpi_ = std::make_unique<MpiCommunicator>(argc, argv);
     set_log_identity("rank", mpi_->rank(), mpi_->size());
     device_ = choose_device(o_.device, mpi_->local_rank());
+    // Where the rank landed: the node, its place there (which picks its GPU) and the device.
+    log_debug("node ", host_name(), ": local rank ", mpi_->local_rank(), " of ", mpi_->local_size(),
+              ", node ", mpi_->cross_rank(), " of ", mpi_->cross_size(), ", device ",
+              device_.cuda ? detail::cat("cuda:", device_.gpu) : std::string("cpu"));
     if (device_.cuda) {
       const CudaPlugin* cuda = cuda_plugin(nullptr);  // loaded by choose_device
       // Refused only when ranks really share a GPU (same UUID), not by counting devices.

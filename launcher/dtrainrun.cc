@@ -40,15 +40,13 @@ int main(int argc, char** argv) {
       if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
       const JobKeys keys;
       for (auto& t : plan.tasks)
-        for (auto& [k, v] : keys.for_task(t.name.rfind("ps:", 0) == 0)) t.env[k] = v;
+        for (auto& [k, v] : keys.for_task(t.name.rfind("ps:", 0) == 0))
+          (JobKeys::is_secret(k) ? t.secrets : t.env)[k] = v;
     }
     if (o.dry_run) {
-      // Secret keys never reach a terminal (or a CI log): shown as <secret>.
-      for (Task t : plan.tasks) {
-        for (auto& [k, v] : t.env)
-          if (JobKeys::is_secret(k)) v = "<secret>";
+      // Secret keys never reach a terminal (or a CI log): shell_line shows them as <secret>.
+      for (const Task& t : plan.tasks)
         std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
-      }
       return 0;
     }
     install_stop_handlers();
@@ -63,8 +61,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "[dtrainrun] stopped: %s; every task was stopped\n", r.reason.c_str());
         return r.exit_code;
       }
-      std::fprintf(stderr, "[dtrainrun] task %s %s; the other tasks were stopped\n",
-                   r.failed_task.c_str(), r.reason.c_str());
+      const std::string where = r.failed_host.empty() ? "" : " on " + r.failed_host;
+      std::fprintf(stderr, "[dtrainrun] task %s%s %s; the other tasks were stopped\n",
+                   r.failed_task.c_str(), where.c_str(), r.reason.c_str());
       if (!r.last_lines.empty()) {
         std::fprintf(stderr, "[dtrainrun] last lines of %s:\n", r.failed_task.c_str());
         for (const auto& l : r.last_lines) std::fprintf(stderr, "    %s\n", l.c_str());

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -262,9 +263,48 @@ std::string shell_line(const Task& t) {
   std::string s;
   if (!t.host.empty()) s += "ssh " + t.host + " ";
   for (const auto& [k, v] : t.env) s += k + "=" + quote(v) + " ";
+  for (const auto& kv : t.secrets) s += kv.first + "=<secret> ";
   if (t.cpu >= 0 && t.host.empty()) s += detail::cat("taskset -c ", t.cpu, " ");
   for (size_t i = 0; i < t.argv.size(); ++i) s += (i ? " " : "") + quote(t.argv[i]);
   return s;
+}
+
+std::string remote_command(const Task& t, const std::string& cwd, double grace_s) {
+  std::string run = "env";
+  for (const auto& [k, v] : t.env) run += " " + quote(k + "=" + v);
+  run += " DTRAIN_PS_KEY_FILE=\"$d/keys\"";
+  for (const auto& a : t.argv) run += " " + quote(a);
+  const std::string grace = detail::cat(std::max(1, static_cast<int>(grace_s + 0.999)));
+  // fd 3 keeps the launcher's pipe: a background job's own stdin is /dev/null in sh.
+  std::string script =
+      "exec 3<&0 </dev/null; umask 077; "
+      "d=$(mktemp -d /dev/shm/dtrain-keys.XXXXXX 2>/dev/null || mktemp -d /tmp/dtrain-keys.XXXXXX) "
+      "|| { echo \"dtrainrun: cannot make a private folder on $(hostname)\" >&2; exit 126; }; "
+      "trap 'rm -rf \"$d\"' EXIT; "
+      "while IFS= read -r l <&3; do [ \"$l\" = . ] && break; printf '%s\\n' \"$l\"; done "
+      ">\"$d/keys\"; "
+      "cd " +
+      quote(cwd) + " 2>/dev/null || { echo \"dtrainrun: no folder " + quote(cwd) +
+      " on $(hostname)\" >&2; exit 126; }; " + run +
+      " 3<&- & c=$!; "
+      "trap 'kill -TERM $c 2>/dev/null' HUP INT TERM; "
+      // After a normal end the folder is gone before the pipe closes: nothing to stop then.
+      "( cat <&3 >/dev/null; [ -d \"$d\" ] || exit 0; kill -TERM $c 2>/dev/null; sleep " +
+      grace +
+      "; [ -d \"$d\" ] && kill -KILL $c 2>/dev/null ) >/dev/null 2>&1 & w=$!; "
+      "wait $c; r=$?; while kill -0 $c 2>/dev/null; do wait $c; r=$?; done; "
+      "kill $w 2>/dev/null; "
+      "[ $r -eq 126 ] || [ $r -eq 127 ] && echo \"dtrainrun: cannot run " +
+      quote(t.argv.empty() ? std::string() : t.argv[0]) +
+      " on $(hostname) (exit $r)\" >&2; "
+      "exit $r";
+  return "sh -c " + quote(script);
+}
+
+std::string remote_stdin(const Task& t) {
+  std::string s;
+  for (const auto& [k, v] : t.secrets) s += k + "=" + v + "\n";
+  return s + ".\n";
 }
 
 }  // namespace dtrain::launcher

@@ -17,6 +17,9 @@ struct Task {
   std::string host;     // where it runs; "" = here
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // added to the launcher's environment
+  // Added to the environment too, but never on a command line: a local task gets them in its
+  // environment; a remote one through ssh's standard input into a 0600 key file (remote_command).
+  std::map<std::string, std::string> secrets;
   // For the mpirun task: its ranks' lines come tagged and are split into worker:r.
   bool mpi_tagged_output = false;
   // >= 0: run pinned to this CPU (local tasks only; --bind-to).
@@ -35,8 +38,21 @@ JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is
                  std::vector<int> cpus = {});
 
 // The command line of a task as a person would type it (env assignments, taskset when it is
-// pinned, then argv), quoted.
+// pinned, then argv), quoted; its secrets show as NAME=<secret>.
 std::string shell_line(const Task& t);
+
+// What ssh runs on a remote task's host (a POSIX sh script, quoted as one argument of sh -c): it
+// reads the task's secrets as NAME=VALUE lines from its standard input up to a line ".", into
+// a file of mode 0600 in a fresh private folder (in /dev/shm when it can, else /tmp), starts the
+// task in `cwd` with DTRAIN_PS_KEY_FILE naming that file, and removes the folder when the task
+// ends, however it ends. When its standard input closes (the launcher exited or was killed, or
+// the ssh connection dropped) it stops the task: SIGTERM, then SIGKILL after `grace_s`. A task
+// that cannot start (no such folder or program) is reported with the host's name. No secret is in
+// the script.
+std::string remote_command(const Task& t, const std::string& cwd, double grace_s);
+
+// What the launcher writes to that script's standard input: the secrets, then ".".
+std::string remote_stdin(const Task& t);
 
 // Loopback ports nobody is listening on, distinct.
 std::vector<uint16_t> free_ports(size_t n);

@@ -17,6 +17,7 @@
 #include <regex>
 
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace dtrain::launcher {
 
@@ -37,6 +38,7 @@ struct Stream {
 struct Running {
   const Task* task;
   pid_t pid = -1;
+  int stdin_fd = -1;  // a remote task's ssh stdin, held open while it runs
   bool exited = false;
   int status = 0;
 };
@@ -77,27 +79,32 @@ class Sink {
   std::map<std::string, std::deque<std::string>> last_;
 };
 
-pid_t spawn(const Task& t, int out_fd, int err_fd) {
+// A remote task runs over ssh through remote_command(); its secrets go down ssh's standard input,
+// whose write end (*stdin_fd) the launcher holds open for the task's life: when the launcher
+// goes, the remote side sees the pipe close and stops the task.
+pid_t spawn(const Task& t, int out_fd, int err_fd, double grace_s, int* stdin_fd) {
   std::vector<std::string> argv = t.argv;
+  int in[2] = {-1, -1};
   if (!t.host.empty()) {
-    // A task on another machine runs over ssh, in the same folder, with its environment inline.
-    std::string remote = "cd " + std::filesystem::current_path().string() + " && exec env";
-    Task copy = t;
-    copy.host.clear();
-    remote += " " + shell_line(copy);
-    argv = {"ssh", "-o", "BatchMode=yes", t.host, remote};
+    argv = {"ssh", "-o", "BatchMode=yes", t.host,
+            remote_command(t, std::filesystem::current_path().string(), grace_s)};
+    if (pipe2(in, O_CLOEXEC) != 0) throw Error("pipe failed: " + std::string(std::strerror(errno)));
   }
   const pid_t pid = fork();
   if (pid < 0) throw Error(std::string("fork failed: ") + std::strerror(errno));
   if (pid == 0) {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (in[0] >= 0) dup2(in[0], STDIN_FILENO);
     dup2(out_fd, STDOUT_FILENO);
     dup2(err_fd, STDERR_FILENO);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    if (t.host.empty())
+    signal(SIGPIPE, SIG_DFL);
+    if (t.host.empty()) {
       for (const auto& [k, v] : t.env) setenv(k.c_str(), v.c_str(), 1);
+      for (const auto& [k, v] : t.secrets) setenv(k.c_str(), v.c_str(), 1);
+    }
     if (t.host.empty() && t.cpu >= 0) {
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -110,6 +117,13 @@ pid_t spawn(const Task& t, int out_fd, int err_fd) {
     execvp(args[0], args.data());
     std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
     _exit(127);
+  }
+  if (in[0] >= 0) {
+    close(in[0]);
+    const std::string keys = remote_stdin(t);  // a few hundred bytes: the pipe holds them
+    if (write(in[1], keys.data(), keys.size()) != static_cast<ssize_t>(keys.size()))
+      throw Error(detail::cat("cannot hand ", t.name, " its keys: ", std::strerror(errno)));
+    *stdin_fd = in[1];
   }
   setpgid(pid, pid);
   return pid;
@@ -153,7 +167,7 @@ RunResult Supervisor::run(const JobPlan& plan) {
       throw Error("pipe failed: " + std::string(std::strerror(errno)));
     Running r{&t};
     sink.touch(t.log_dir);
-    r.pid = spawn(t, out[1], err[1]);
+    r.pid = spawn(t, out[1], err[1], grace_s_, &r.stdin_fd);
     close(out[1]);
     close(err[1]);
     streams.push_back({out[0], false, tasks.size(), ""});
@@ -164,9 +178,10 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // mpirun's tagged lines ("[1,3]<stdout>:text") belong to worker:3; its own reports name the
   // rank that failed.
   const std::regex tag(R"(^\[\d+,(\d+)\]<(stdout|stderr)>: ?(.*)$)");
-  const std::regex died(R"(process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+))");
+  const std::regex died(R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+))");
+  const std::regex node_line(R"(^\s*Node:\s+(\S+)\s*$)");
   const std::regex exit_name(R"(Process name:\s+\[\[\d+,\d+\],(\d+)\])");
-  std::string mpi_failed_rank, mpi_reason;
+  std::string mpi_failed_rank, mpi_reason, mpi_node;
   auto emit = [&](const Stream& s, const std::string& line) {
     const Task& t = *tasks[s.task].task;
     std::smatch m;
@@ -177,11 +192,14 @@ RunResult Supervisor::run(const JobPlan& plan) {
     }
     if (t.mpi_tagged_output && std::regex_search(line, m, died)) {
       mpi_failed_rank = m[1];
+      mpi_node = m[2];
       mpi_reason =
-          detail::cat("was killed by signal ", m[2], " (", strsignal(std::stoi(m[2])), ")");
+          detail::cat("was killed by signal ", m[3], " (", strsignal(std::stoi(m[3])), ")");
     } else if (t.mpi_tagged_output && mpi_failed_rank.empty() &&
                std::regex_search(line, m, exit_name)) {
       mpi_failed_rank = m[1];
+    } else if (t.mpi_tagged_output && mpi_node.empty() && std::regex_match(line, m, node_line)) {
+      mpi_node = m[1];  // mpirun's report of a rank it could not start names the node so
     }
     sink.line(t.name, t.log_dir, s.is_err, line);
   };
@@ -229,11 +247,14 @@ RunResult Supervisor::run(const JobPlan& plan) {
       if (waitpid(r.pid, &status, WNOHANG) != r.pid) continue;
       r.exited = true;
       r.status = status;
+      if (r.stdin_fd >= 0) close(r.stdin_fd);
+      r.stdin_fd = -1;
       --alive;
       if (verbose_)
         std::fprintf(stderr, "[dtrainrun] %s %s\n", r.task->name.c_str(), describe(status).c_str());
       if (code_of(status) != 0 && result.failed_task.empty() && !stopping) {
         result.failed_task = r.task->name;
+        result.failed_host = r.task->host;
         result.reason = describe(status);
         result.exit_code = code_of(status);
         stopping = true;
@@ -261,12 +282,21 @@ RunResult Supervisor::run(const JobPlan& plan) {
   for (auto& s : streams)
     if (s.fd >= 0) close(s.fd);
   // A task's own children (mpirun's ranks) in its process group go with it.
-  for (auto& r : tasks) kill(-r.pid, SIGKILL);
-  if (!mpi_failed_rank.empty() && !result.failed_task.empty() && result.failed_task == "mpirun") {
+  for (auto& r : tasks) {
+    kill(-r.pid, SIGKILL);
+    if (r.stdin_fd >= 0) close(r.stdin_fd);
+  }
+  const bool mpirun_failed = result.failed_task == "mpirun";
+  if (mpirun_failed && !mpi_node.empty() && mpi_node != host_name()) result.failed_host = mpi_node;
+  if (mpirun_failed && !mpi_failed_rank.empty()) {
     result.failed_task = "worker:" + mpi_failed_rank;
     if (!mpi_reason.empty()) result.reason = mpi_reason;
   }
-  if (!result.failed_task.empty()) result.last_lines = sink.last(result.failed_task);
+  if (!result.failed_task.empty()) {
+    result.last_lines = sink.last(result.failed_task);
+    if (result.last_lines.empty() && result.failed_task != "mpirun")
+      result.last_lines = sink.last("mpirun");  // mpirun's own report of that rank
+  }
   return result;
 }
 

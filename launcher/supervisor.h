@@ -16,6 +16,7 @@ namespace dtrain::launcher {
 struct RunResult {
   int exit_code = 0;        // 0, the failed task's code, or 128 + signal
   std::string failed_task;  // empty on success
+  std::string failed_host;  // where it ran, when not here (a remote task, an mpirun rank)
   std::string reason;       // "exited with code 2", "killed by signal 9 (Killed)"
   std::deque<std::string> last_lines;
   bool interrupted = false;  // the launcher itself got SIGINT/SIGTERM

@@ -13,10 +13,14 @@ bool g_verbose = false;
 std::mutex g_mu;
 }  // namespace
 
-void set_log_identity(const std::string& role, size_t index, size_t count) {
+std::string host_name() {
   char host[256] = "?";
   gethostname(host, sizeof(host) - 1);
-  g_prefix = detail::cat("[", role, " ", index, "/", count, " ", host, ":", getpid(), "]");
+  return host;
+}
+
+void set_log_identity(const std::string& role, size_t index, size_t count) {
+  g_prefix = detail::cat("[", role, " ", index, "/", count, " ", host_name(), ":", getpid(), "]");
 }
 const std::string& log_prefix() {
   return g_prefix;

@@ -7,6 +7,8 @@
 
 namespace dtrain {
 
+// This machine's name (gethostname).
+std::string host_name();
 void set_log_identity(const std::string& role, size_t index, size_t count);
 const std::string& log_prefix();
 void set_verbose(bool v);

@@ -194,6 +194,29 @@ TEST(Launcher, RemoteTasksGoOverSsh) {
   EXPECT_TRUE(p.tasks[1].host.empty());
 }
 
+// A remote task's secrets travel on ssh's standard input, never in the command ssh runs; the
+// script it runs reads them into a private key file and names that file to the task.
+TEST(Launcher, RemoteSecretsNeverOnTheCommandLine) {
+  Task t;
+  t.name = "ps:0";
+  t.host = "node7";
+  t.env["TF_CONFIG"] = R"({"cluster":{}})";
+  t.secrets["DTRAIN_PS_SERVER_SECRET_KEY"] = "S3cr3t-k3y-of-40-characters-xxxxxxxxxxxx";
+  t.argv = {"/opt/it's here/mnist_train", "--mode", "ps"};
+  const std::string cmd = remote_command(t, "/work/job dir", 2);
+  EXPECT_EQ(cmd.find("S3cr3t"), std::string::npos) << cmd;
+  EXPECT_EQ(shell_line(t).find("S3cr3t"), std::string::npos);
+  EXPECT_NE(shell_line(t).find("DTRAIN_PS_SERVER_SECRET_KEY=<secret>"), std::string::npos);
+  EXPECT_EQ(remote_stdin(t),
+            "DTRAIN_PS_SERVER_SECRET_KEY=S3cr3t-k3y-of-40-characters-xxxxxxxxxxxx\n.\n");
+  EXPECT_EQ(cmd.rfind("sh -c ", 0), 0u);
+  EXPECT_NE(cmd.find("umask 077"), std::string::npos);
+  EXPECT_NE(cmd.find("DTRAIN_PS_KEY_FILE="), std::string::npos);
+  // The folder, the program (with a quote and a space) and the environment reach the script.
+  EXPECT_NE(cmd.find("job dir"), std::string::npos);
+  EXPECT_NE(cmd.find("TF_CONFIG="), std::string::npos);
+}
+
 TEST(Launcher, NoCommandIsAnError) {
   LauncherOptions o;
   expect_error(o, "no training command");

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Multi-node tests on a simulated cluster of two nodes (tests/cluster/cluster.sh), all launched
+# through dtrainrun on node dtn1, as a user on a cluster would:
+#   allreduce  2 nodes x 2 processes (--node-count/--process-count-per-node -H, then --hostfile)
+#              end with the same parameters as the same 4 ranks on one machine; ranks 0-1 on
+#              dtn1 and 2-3 on dtn2 with local ranks 0-1 on each
+#   ps         ps:0 on dtn2, workers on dtn1 and dtn2 (names in TF_CONFIG); the same parameters as
+#              that job on one machine
+#   secure     --secure across nodes: no secret key in any process's command line on any node
+#              during the job, none in logs/ or outputs/, no key file left on any node
+#   badpath    a program missing on one node (both modes): exit non-zero naming the node
+#   killlauncher  SIGKILL of dtrainrun during a job across nodes (both modes) leaves nothing
+#              running on any node
+# Every case ends with no process of the job left on either node. Exits 77 (skipped) where
+# network namespaces cannot be made.
+# Usage: cluster_test.sh BIN_DIR SOURCE_DIR CASE
+set -uo pipefail
+bin="$1"; src="$2"; case_="$3"
+source "$src/tests/cluster/cluster.sh"
+tmp="$(mktemp -d /tmp/dtrain-cluster-test.XXXXXX)"
+cluster_on_exit 'pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"'
+cluster_up 2 || exit $?
+cd "$tmp"
+fail() { echo "FAIL: $*" >&2; tail -n 30 "$tmp"/console* 2>/dev/null >&2; exit 1; }
+train=("$bin/mnist_train" --synthetic-data 4000 --seed 7)
+run=("$bin/dtrainrun" --grace-period 2)
+
+no_leftovers() {  # what: nothing of the job on any node (the nodes' sshd excepted)
+  local i p left=""
+  for _ in $(seq 50); do
+    left=""
+    for i in 1 2; do
+      for p in $(node_processes "$i"); do left+=" dtn$i:$p($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-60))"; done
+    done
+    [[ -z "$left" ]] && return 0
+    sleep 0.2
+  done
+  fail "$1: processes left:$left"
+}
+same_params() {  # a b what: the parameters and optimizer state of two checkpoints, bitwise
+  python3 - "$1" "$2" "$3" <<'PY' || fail "$3: parameters differ"
+import json, struct, sys
+def load(path):  # "DTRAINCK" | u32 version | u64 meta length | meta | f32 params+state | crc
+    b = open(path, "rb").read()
+    n = struct.unpack_from("<Q", b, 12)[0]
+    return json.loads(b[20:20 + n]), b[20 + n:-4]
+(ma, a), (mb, b) = load(sys.argv[1]), load(sys.argv[2])
+assert ma["global_step"] == mb["global_step"], (ma["global_step"], mb["global_step"])
+if a != b:
+    fa, fb = struct.unpack(f"<{len(a)//4}f", a), struct.unpack(f"<{len(b)//4}f", b)
+    diff = max(abs(x - y) for x, y in zip(fa, fb))
+    print(f"{sys.argv[3]}: {sum(x != y for x, y in zip(fa, fb))} of {len(fa)} values differ, by up to {diff:g}")
+    sys.exit(1)
+print(f"{sys.argv[3]}: same parameters and optimizer state (bitwise) after {ma['global_step']} steps")
+PY
+}
+
+case "$case_" in
+allreduce)
+  # The reference: the same 4 ranks on one machine, through MPI_Allreduce as across nodes.
+  DTRAIN_ALLREDUCE_SHM=0 on_node 1 "${run[@]}" --output-dir one -np 4 -- "${train[@]}" --epochs 2 \
+    --output-dir one/outputs >console.one 2>&1 || fail "one-machine job exited $?"
+  on_node 1 "${run[@]}" --output-dir two --node-count 2 --process-count-per-node 2 -H dtn1,dtn2 \
+    -- "${train[@]}" --epochs 2 --output-dir two/outputs --verbose >console 2>&1 || fail "2x2 job exited $?"
+  for r in 0 1 2 3; do
+    node=$((r / 2 + 1)); lr=$((r % 2))
+    grep -q "^\[worker:$r\] \[rank $r/4 dtn$node:[0-9]*\] node dtn$node: local rank $lr of 2, node $((node - 1)) of 2, device cpu" console ||
+      fail "rank $r is not local rank $lr on dtn$node"
+  done
+  same_params one/outputs/model/checkpoint.bin two/outputs/model/checkpoint.bin "2 nodes x 2 (-H)"
+  printf 'dtn1 slots=2\ndtn2 slots=2\n' >hostfile
+  on_node 1 "${run[@]}" --output-dir three --hostfile hostfile -- "${train[@]}" --epochs 2 \
+    --output-dir three/outputs >console.hf 2>&1 || fail "--hostfile job exited $?"
+  grep -q '"world_size":4' console.hf || fail "--hostfile: not 4 ranks"
+  same_params one/outputs/model/checkpoint.bin three/outputs/model/checkpoint.bin "2 nodes x 2 (--hostfile)"
+  no_leftovers allreduce
+  ;;
+ps)
+  echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
+  echo '{"cluster":{"ps":["127.0.0.1:2222"],"worker":["127.0.0.1:2223","127.0.0.1:2224"]}}' >local.json
+  on_node 1 "${run[@]}" --output-dir one --mode ps --cluster-spec local.json -- "${train[@]}" --epochs 2 \
+    --output-dir one/outputs >console.one 2>&1 || fail "one-machine ps job exited $?"
+  on_node 1 "${run[@]}" --output-dir two --mode ps --cluster-spec cluster.json -- "${train[@]}" --epochs 2 \
+    --output-dir two/outputs --verbose >console 2>&1 || fail "ps job across nodes exited $?"
+  grep -q '^\[ps:0\] \[ps 0/1 dtn2:' console || fail "ps:0 did not run on dtn2"
+  grep -q '^\[worker:1\] \[worker 1/2 dtn2:' console || fail "worker:1 did not run on dtn2"
+  grep -q '^\[worker:0\] \[worker 0/2 dtn1:' console || fail "worker:0 did not run on dtn1"
+  for t in ps:0 worker:0 worker:1; do [[ -s "two/logs/$t/stderr" ]] || fail "no two/logs/$t"; done
+  same_params one/outputs/model/checkpoint.bin two/outputs/model/checkpoint.bin "ps across nodes"
+  no_leftovers ps
+  ;;
+secure)
+  echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
+  on_node 1 "${run[@]}" --output-dir job --mode ps --secure --cluster-spec cluster.json -- \
+    "${train[@]}" --epochs 6 --output-dir job/outputs >console 2>&1 &
+  launcher=$!
+  # While it runs: learn both secrets from the tasks themselves (a local worker's environment,
+  # the remote ps task's key file), and record every process's command line on the machine
+  # (the nodes share its process table).
+  client="" server=""
+  : >cmdlines
+  while kill -0 $launcher 2>/dev/null; do
+    for p in $(pgrep -f "$bin/mnist_train"); do
+      env_="$({ tr '\0' '\n' </proc/$p/environ; } 2>/dev/null)"
+      [[ -z "$client" ]] && client="$(sed -n 's/^DTRAIN_PS_CLIENT_SECRET_KEY=//p' <<<"$env_")"
+      [[ -z "$server" ]] && server="$(sed -n 's/^DTRAIN_PS_SERVER_SECRET_KEY=//p' <<<"$env_")"
+      kf="$(sed -n 's/^DTRAIN_PS_KEY_FILE=//p' <<<"$env_")"
+      if [[ -n "$kf" && -z "$server" ]]; then
+        on_node 2 ls -ld "$(dirname "$kf")" "$kf" >>keyfile.modes 2>/dev/null
+        server="$(on_node 2 sed -n 's/^DTRAIN_PS_SERVER_SECRET_KEY=//p' "$kf" 2>/dev/null)"
+      fi
+    done
+    for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$c"; echo; done >>cmdlines 2>/dev/null
+    sleep 0.1
+  done
+  wait $launcher || fail "--secure job across nodes exited $?"
+  [[ -n "$client" && -n "$server" ]] || fail "could not read the job's keys from its tasks"
+  [[ "$client" != "$server" ]] || fail "one key for both roles"
+  grep -q "^drwx------ " keyfile.modes && grep -q "^-rw------- " keyfile.modes ||
+    { cat keyfile.modes; fail "the remote key file is not private (0700 folder, 0600 file)"; }
+  echo "saw $(wc -l <cmdlines) command lines during the job"
+  grep -qF -e "$client" -e "$server" cmdlines && fail "a secret key was on a command line"
+  grep -rqF -e "$client" -e "$server" job console && fail "a secret key is in the logs or outputs"
+  for i in 1 2; do
+    left="$(on_node "$i" sh -c 'ls -d /dev/shm/dtrain-keys.* /tmp/dtrain-keys.* 2>/dev/null')"
+    [[ -z "$left" ]] || fail "key files left on dtn$i: $left"
+  done
+  grep -q '"mode":"ps"' console || fail "no summary"
+  no_leftovers secure
+  echo "secure ok: no secret on a command line, in logs or outputs, or left on a node"
+  ;;
+badpath)
+  # The program exists on dtn1 only: dtn2 sees an empty folder over its copy.
+  mkdir prog && cp "$bin/mnist_train" prog/
+  on_node 2 mount -t tmpfs tmpfs "$tmp/prog"
+  echo '{"cluster":{"ps":["dtn1:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
+  start=$SECONDS
+  on_node 1 "${run[@]}" --output-dir job --mode ps --cluster-spec cluster.json --start-timeout 20 \
+    -- "$tmp/prog/mnist_train" --synthetic-data 2000 >console 2>&1
+  rc=$?
+  ((rc != 0)) || fail "ps: exited 0"
+  grep -q "task worker:1 on dtn2 exited with code 127" console || fail "ps: the summary does not name worker:1 on dtn2"
+  grep -q "cannot run .*prog/mnist_train on dtn2" console || fail "ps: no message naming the program and the node"
+  ((SECONDS - start < 30)) || fail "ps: took $((SECONDS - start)) s"
+  no_leftovers "badpath ps"
+  on_node 1 "${run[@]}" --output-dir job2 -H dtn1:1,dtn2:1 -- "$tmp/prog/mnist_train" \
+    --synthetic-data 2000 >console.mpi 2>&1
+  rc=$?
+  ((rc != 0)) || fail "allreduce: exited 0"
+  grep -q "on dtn2" console.mpi || { cat console.mpi; fail "allreduce: the summary does not name dtn2"; }
+  no_leftovers "badpath allreduce"
+  echo "badpath ok"
+  ;;
+killlauncher)
+  echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
+  for mode in ps allreduce; do
+    if [[ $mode == ps ]]; then
+      args=(--mode ps --cluster-spec cluster.json)
+    else
+      args=(-H dtn1:1,dtn2:1)
+    fi
+    on_node 1 "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 200 \
+      >"console.$mode" 2>&1 &
+    for _ in $(seq 50); do
+      launcher="$(pgrep -f "dtrainrun .*job-$mode")" && break
+      sleep 0.1
+    done
+    for _ in $(seq 100); do grep -q "epoch 1/" "console.$mode" 2>/dev/null && break; sleep 0.2; done
+    [[ -n "$(node_processes 2)" ]] || { cat "console.$mode"; fail "$mode: nothing runs on dtn2"; }
+    kill -9 $launcher
+    wait 2>/dev/null
+    no_leftovers "launcher killed ($mode)"
+    echo "$mode: nothing left on any node after SIGKILL of the launcher"
+  done
+  ;;
+*) fail "unknown case $case_" ;;
+esac
