@@ -1,5 +1,7 @@
 #include "allreduce/communicator.h"
 
+#include "runtime/error.h"
+
 namespace dtrain {
 
 std::string OpName::str() const {
@@ -13,6 +15,10 @@ std::string OpName::str() const {
     s += std::to_string(step_);
   }
   return s;
+}
+
+void Communicator::cross_allreduce(float*, size_t, const OpName& what) {
+  throw Error(detail::cat(what, ": the ", backend(), " communicator has no cross-machine group"));
 }
 
 }  // namespace dtrain

@@ -82,6 +82,15 @@ class Communicator {
   virtual std::unique_ptr<SharedSlots> node_shared(size_t /*bytes*/, const OpName& /*what*/) {
     return nullptr;
   }
+  // The same for the ranks of this rank's machine only, whatever the job spans: slot(k) is local
+  // rank k's, fence() is a barrier of those ranks. Null when the engine has no shared memory.
+  virtual std::unique_ptr<SharedSlots> local_shared(size_t /*bytes*/, const OpName& /*what*/) {
+    return nullptr;
+  }
+  // Sum-allreduce among the ranks that have this rank's local rank, one per machine (Horovod's
+  // cross communicator): the step between machines of a hierarchical allreduce. Engines without
+  // it throw.
+  virtual void cross_allreduce(float* data, size_t count, const OpName& what);
   // Ends the whole job now (every rank), with this exit code: the way out of a failure that
   // other ranks would otherwise wait on forever.
   [[noreturn]] virtual void abort(int code) = 0;

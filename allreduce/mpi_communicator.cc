@@ -277,6 +277,18 @@ class MpiCommunicator::Window : public Communicator::SharedSlots {
 std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t bytes,
                                                                         const OpName& what) {
   if (size_ < 2 || local_size_ != size_) return nullptr;
+  return local_shared(bytes, what);  // local ranks are the job's ranks here
+}
+
+void MpiCommunicator::cross_allreduce(float* data, size_t count, const OpName& what) {
+  if (count == 0 || cross_size_ == 1) return;
+  std::lock_guard<std::mutex> lock(mpi_mu_);
+  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, cross_),
+        what, count, sizeof(float));
+}
+
+std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::local_shared(size_t bytes,
+                                                                         const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
   MPI_Info info;
   MPI_Info_create(&info);
@@ -288,13 +300,15 @@ std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t b
       MPI_Win_allocate_shared(static_cast<MPI_Aint>(bytes), 1, info, local_, &base, &win);
   MPI_Info_free(&info);
   check(rc, what + ": MPI_Win_allocate_shared", bytes, 1);
-  std::vector<void*> slots(size_);
-  for (size_t r = 0; r < size_; ++r) {
+  std::vector<void*> slots(local_size_);
+  for (size_t r = 0; r < local_size_; ++r) {
     MPI_Aint sz = 0;
     int disp = 0;
     check(MPI_Win_shared_query(win, static_cast<int>(r), &sz, &disp, &slots[r]),
           what + ": MPI_Win_shared_query", 0, 0);
-    if (static_cast<size_t>(sz) < bytes)
+    // Ranks may ask for different sizes (the hierarchical allreduce's local rank 0 holds the
+    // result too); each one's own slot must be what it asked for.
+    if (r == local_rank_ && static_cast<size_t>(sz) < bytes)
       throw Error(detail::cat(who_, " ", what, ": rank ", r, "'s shared slot has ", sz,
                               " bytes, not ", bytes));
   }

@@ -47,6 +47,9 @@ class MpiCommunicator : public Communicator {
   // MPI-3 shared memory (MPI_Win_allocate_shared) on the machine's ranks, when that is all of
   // them.
   std::unique_ptr<SharedSlots> node_shared(size_t bytes, const OpName& what) override;
+  // MPI-3 shared memory on the ranks of this machine (the local communicator).
+  std::unique_ptr<SharedSlots> local_shared(size_t bytes, const OpName& what) override;
+  void cross_allreduce(float* data, size_t count, const OpName& what) override;
   [[noreturn]] void abort(int code) override;
 
   struct Job;

@@ -3,6 +3,7 @@
 #include <zmq.hpp>
 
 #include "allreduce/bucketed_allreduce.h"
+#include "allreduce/hierarchical_allreduce.h"
 #include "allreduce/mpi_communicator.h"
 #include "allreduce/shared_memory_allreduce.h"
 #include "dtrain/cuda_plugin.h"
@@ -108,6 +109,8 @@ void Job::start(int* argc, char*** argv) {
     log_debug("node ", host_name(), ": local rank ", mpi_->local_rank(), " of ", mpi_->local_size(),
               ", node ", mpi_->cross_rank(), " of ", mpi_->cross_size(), ", device ",
               device_.cuda ? detail::cat("cuda:", device_.gpu) : std::string("cpu"));
+    // A collective every rank makes, whatever it chooses later.
+    even_machines_ = HierarchicalAllreduce::machines_even(*mpi_);
     if (device_.cuda) {
       const CudaPlugin* cuda = cuda_plugin(nullptr);  // loaded by choose_device
       // Refused only when ranks really share a GPU (same UUID), not by counting devices.
@@ -139,9 +142,28 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
     if (o_.fusion_threshold_mb >= 0)
       ao.fusion_threshold_bytes = static_cast<size_t>(o_.fusion_threshold_mb * 1024 * 1024);
     ao.shared_memory = env.allreduce_shm;
-    if (nccl_) return std::make_unique<BucketedAllreduce>(*nccl_, ao, mpi_.get());
-    if (ao.shared_memory && model.on_host() && SharedMemoryAllreduce::available(*mpi_))
+    if (nccl_) {
+      if (env.hierarchical.value_or(false))
+        log_info(
+            "note: DTRAIN_HIERARCHICAL=1 is for CPU ranks; GPUs reduce through NCCL, whose "
+            "rings and trees already follow the machines");
+      return std::make_unique<BucketedAllreduce>(*nccl_, ao, mpi_.get());
+    }
+    const bool several_machines = mpi_->local_size() < mpi_->size();
+    if (env.hierarchical.value_or(false)) {
+      if (!model.on_host() || !even_machines_)
+        throw InputError(detail::cat(
+            "DTRAIN_HIERARCHICAL=1 needs CPU ranks and the same number of ranks on every machine "
+            "(this rank's machine has ",
+            mpi_->local_size(), " of the job's ", mpi_->size(), ")"));
+      return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
+    }
+    if (ao.shared_memory && model.on_host() && !several_machines &&
+        SharedMemoryAllreduce::available(*mpi_))
       return std::make_unique<SharedMemoryAllreduce>(*mpi_, ao);
+    if (!env.hierarchical.has_value() && ao.shared_memory && model.on_host() && several_machines &&
+        even_machines_ && mpi_->local_size() > 1)
+      return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
     return std::make_unique<BucketedAllreduce>(*mpi_, ao);
   }
   // A parameter-server worker.

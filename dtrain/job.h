@@ -111,6 +111,7 @@ class Job {
   // Declared in the order they are created; destroyed in reverse.
   DeviceChoice device_;
   std::unique_ptr<MpiCommunicator> mpi_;
+  bool even_machines_ = false;  // every machine holds the same number of ranks (allreduce)
   std::unique_ptr<Communicator> nccl_;
   std::unique_ptr<zmq::context_t> zmq_;
   std::unique_ptr<ps::CurveKeys> keys_;

@@ -65,6 +65,10 @@ EnvConfig read_env() {
       throw InputError("DTRAIN_ALLREDUCE_SHM='" + *v + "' must be 0 or 1");
     e.allreduce_shm = *v == "1";
   }
+  if (auto v = get("DTRAIN_HIERARCHICAL")) {
+    if (*v != "0" && *v != "1") throw InputError("DTRAIN_HIERARCHICAL='" + *v + "' must be 0 or 1");
+    e.hierarchical = *v == "1";
+  }
   if (auto v = get("DTRAIN_REQUIRE_GPU")) {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_REQUIRE_GPU='" + *v + "' must be 0 or 1");
     e.require_gpu = *v == "1";

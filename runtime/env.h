@@ -27,6 +27,10 @@ struct EnvConfig {
   // DTRAIN_ALLREDUCE_SHM: 1 (default) lets CPU ranks on one machine reduce through MPI-3 shared
   // memory inside the optimizer step; 0 uses MPI_Allreduce.
   bool allreduce_shm = true;
+  // DTRAIN_HIERARCHICAL: 1 forces the hierarchical allreduce on CPU ranks (every machine holding
+  // the same number of ranks), 0 keeps one flat MPI_Allreduce; unset: hierarchical when the job
+  // spans several machines with several ranks on each.
+  std::optional<bool> hierarchical;
   // Ranks in the job when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMI_SIZE,
   // PMIX_SIZE or MPI_LOCALNRANKS, whichever is set), else 0.
   size_t mpi_world_size = 0;

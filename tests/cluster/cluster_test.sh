@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Multi-node tests on a simulated cluster of two nodes (tests/cluster/cluster.sh), all launched
 # through dtrainrun on node dtn1, as a user on a cluster would:
-#   allreduce  2 nodes x 2 processes (--node-count/--process-count-per-node -H, then --hostfile)
-#              end with the same parameters as the same 4 ranks on one machine; ranks 0-1 on
-#              dtn1 and 2-3 on dtn2 with local ranks 0-1 on each
+#   allreduce  2 nodes x 2 processes end with the same parameters, bitwise, as the same 4 ranks
+#              on one machine (flat MPI_Allreduce): through --node-count/--process-count-per-node
+#              -H (the hierarchical allreduce, chosen by itself), and through --hostfile with
+#              DTRAIN_HIERARCHICAL=0 (flat across nodes); ranks 0-1 on dtn1 and 2-3 on dtn2 with
+#              local ranks 0-1 on each
 #   ps         ps:0 on dtn2, workers on dtn1 and dtn2 (names in TF_CONFIG); the same parameters as
 #              that job on one machine
 #   secure     --secure across nodes: no secret key in any process's command line on any node
@@ -67,12 +69,15 @@ allreduce)
     grep -q "^\[worker:$r\] \[rank $r/4 dtn$node:[0-9]*\] node dtn$node: local rank $lr of 2, node $((node - 1)) of 2, device cpu" console ||
       fail "rank $r is not local rank $lr on dtn$node"
   done
-  same_params one/outputs/model/checkpoint.bin two/outputs/model/checkpoint.bin "2 nodes x 2 (-H)"
+  grep -q "hierarchical allreduce: 2 machines x 2 ranks" console || fail "not hierarchical"
+  same_params one/outputs/model/checkpoint.bin two/outputs/model/checkpoint.bin "2 nodes x 2 (-H, hierarchical)"
   printf 'dtn1 slots=2\ndtn2 slots=2\n' >hostfile
-  on_node 1 "${run[@]}" --output-dir three --hostfile hostfile -- "${train[@]}" --epochs 2 \
-    --output-dir three/outputs >console.hf 2>&1 || fail "--hostfile job exited $?"
+  DTRAIN_HIERARCHICAL=0 on_node 1 "${run[@]}" --output-dir three --hostfile hostfile -- \
+    "${train[@]}" --epochs 2 --output-dir three/outputs --verbose >console.hf 2>&1 ||
+    fail "--hostfile job exited $?"
   grep -q '"world_size":4' console.hf || fail "--hostfile: not 4 ranks"
-  same_params one/outputs/model/checkpoint.bin three/outputs/model/checkpoint.bin "2 nodes x 2 (--hostfile)"
+  grep -q "allreduce over mpi: 4 ranks" console.hf || fail "DTRAIN_HIERARCHICAL=0: not flat"
+  same_params one/outputs/model/checkpoint.bin three/outputs/model/checkpoint.bin "2 nodes x 2 (--hostfile, flat)"
   no_leftovers allreduce
   ;;
 ps)
