@@ -170,7 +170,7 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
   const ClusterSpec spec = tf_config_for_ps(env);
   ps::ClientOptions c;
   for (size_t i = 0; i < spec.job("ps").size(); ++i) {
-    c.servers.push_back(ps::tcp_endpoint(spec.job("ps")[i]));
+    c.servers.push_back(ps::tcp_connect_endpoint(spec.job("ps")[i], env.network_interfaces));
     c.server_names.push_back(ps_task_name(spec, i));
   }
   c.worker_rank = spec.worker_rank();
@@ -199,7 +199,7 @@ void Job::serve(const ModelFactory& make_model) {
     zap.emplace(*zmq_, keys_->client_public, s.name);
     s.curve = keys_.get();
   }
-  s.bind = ps::tcp_endpoint(spec.job("ps")[spec.task_index]);
+  s.bind = ps::tcp_bind_endpoint(spec.job("ps")[spec.task_index], env.network_interfaces);
   s.index = spec.task_index;
   s.num_servers = spec.job("ps").size();
   s.num_workers = spec.num_workers();

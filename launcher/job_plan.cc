@@ -13,6 +13,7 @@
 
 #include "runtime/cluster_spec.h"
 #include "runtime/error.h"
+#include "runtime/netif.h"
 
 extern char** environ;
 
@@ -139,9 +140,15 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
   // and binding ranks measured no clear gain here (--bind-to core asks for it).
   t.argv.insert(t.argv.end(), {"--bind-to", o.bind_to == "core" ? "core" : "none", "--tag-output"});
   if (hosts.empty() && o.hostfile.empty()) t.argv.push_back("--oversubscribe");
+  if (!o.network_interface.empty()) {
+    t.argv.insert(t.argv.end(),
+                  {"--mca", "btl_tcp_if_include", o.network_interface, "--mca",
+                   "oob_tcp_if_include", o.network_interface, "-x", "DTRAIN_NETWORK_INTERFACE"});
+    t.env["DTRAIN_NETWORK_INTERFACE"] = o.network_interface;
+  }
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
-    if (kv.rfind("DTRAIN_", 0) == 0)
+    if (kv.rfind("DTRAIN_", 0) == 0 && !t.env.count(kv.substr(0, kv.find('='))))
       t.argv.insert(t.argv.end(), {"-x", kv.substr(0, kv.find('='))});
   }
   t.argv.insert(t.argv.end(), o.command.begin(), o.command.end());
@@ -162,10 +169,16 @@ ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config) {
   if (o.num_ps == 0 || o.num_workers == 0)
     throw InputError("--num-ps and --num-workers must be at least 1");
   ClusterSpec s;
+  // On this machine: loopback, or the address of --network-interface's first interface.
+  const std::string host =
+      o.network_interface.empty()
+          ? std::string("127.0.0.1")
+          : interface_address(split_interfaces(o.network_interface, "--network-interface")[0],
+                              "--network-interface");
   const auto ports = free_ports(o.num_ps + o.num_workers);
-  for (size_t i = 0; i < o.num_ps; ++i) s.jobs["ps"].push_back({"127.0.0.1", ports[i]});
+  for (size_t i = 0; i < o.num_ps; ++i) s.jobs["ps"].push_back({host, ports[i]});
   for (size_t i = 0; i < o.num_workers; ++i)
-    s.jobs["worker"].push_back({"127.0.0.1", ports[o.num_ps + i]});
+    s.jobs["worker"].push_back({host, ports[o.num_ps + i]});
   return s;
 }
 
@@ -194,6 +207,7 @@ JobPlan plan_ps(const LauncherOptions& o, const std::string& tf_config,
       t.host = is_local_host(host) ? "" : host;
       t.env["TF_CONFIG"] = me.to_json(true).dump();
       t.env["DTRAIN_JOB_ID"] = std::to_string(job_id);
+      if (!o.network_interface.empty()) t.env["DTRAIN_NETWORK_INTERFACE"] = o.network_interface;
       t.argv = o.command;
       t.argv.insert(t.argv.end(),
                     {"--mode", "ps", "--start-timeout", detail::cat(o.start_timeout_s)});
@@ -255,6 +269,10 @@ std::vector<uint16_t> free_ports(size_t n) {
 JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is_root,
                  std::vector<int> cpus) {
   if (o.command.empty()) throw InputError("no training command: dtrainrun [options] -- COMMAND");
+  // Checked here, on the launching machine; each task checks its own machine again.
+  if (!o.network_interface.empty())
+    for (const auto& name : split_interfaces(o.network_interface, "--network-interface"))
+      interface_address(name, "--network-interface");
   if (cpus.empty()) cpus = allowed_cpus();
   return o.mode == "ps" ? plan_ps(o, tf_config, cpus) : plan_allreduce(o, is_root);
 }

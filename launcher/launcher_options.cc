@@ -47,6 +47,10 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
                  "core of its own (when there are enough cores)")
       ->capture_default_str()
       ->check(CLI::IsMember({"core", "none"}));
+  app.add_option("--network-interface", o.network_interface,
+                 "IF[,IF]: the network interface(s) the job's traffic uses (MPI's btl/oob TCP "
+                 "interfaces; ps tasks listen and connect on the first), passed to the tasks as "
+                 "DTRAIN_NETWORK_INTERFACE");
   app.add_flag("--dry-run", o.dry_run, "print every task's command and environment, run nothing");
   app.add_flag("--verbose", o.verbose, "log what the launcher does");
   app.add_flag("--secure", o.secure, "ps: generate the job's CURVE keys and pass --secure");

@@ -27,6 +27,8 @@ struct LauncherOptions {
   // core: allreduce ranks bound by mpirun, ps-mode workers on this machine each on a core of
   // their own (when there are enough); none: nothing bound.
   std::string bind_to = "none";
+  // --network-interface IF[,IF] (horovodrun's name): MPI's TCP traffic and the ps tasks use it.
+  std::string network_interface;
   std::vector<std::string> command;  // after --
 };
 

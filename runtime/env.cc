@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "runtime/error.h"
+#include "runtime/netif.h"
 
 namespace dtrain {
 
@@ -65,6 +66,8 @@ EnvConfig read_env() {
       throw InputError("DTRAIN_ALLREDUCE_SHM='" + *v + "' must be 0 or 1");
     e.allreduce_shm = *v == "1";
   }
+  if (auto v = get("DTRAIN_NETWORK_INTERFACE"))
+    e.network_interfaces = split_interfaces(*v, "DTRAIN_NETWORK_INTERFACE");
   if (auto v = get("DTRAIN_HIERARCHICAL")) {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_HIERARCHICAL='" + *v + "' must be 0 or 1");
     e.hierarchical = *v == "1";

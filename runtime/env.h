@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace dtrain {
 
@@ -31,6 +32,9 @@ struct EnvConfig {
   // the same number of ranks), 0 keeps one flat MPI_Allreduce; unset: hierarchical when the job
   // spans several machines with several ranks on each.
   std::optional<bool> hierarchical;
+  // DTRAIN_NETWORK_INTERFACE=IF[,IF] (dtrainrun --network-interface sets it): ps tasks listen on
+  // the first one's address and workers connect from it (MPI gets it from mpirun's options).
+  std::vector<std::string> network_interfaces;
   // Ranks in the job when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMI_SIZE,
   // PMIX_SIZE or MPI_LOCALNRANKS, whichever is set), else 0.
   size_t mpi_world_size = 0;

@@ -1,6 +1,7 @@
 // TF_CONFIG parsing: good specs and each bad case, with errors as clear as TensorFlow's.
 #include <gtest/gtest.h>
 
+#include "paramserver/endpoints.h"
 #include "runtime/cluster_spec.h"
 #include "runtime/error.h"
 
@@ -80,3 +81,23 @@ TEST(ClusterSpec, PsModeNeedsPsAndWorkers) {
 
 }  // namespace
 }  // namespace dtrain
+
+// DTRAIN_NETWORK_INTERFACE: a ps task listens on the interface, which must carry its address in
+// the cluster spec; a worker connects from the interface's address.
+TEST(Endpoints, NetworkInterface) {
+  using dtrain::HostPort;
+  EXPECT_EQ(dtrain::ps::tcp_bind_endpoint(HostPort{"127.0.0.1", 7000}, {"lo"}),
+            "tcp://127.0.0.1:7000");
+  EXPECT_EQ(dtrain::ps::tcp_connect_endpoint(HostPort{"127.0.0.1", 7000}, {"lo"}),
+            "tcp://127.0.0.1:0;127.0.0.1:7000");
+  EXPECT_EQ(dtrain::ps::tcp_connect_endpoint(HostPort{"127.0.0.1", 7000}, {}),
+            "tcp://127.0.0.1:7000");
+  try {
+    dtrain::ps::tcp_bind_endpoint(HostPort{"127.0.0.2", 7000}, {"lo"});
+    ADD_FAILURE() << "a ps task not on the interface was accepted";
+  } catch (const dtrain::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("not on lo (127.0.0.1)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(dtrain::ps::tcp_bind_endpoint(HostPort{"127.0.0.1", 7000}, {"nosuchif9"}),
+               dtrain::InputError);
+}

@@ -217,6 +217,28 @@ TEST(Launcher, RemoteSecretsNeverOnTheCommandLine) {
   EXPECT_NE(cmd.find("TF_CONFIG="), std::string::npos);
 }
 
+TEST(Launcher, NetworkInterface) {
+  LauncherOptions o = with_command();
+  o.network_interface = "lo";
+  o.np = 2;
+  JobPlan p = plan_job(o, "", false);
+  const std::string line = shell_line(p.tasks[0]);
+  EXPECT_NE(line.find("--mca btl_tcp_if_include lo --mca oob_tcp_if_include lo"), std::string::npos)
+      << line;
+  EXPECT_EQ(p.tasks[0].env.at("DTRAIN_NETWORK_INTERFACE"), "lo");
+  o.np = 0;
+  o.mode = "ps";
+  p = plan_job(o, "", false);
+  for (const Task& t : p.tasks) EXPECT_EQ(t.env.at("DTRAIN_NETWORK_INTERFACE"), "lo") << t.name;
+  // A wrong name says which interfaces there are.
+  o.network_interface = "lo,nosuchif9";
+  expect_error(o,
+               "--network-interface: no network interface 'nosuchif9' on this machine; "
+               "interfaces here: lo (127.0.0.1)");
+  o.network_interface = "lo,";
+  expect_error(o, "an empty interface name");
+}
+
 TEST(Launcher, NoCommandIsAnError) {
   LauncherOptions o;
   expect_error(o, "no training command");

@@ -4,10 +4,11 @@
 #   allreduce  2 nodes x 2 processes end with the same parameters, bitwise, as the same 4 ranks
 #              on one machine (flat MPI_Allreduce): through --node-count/--process-count-per-node
 #              -H (the hierarchical allreduce, chosen by itself), and through --hostfile with
-#              DTRAIN_HIERARCHICAL=0 (flat across nodes); ranks 0-1 on dtn1 and 2-3 on dtn2 with
+#              DTRAIN_HIERARCHICAL=0 (flat across nodes) and --network-interface eth0 (a wrong
+#              name lists the interfaces there are); ranks 0-1 on dtn1 and 2-3 on dtn2 with
 #              local ranks 0-1 on each
-#   ps         ps:0 on dtn2, workers on dtn1 and dtn2 (names in TF_CONFIG); the same parameters as
-#              that job on one machine
+#   ps         ps:0 on dtn2, workers on dtn1 and dtn2 (names in TF_CONFIG, --network-interface
+#              eth0); the same parameters as that job on one machine
 #   secure     --secure across nodes: no secret key in any process's command line on any node
 #              during the job, none in logs/ or outputs/, no key file left on any node
 #   badpath    a program missing on one node (both modes): exit non-zero naming the node
@@ -72,11 +73,16 @@ allreduce)
   grep -q "hierarchical allreduce: 2 machines x 2 ranks" console || fail "not hierarchical"
   same_params one/outputs/model/checkpoint.bin two/outputs/model/checkpoint.bin "2 nodes x 2 (-H, hierarchical)"
   printf 'dtn1 slots=2\ndtn2 slots=2\n' >hostfile
-  DTRAIN_HIERARCHICAL=0 on_node 1 "${run[@]}" --output-dir three --hostfile hostfile -- \
+  DTRAIN_HIERARCHICAL=0 on_node 1 "${run[@]}" --output-dir three --hostfile hostfile \
+    --network-interface eth0 -- \
     "${train[@]}" --epochs 2 --output-dir three/outputs --verbose >console.hf 2>&1 ||
     fail "--hostfile job exited $?"
   grep -q '"world_size":4' console.hf || fail "--hostfile: not 4 ranks"
   grep -q "allreduce over mpi: 4 ranks" console.hf || fail "DTRAIN_HIERARCHICAL=0: not flat"
+  on_node 1 "${run[@]}" --output-dir four --hostfile hostfile --network-interface nope0 -- \
+    "${train[@]}" >console.badif 2>&1 && fail "--network-interface nope0 was accepted"
+  grep -q "no network interface 'nope0' on this machine; interfaces here: .*eth0 (10.213.77.11)" \
+    console.badif || fail "a wrong interface name does not list the interfaces"
   same_params one/outputs/model/checkpoint.bin three/outputs/model/checkpoint.bin "2 nodes x 2 (--hostfile, flat)"
   no_leftovers allreduce
   ;;
@@ -85,7 +91,8 @@ ps)
   echo '{"cluster":{"ps":["127.0.0.1:2222"],"worker":["127.0.0.1:2223","127.0.0.1:2224"]}}' >local.json
   on_node 1 "${run[@]}" --output-dir one --mode ps --cluster-spec local.json -- "${train[@]}" --epochs 2 \
     --output-dir one/outputs >console.one 2>&1 || fail "one-machine ps job exited $?"
-  on_node 1 "${run[@]}" --output-dir two --mode ps --cluster-spec cluster.json -- "${train[@]}" --epochs 2 \
+  on_node 1 "${run[@]}" --output-dir two --mode ps --cluster-spec cluster.json \
+    --network-interface eth0 -- "${train[@]}" --epochs 2 \
     --output-dir two/outputs --verbose >console 2>&1 || fail "ps job across nodes exited $?"
   grep -q '^\[ps:0\] \[ps 0/1 dtn2:' console || fail "ps:0 did not run on dtn2"
   grep -q '^\[worker:1\] \[worker 1/2 dtn2:' console || fail "worker:1 did not run on dtn2"
