@@ -13,6 +13,7 @@
 #include "launcher/job_keys.h"
 #include "launcher/job_plan.h"
 #include "launcher/launcher_options.h"
+#include "launcher/slurm.h"
 #include "launcher/supervisor.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
@@ -35,7 +36,9 @@ int main(int argc, char** argv) {
   }
   try {
     const dtrain::EnvConfig env = dtrain::read_env();
-    JobPlan plan = plan_job(o, env.tf_config.value_or(""), geteuid() == 0);
+    const std::optional<SlurmAllocation> slurm = slurm_allocation();
+    JobPlan plan =
+        plan_job(o, env.tf_config.value_or(""), geteuid() == 0, {}, slurm ? &*slurm : nullptr);
     if (o.secure) {
       if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
       const JobKeys keys;

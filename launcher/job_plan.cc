@@ -84,10 +84,15 @@ bool is_local_host(const std::string& h) {
   return h == name;
 }
 
-JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
+JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAllocation* slurm) {
   if (!o.cluster_spec.empty()) throw InputError("--cluster-spec is for --mode ps");
   std::vector<HostSlots> hosts;
   for (const auto& h : o.hosts) hosts.push_back(parse_host_slots(h));
+  // Inside a Slurm allocation the nodes and their tasks are Slurm's unless -H/--hostfile say.
+  const bool from_slurm = hosts.empty() && o.hostfile.empty() && slurm;
+  if (from_slurm)
+    for (size_t i = 0; i < slurm->nodes.size(); ++i)
+      hosts.push_back({slurm->nodes[i], slurm->tasks_per_node[i]});
   size_t np = o.np;
   if (o.node_count || o.process_count_per_node) {
     if (!o.node_count || !o.process_count_per_node)
@@ -103,10 +108,11 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
                                    " needs the nodes: -H with that many hosts, or --hostfile"));
     if (!hosts.empty()) {
       if (hosts.size() != o.node_count)
-        throw InputError(
-            detail::cat("--node-count ", o.node_count, " but -H names ", hosts.size(), " host(s)"));
+        throw InputError(detail::cat("--node-count ", o.node_count, " but ",
+                                     from_slurm ? "the Slurm allocation has " : "-H names ",
+                                     hosts.size(), from_slurm ? " node(s)" : " host(s)"));
       for (auto& h : hosts) {
-        if (h.slots && h.slots != o.process_count_per_node)
+        if (h.slots && h.slots != o.process_count_per_node && !from_slurm)
           throw InputError(detail::cat("-H ", h.host, ":", h.slots, " disagrees with ",
                                        "--process-count-per-node ", o.process_count_per_node));
         h.slots = o.process_count_per_node;
@@ -117,7 +123,9 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
     throw InputError("-H and --hostfile both name the hosts: give one of them");
   // The hostfile's slots count as -H's do (mpirun starts that many ranks by default).
   const std::vector<HostSlots> counted = o.hostfile.empty() ? hosts : read_hostfile(o.hostfile);
-  const char* source = o.hostfile.empty() ? "-H gives" : "the hostfile gives";
+  const char* source = !o.hostfile.empty() ? "the hostfile gives"
+                       : from_slurm        ? "the Slurm allocation gives"
+                                           : "-H gives";
   size_t slots = 0;
   for (const auto& h : counted) slots += h.slots ? h.slots : 1;
   if (!np) np = counted.empty() ? 1 : slots;
@@ -155,7 +163,8 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root) {
   return {"allreduce", {t}};
 }
 
-ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config) {
+ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config,
+                       const SlurmAllocation* slurm) {
   if (!o.cluster_spec.empty())
     return parse_cluster_spec(read_text(o.cluster_spec), "--cluster-spec " + o.cluster_spec, false);
   if (!tf_config.empty()) {
@@ -169,6 +178,20 @@ ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config) {
   if (o.num_ps == 0 || o.num_workers == 0)
     throw InputError("--num-ps and --num-workers must be at least 1");
   ClusterSpec s;
+  if (slurm) {
+    // One task per Slurm task slot, in node order: the first --num-ps are ps tasks, the rest
+    // workers; a node's tasks listen on ports kSlurmPortBase, +1, ...
+    std::vector<HostPort> slots;
+    for (size_t i = 0; i < slurm->nodes.size(); ++i)
+      for (size_t k = 0; k < slurm->tasks_per_node[i]; ++k)
+        slots.push_back({slurm->nodes[i], static_cast<uint16_t>(kSlurmPortBase + k)});
+    if (slots.size() <= o.num_ps)
+      throw InputError(detail::cat("the Slurm allocation has ", slots.size(), " task(s): --num-ps ",
+                                   o.num_ps, " leaves no worker"));
+    for (size_t i = 0; i < slots.size(); ++i)
+      s.jobs[i < o.num_ps ? "ps" : "worker"].push_back(slots[i]);
+    return s;
+  }
   // On this machine: loopback, or the address of --network-interface's first interface.
   const std::string host =
       o.network_interface.empty()
@@ -183,12 +206,12 @@ ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config) {
 }
 
 JobPlan plan_ps(const LauncherOptions& o, const std::string& tf_config,
-                const std::vector<int>& cpus) {
+                const std::vector<int>& cpus, const SlurmAllocation* slurm) {
   if (o.np || !o.hosts.empty() || !o.hostfile.empty() || o.node_count || o.process_count_per_node)
     throw InputError(
         "-np, -H, --hostfile and the MPI configuration are for --mode allreduce; a "
         "ps job's hosts come from its cluster spec");
-  ClusterSpec spec = ps_cluster(o, tf_config);
+  ClusterSpec spec = ps_cluster(o, tf_config, slurm);
   validate_for_ps(spec, o.cluster_spec.empty() ? "the cluster" : o.cluster_spec);
   if (!spec.job("evaluator").empty())
     throw InputError("evaluator tasks are not supported (the chief evaluates)");
@@ -267,14 +290,14 @@ std::vector<uint16_t> free_ports(size_t n) {
 }
 
 JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is_root,
-                 std::vector<int> cpus) {
+                 std::vector<int> cpus, const SlurmAllocation* slurm) {
   if (o.command.empty()) throw InputError("no training command: dtrainrun [options] -- COMMAND");
   // Checked here, on the launching machine; each task checks its own machine again.
   if (!o.network_interface.empty())
     for (const auto& name : split_interfaces(o.network_interface, "--network-interface"))
       interface_address(name, "--network-interface");
   if (cpus.empty()) cpus = allowed_cpus();
-  return o.mode == "ps" ? plan_ps(o, tf_config, cpus) : plan_allreduce(o, is_root);
+  return o.mode == "ps" ? plan_ps(o, tf_config, cpus, slurm) : plan_allreduce(o, is_root, slurm);
 }
 
 std::string shell_line(const Task& t) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "launcher/launcher_options.h"
+#include "launcher/slurm.h"
 
 namespace dtrain::launcher {
 
@@ -34,8 +35,13 @@ struct JobPlan {
 // Validates the options (throws InputError saying what is wrong) and plans the job.
 // tf_config: the launcher's own TF_CONFIG, if any; is_root: add --allow-run-as-root.
 // cpus: the CPUs this launcher may use, in order (empty: read its affinity mask).
+// slurm: the Slurm allocation the launcher runs in, if any: its nodes and tasks per node stand
+// in for -H (allreduce) and for --num-workers on 127.0.0.1 (ps: the first --num-ps task slots
+// are ps tasks, the rest workers, on ports kSlurmPortBase and up on each node).
 JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is_root,
-                 std::vector<int> cpus = {});
+                 std::vector<int> cpus = {}, const SlurmAllocation* slurm = nullptr);
+
+constexpr uint16_t kSlurmPortBase = 29400;
 
 // The command line of a task as a person would type it (env assignments, taskset when it is
 // pinned, then argv), quoted; its secrets show as NAME=<secret>.

@@ -239,6 +239,64 @@ TEST(Launcher, NetworkInterface) {
   expect_error(o, "an empty interface name");
 }
 
+TEST(Slurm, ExpandsNodeLists) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(expand_hostlist("node[01-04,07],login1", "L"),
+            (V{"node01", "node02", "node03", "node04", "node07", "login1"}));
+  EXPECT_EQ(expand_hostlist("a1", "L"), V{"a1"});
+  EXPECT_EQ(expand_hostlist("gpu[8-10]-ib,cpu[2]", "L"),
+            (V{"gpu8-ib", "gpu9-ib", "gpu10-ib", "cpu2"}));
+  EXPECT_EQ(expand_hostlist("n[098-101]", "L"), (V{"n098", "n099", "n100", "n101"}));
+  for (const char* bad : {"n[1-", "n[3-1]", "n[a-b]", "a,,b", "n[1]x[2]"})
+    EXPECT_THROW(expand_hostlist(bad, "SLURM_JOB_NODELIST"), InputError) << bad;
+  EXPECT_EQ(expand_tasks_per_node("2(x3),1", 4, "T"), (std::vector<size_t>{2, 2, 2, 1}));
+  EXPECT_EQ(expand_tasks_per_node("4", 3, "T"), (std::vector<size_t>{4, 4, 4}));
+  EXPECT_THROW(expand_tasks_per_node("2(x2)", 3, "T"), InputError);
+  EXPECT_THROW(expand_tasks_per_node("0", 1, "T"), InputError);
+}
+
+TEST(Slurm, AllocationStandsInForHosts) {
+  std::map<std::string, std::string> env = {{"SLURM_JOB_NODELIST", "node[01-02]"},
+                                            {"SLURM_TASKS_PER_NODE", "2(x2)"}};
+  auto get = [&](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  auto a = slurm_allocation(get);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->nodes, (std::vector<std::string>{"node01", "node02"}));
+  EXPECT_EQ(a->tasks_per_node, (std::vector<size_t>{2, 2}));
+  env["SLURM_NTASKS_PER_NODE"] = "1";  // --ntasks-per-node wins
+  EXPECT_EQ(slurm_allocation(get)->tasks_per_node, (std::vector<size_t>{1, 1}));
+  env.erase("SLURM_NTASKS_PER_NODE");
+  // allreduce: mpirun gets the nodes and their slots.
+  LauncherOptions o = with_command();
+  JobPlan p = plan_job(o, "", false, {}, &*a);
+  EXPECT_NE(shell_line(p.tasks[0]).find("mpirun -np 4 -H node01:2,node02:2 "), std::string::npos)
+      << shell_line(p.tasks[0]);
+  o.node_count = 3;
+  o.process_count_per_node = 1;
+  EXPECT_THROW(plan_job(o, "", false, {}, &*a), InputError);  // 3 nodes asked, 2 allocated
+  o.node_count = 2;
+  p = plan_job(o, "", false, {}, &*a);
+  EXPECT_NE(shell_line(p.tasks[0]).find("mpirun -np 2 -H node01:1,node02:1 "), std::string::npos);
+  // -H still wins over the allocation.
+  LauncherOptions h = with_command();
+  h.hosts = {"other:1"};
+  EXPECT_NE(shell_line(plan_job(h, "", false, {}, &*a).tasks[0]).find("-H other:1 "),
+            std::string::npos);
+  // ps: the first task slot is ps:0, the other three workers, ports from kSlurmPortBase per node.
+  LauncherOptions ps = with_command();
+  ps.mode = "ps";
+  p = plan_job(ps, "", false, {}, &*a);
+  ASSERT_EQ(p.tasks.size(), 4u);
+  const ClusterSpec spec = parse_cluster_spec(p.tasks[0].env.at("TF_CONFIG"), "ps:0", true);
+  EXPECT_EQ(spec.job("ps")[0].str(), "node01:29400");
+  EXPECT_EQ(spec.job("worker")[2].str(), "node02:29401");
+  EXPECT_EQ(p.tasks[3].host, "node02");
+  EXPECT_FALSE(slurm_allocation([](const char*) -> const char* { return nullptr; }));
+}
+
 TEST(Launcher, NoCommandIsAnError) {
   LauncherOptions o;
   expect_error(o, "no training command");

@@ -12,6 +12,8 @@
 #   secure     --secure across nodes: no secret key in any process's command line on any node
 #              during the job, none in logs/ or outputs/, no key file left on any node
 #   badpath    a program missing on one node (both modes): exit non-zero naming the node
+#   slurm      inside a Slurm allocation (SLURM_JOB_NODELIST=dtn[1-2] and tasks per node, as
+#              sbatch sets them) dtrainrun places both modes' tasks without -H
 #   killlauncher  SIGKILL of dtrainrun during a job across nodes (both modes) leaves nothing
 #              running on any node
 # Every case ends with no process of the job left on either node. Exits 77 (skipped) where
@@ -162,6 +164,22 @@ badpath)
   grep -q "on dtn2" console.mpi || { cat console.mpi; fail "allreduce: the summary does not name dtn2"; }
   no_leftovers "badpath allreduce"
   echo "badpath ok"
+  ;;
+slurm)
+  # Inside a Slurm allocation (its variables as sbatch sets them; no controller needed), no -H:
+  # the node list and the tasks per node place the ranks, and the ps tasks.
+  SLURM_JOB_NODELIST='dtn[1-2]' SLURM_TASKS_PER_NODE='2(x2)' on_node 1 "${run[@]}" \
+    --output-dir job -- "${train[@]}" --epochs 1 --verbose >console 2>&1 || fail "allreduce in Slurm exited $?"
+  grep -q '"world_size":4' console || fail "allreduce in Slurm: not 4 ranks"
+  grep -q "^\[worker:3\] \[rank 3/4 dtn2:[0-9]*\] node dtn2: local rank 1 of 2" console ||
+    fail "allreduce in Slurm: rank 3 not on dtn2"
+  SLURM_JOB_NODELIST='dtn[1-2]' SLURM_NTASKS_PER_NODE=2 on_node 1 "${run[@]}" --output-dir job2 \
+    --mode ps -- "${train[@]}" --epochs 1 --verbose >console.ps 2>&1 || fail "ps in Slurm exited $?"
+  grep -q '^\[ps:0\] \[ps 0/1 dtn1:' console.ps || fail "ps in Slurm: ps:0 not on dtn1"
+  grep -q '^\[worker:2\] \[worker 2/3 dtn2:' console.ps || fail "ps in Slurm: worker:2 not on dtn2"
+  grep -q '"mode":"ps".*"world_size":3' console.ps || fail "ps in Slurm: not 3 workers"
+  no_leftovers slurm
+  echo "slurm ok: both modes placed by SLURM_JOB_NODELIST and the tasks per node"
   ;;
 killlauncher)
   echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
