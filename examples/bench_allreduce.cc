@@ -1,8 +1,17 @@
 // dtrain_bench allreduce: nccl-tests' all_reduce_perf over the Communicator. For each size from
 // -b to -e (times -f), -w warm-up and -n timed iterations; prints time, algbw = bytes/time and
 // busbw = algbw * 2(n-1)/n (GB = 1e9), checks the result (-c), and times a plain MPI_Allreduce of
-// the same buffer in the same run as the reference.
+// the same buffer in the same run as the reference. When the ranks span machines it also measures
+// one TCP stream between rank 0's machine and the next machine, as iperf3 does by default (one
+// stream, 128 KB writes, bytes counted by the receiver from first to last), before and after the
+// sizes, and prints busbw / that bandwidth.
+#include <arpa/inet.h>
 #include <mpi.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +23,7 @@
 #include "allreduce/mpi_communicator.h"
 #include "examples/bench_commands.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace dtrain::bench {
 
@@ -59,6 +69,58 @@ double time_per_iter(MPI_Comm comm, size_t warmup, size_t iters, const F& f) {
   return s;
 }
 
+// One TCP stream from rank `sender` to rank `receiver` for about `seconds`; returns GB/s (1e9
+// bytes) as the receiver counted it, on every rank. The receiver listens on an ephemeral port of
+// every address and tells the sender its host name and port over MPI.
+double tcp_stream_gbps(MpiCommunicator& comm, size_t sender, size_t receiver, double seconds) {
+  const size_t me = comm.rank();
+  int listen_fd = -1;
+  uint16_t port = 0;
+  if (me == receiver) {
+    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    socklen_t len = sizeof(a);
+    if (listen_fd < 0 || bind(listen_fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        listen(listen_fd, 1) != 0 ||
+        getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw Error("tcp stream: cannot listen");
+    port = ntohs(a.sin_port);
+  }
+  const std::vector<std::string> hosts = comm.allgather(host_name(), "tcp stream: hosts");
+  comm.broadcast(&port, sizeof(port), receiver, "tcp stream: port");
+  std::vector<char> buf(128 * 1024, 'x');
+  double gbps = 0;
+  if (me == sender) {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(hosts[receiver].c_str(), std::to_string(port).c_str(), &hints, &res) != 0)
+      throw Error("tcp stream: cannot resolve " + hosts[receiver]);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) throw Error("tcp stream: cannot connect");
+    freeaddrinfo(res);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < seconds)
+      if (write(fd, buf.data(), buf.size()) <= 0) break;
+    close(fd);
+  } else if (me == receiver) {
+    const int fd = accept(listen_fd, nullptr, nullptr);
+    size_t got = 0;
+    std::chrono::steady_clock::time_point t0, t1;
+    for (ssize_t n; (n = read(fd, buf.data(), buf.size())) > 0;) {
+      if (got == 0) t0 = std::chrono::steady_clock::now();
+      got += size_t(n);
+      t1 = std::chrono::steady_clock::now();
+    }
+    close(fd);
+    close(listen_fd);
+    gbps = double(got) / std::chrono::duration<double>(t1 - t0).count() / 1e9;
+  }
+  comm.broadcast(&gbps, sizeof(gbps), receiver, "tcp stream: result");
+  return gbps;
+}
+
 int run_allreduce(int argc, char** argv) {
   MpiCommunicator comm(&argc, &argv);
   const size_t n = comm.size();
@@ -72,6 +134,22 @@ int run_allreduce(int argc, char** argv) {
     throw InputError(
         "--backend nccl: this build has no CUDA backend (configure with the CUDA toolkit)");
 #endif
+  }
+  // Across machines: the raw TCP bandwidth between rank 0's machine and the next one.
+  const std::vector<std::string> hosts = comm.allgather(host_name(), "hosts");
+  size_t peer = 0;
+  for (size_t r = 1; r < n && !peer; ++r)
+    if (hosts[r] != hosts[0]) peer = r;
+  double tcp = 0;
+  if (peer) {
+    tcp = tcp_stream_gbps(comm, 0, peer, 1.0);
+    if (comm.rank() == 0)
+      std::printf(
+          "%s\n",
+          nlohmann::json(
+              {{"bench", "tcp_stream"}, {"from", hosts[0]}, {"to", hosts[peer]}, {"gbps", tcp}})
+              .dump()
+              .c_str());
   }
   int errors = 0;
   for (double b = double(lo); b <= double(hi) * 1.0000001; b *= g_ar.factor) {
@@ -128,9 +206,24 @@ int run_allreduce(int argc, char** argv) {
                           {"mpi_allreduce_time_us", t_mpi * 1e6},
                           {"mpi_allreduce_busbw_gbps", busbw_mpi},
                           {"wrong", wrong}};
+      if (peer) {
+        j["tcp_stream_gbps"] = tcp;
+        j["busbw_over_tcp"] = busbw / tcp;
+      }
       std::printf("%s\n", j.dump().c_str());
       std::fflush(stdout);
     }
+  }
+  if (peer) {
+    const double after = tcp_stream_gbps(comm, 0, peer, 1.0);
+    if (comm.rank() == 0)
+      std::printf("%s\n", nlohmann::json({{"bench", "tcp_stream"},
+                                          {"from", hosts[0]},
+                                          {"to", hosts[peer]},
+                                          {"gbps", after},
+                                          {"when", "after"}})
+                              .dump()
+                              .c_str());
   }
   return errors;
 }

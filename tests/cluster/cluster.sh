@@ -3,6 +3,7 @@
 # Source it, then:
 #   cluster_up N [RATE]   N nodes dtn1..dtnN; RATE (e.g. 1gbit) caps each node's link with tbf
 #   on_node I CMD...      runs CMD on node I (its network, hostname, /dev/shm, /etc/hosts, ssh)
+#   cluster_cap RATE|none caps every node's link (both directions, tbf) or lifts the cap
 #   node_ip I             the address of node I
 #   cluster_down          kills every process on every node and removes everything it made
 # Each node is a network namespace with its own hostname (a UTS namespace), its own /dev/shm
@@ -89,11 +90,6 @@ CFG
     ip -n "$ns" link set lo up
     ip -n "$ns" addr add "$(node_ip "$i")/24" dev eth0
     ip -n "$ns" link set eth0 up
-    if [[ -n "$rate" ]]; then
-      # Each direction capped: the node's egress and the switch port's egress toward it.
-      ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 50ms
-      ip netns exec "$sw" tc qdisc add dev "n$i" root tbf rate "$rate" burst 256kb latency 50ms
-    fi
     ip netns exec "$ns" unshare --uts --mount --propagation private -- bash -c "
       hostname dtn$i
       mount -t tmpfs -o size=4g tmpfs /dev/shm
@@ -104,6 +100,7 @@ CFG
     CLUSTER_PIDS[$i]=$!
     disown "$!"
   done
+  if [[ -n "$rate" ]]; then cluster_cap "$rate"; fi
   # Ready when every node reaches every other by name over ssh.
   local deadline=$((SECONDS + 20)) ok
   while :; do
@@ -122,10 +119,24 @@ CFG
   echo "cluster: $n nodes up (dtn1..dtn$n on $CLUSTER_SUBNET.0/24${rate:+, links capped at $rate})" >&2
 }
 
+cluster_cap() {
+  local rate="$1" i
+  for ((i = 1; i <= CLUSTER_NODES; ++i)); do
+    # Each direction: the node's egress and the switch port's egress toward it.
+    ip netns exec "$(node_ns "$i")" tc qdisc del dev eth0 root 2>/dev/null || true
+    ip netns exec "$CLUSTER_PREFIX-sw" tc qdisc del dev "n$i" root 2>/dev/null || true
+    if [[ "$rate" == none ]]; then continue; fi
+    ip netns exec "$(node_ns "$i")" tc qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 50ms
+    ip netns exec "$CLUSTER_PREFIX-sw" tc qdisc add dev "n$i" root tbf rate "$rate" burst 256kb latency 50ms
+  done
+}
+
+# The nodes share this machine's cores, which Open MPI cannot know: its ranks would busy-poll
+# against each other's compute (4 ranks on 2 cores measured 16x slower). Waiting ranks yield.
 on_node() {
   local i="$1"
   shift
-  nsenter -t "${CLUSTER_PIDS[$i]}" -n -u -m --wd="$PWD" -- "$@"
+  OMPI_MCA_mpi_yield_when_idle=1 nsenter -t "${CLUSTER_PIDS[$i]}" -n -u -m --wd="$PWD" -- "$@"
 }
 
 # Every process still in a node's namespace: what a test must find none of, after a job.

@@ -10,7 +10,8 @@
 #   ps         ps:0 on dtn2, workers on dtn1 and dtn2 (names in TF_CONFIG, --network-interface
 #              eth0); the same parameters as that job on one machine
 #   secure     --secure across nodes: no secret key in any process's command line on any node
-#              during the job, none in logs/ or outputs/, no key file left on any node
+#              during the job, none in logs/ or outputs/, no key file left on any node; a worker
+#              with a key pair other than the job's is refused, named in the server's log
 #   badpath    a program missing on one node (both modes): exit non-zero naming the node
 #   slurm      inside a Slurm allocation (SLURM_JOB_NODELIST=dtn[1-2] and tasks per node, as
 #              sbatch sets them) dtrainrun places both modes' tasks without -H
@@ -111,12 +112,14 @@ secure)
   # While it runs: learn both secrets from the tasks themselves (a local worker's environment,
   # the remote ps task's key file), and record every process's command line on the machine
   # (the nodes share its process table).
-  client="" server=""
+  client="" server="" cpub="" spub=""
   : >cmdlines
   while kill -0 $launcher 2>/dev/null; do
     for p in $(pgrep -f "$bin/mnist_train"); do
       env_="$({ tr '\0' '\n' </proc/$p/environ; } 2>/dev/null)"
       [[ -z "$client" ]] && client="$(sed -n 's/^DTRAIN_PS_CLIENT_SECRET_KEY=//p' <<<"$env_")"
+      [[ -z "$cpub" ]] && cpub="$(sed -n 's/^DTRAIN_PS_CLIENT_PUBLIC_KEY=//p' <<<"$env_")"
+      [[ -z "$spub" ]] && spub="$(sed -n 's/^DTRAIN_PS_SERVER_PUBLIC_KEY=//p' <<<"$env_")"
       [[ -z "$server" ]] && server="$(sed -n 's/^DTRAIN_PS_SERVER_SECRET_KEY=//p' <<<"$env_")"
       kf="$(sed -n 's/^DTRAIN_PS_KEY_FILE=//p' <<<"$env_")"
       if [[ -n "$kf" && -z "$server" ]]; then
@@ -141,6 +144,25 @@ secure)
   done
   grep -q '"mode":"ps"' console || fail "no summary"
   no_leftovers secure
+  # A worker with a key pair that is not the job's client pair is refused, and the server's log
+  # names where it came from.
+  [[ -n "$spub" && -n "$cpub" ]] || fail "no public keys recorded"
+  echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223"]}}' >one.json
+  keys=(DTRAIN_PS_SERVER_PUBLIC_KEY="$spub" DTRAIN_PS_CLIENT_PUBLIC_KEY="$cpub")
+  on_node 2 env "${keys[@]}" DTRAIN_PS_SERVER_SECRET_KEY="$server" \
+    TF_CONFIG='{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223"]},"task":{"type":"ps","index":0}}' \
+    "$bin/mnist_train" --synthetic-data 1000 --secure --mode ps --start-timeout 6 >ps.out 2>&1 &
+  # The intruder: the server's own pair as its client pair (valid keys, not the job's client key).
+  on_node 1 env DTRAIN_PS_SERVER_PUBLIC_KEY="$spub" DTRAIN_PS_CLIENT_PUBLIC_KEY="$spub" \
+    DTRAIN_PS_CLIENT_SECRET_KEY="$server" \
+    TF_CONFIG='{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223"]},"task":{"type":"worker","index":0}}' \
+    "$bin/mnist_train" --synthetic-data 1000 --secure --mode ps --start-timeout 4 >intruder.out 2>&1 &&
+    fail "a worker without the job's client key trained"
+  wait
+  grep -q "ps:0 (dtn2:2222): refused a client from 10.213.77.11 without the job's key" ps.out ||
+    { cat ps.out intruder.out; fail "the server's log does not name the refused client"; }
+  no_leftovers "secure (wrong key)"
+  echo "a worker with another key pair was refused: $(grep -o "refused a client from [0-9.]*" ps.out | head -1)"
   echo "secure ok: no secret on a command line, in logs or outputs, or left on a node"
   ;;
 badpath)
