@@ -1,14 +1,18 @@
 #include "allreduce/mpi_communicator.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <limits>
 
 #include "runtime/cpu_ops.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/functors.h"
+#include "runtime/log.h"
+#include "runtime/netif.h"
 
 namespace dtrain {
 
@@ -175,6 +179,7 @@ void MpiCommunicator::check(int rc, const OpName& what, size_t count, size_t ele
 void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {
   if (count == 0 || size_ == 1) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, comm_),
         what, count, sizeof(float));
   if (op == ReduceOp::kAverage) scale(data, count, 1.0f / static_cast<float>(size_));
@@ -183,6 +188,7 @@ void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const Op
 void MpiCommunicator::allreduce(double* data, size_t count, const OpName& what) {
   if (count == 0 || size_ == 1) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_DOUBLE, MPI_SUM, comm_),
         what, count, sizeof(double));
 }
@@ -207,6 +213,7 @@ std::unique_ptr<Communicator::Handle> MpiCommunicator::iallreduce(float* data, s
 void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpName& what) {
   if (size_ == 1 || bytes == 0) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   // Counted in bytes here because the payload is opaque; chunked to stay within int counts.
   const size_t chunk = size_t(1) << 30;
   for (size_t off = 0; off < bytes; off += chunk) {
@@ -219,6 +226,7 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpN
 void MpiCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
                                 const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   check(MPI_Allgather(in, to_int_count(count, what), MPI_UINT64_T, out, int(count), MPI_UINT64_T,
                       comm_),
         what, count, sizeof(uint64_t));
@@ -226,6 +234,7 @@ void MpiCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
 
 std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   const int len = to_int_count(in.size(), what);
   std::vector<int> lens(size_), displs(size_);
   check(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm_), what, 1, sizeof(int));
@@ -245,6 +254,7 @@ std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const
 
 void MpiCommunicator::barrier(const OpName& what) {
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   check(MPI_Barrier(comm_), what, 0, 0);
 }
 
@@ -263,6 +273,7 @@ class MpiCommunicator::Window : public Communicator::SharedSlots {
   void* slot(size_t rank) override { return slots_.at(rank); }
   void fence(const OpName& what) override {
     std::lock_guard<std::mutex> lock(c_.mpi_mu_);
+    const auto w = c_.waiting(what);
     c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
     c_.check(MPI_Barrier(c_.local_), what + ": MPI_Barrier", 0, 0);
     c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
@@ -283,6 +294,7 @@ std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t b
 void MpiCommunicator::cross_allreduce(float* data, size_t count, const OpName& what) {
   if (count == 0 || cross_size_ == 1) return;
   std::lock_guard<std::mutex> lock(mpi_mu_);
+  const auto w = waiting(what);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, cross_),
         what, count, sizeof(float));
 }
@@ -314,6 +326,37 @@ std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::local_shared(size_t 
   }
   check(MPI_Win_lock_all(MPI_MODE_NOCHECK, win), what + ": MPI_Win_lock_all", 0, 0);
   return std::make_unique<Window>(*this, win, std::move(slots));
+}
+
+void MpiCommunicator::watch_stalls(const StallOptions& o, const std::string& interface,
+                                   std::function<void()> on_timeout) {
+  if (size_ < 2 || (o.warning_s <= 0 && o.timeout_s <= 0)) return;
+  const std::vector<std::string> hosts = allgather(host_name(), "stall watchdog: host names");
+  bool one_machine = true;
+  for (const auto& h : hosts) one_machine = one_machine && h == hosts[0];
+  std::string ip = "127.0.0.1";
+  if (!interface.empty()) {
+    ip = interface_address(interface, "DTRAIN_NETWORK_INTERFACE");
+  } else if (!one_machine) {
+    ip = reachable_ipv4();
+  }
+  uint16_t port = 0;
+  const int fd = StallWatchdog::open_socket(&port);
+  const std::vector<std::string> peers =
+      allgather(detail::cat(ip, ":", port), "stall watchdog: addresses");
+  std::vector<std::string> names;
+  for (size_t r = 0; r < size_; ++r) names.push_back(detail::cat("rank ", r, " (", hosts[r], ")"));
+  watchdog_ = std::make_unique<StallWatchdog>(rank_, peers, names, fd, o);
+  watchdog_->on_timeout([f = std::move(on_timeout)] {
+    if (f) f();
+    // Behind a network partition mpirun cannot reach this machine's Open MPI daemon to stop it,
+    // and the daemon would wait for mpirun forever: the job is over, so this rank takes its
+    // daemon down with it (never mpirun itself, which runs the ranks of its own machine).
+    std::ifstream comm("/proc/" + std::to_string(getppid()) + "/comm");
+    std::string parent;
+    std::getline(comm, parent);
+    if (parent == "orted" || parent == "prted") kill(getppid(), SIGTERM);
+  });
 }
 
 void MpiCommunicator::abort(int code) {

@@ -13,9 +13,11 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "allreduce/communicator.h"
+#include "allreduce/stall_watchdog.h"
 
 namespace dtrain {
 
@@ -52,6 +54,13 @@ class MpiCommunicator : public Communicator {
   void cross_allreduce(float* data, size_t count, const OpName& what) override;
   [[noreturn]] void abort(int code) override;
 
+  // Starts the stall watchdog (stall_watchdog.h) on every rank: a collective. Heartbeats go to
+  // each rank's address on `interface` when given (DTRAIN_NETWORK_INTERFACE), else to its host
+  // name's address, or 127.0.0.1 when all ranks share one machine. on_timeout runs before the
+  // process exits on a stall (NCCL aborts its communicator there).
+  void watch_stalls(const StallOptions& o, const std::string& interface,
+                    std::function<void()> on_timeout = {});
+
   struct Job;
   class Window;
   MPI_Comm comm() const { return comm_; }
@@ -67,6 +76,11 @@ class MpiCommunicator : public Communicator {
   std::string who_;
 
   void worker_loop();
+  std::unique_ptr<StallWatchdog> watchdog_;
+  std::optional<StallWatchdog::Waiting> waiting(const OpName& what) {
+    if (!watchdog_) return std::nullopt;
+    return watchdog_->waiting(what);
+  }
   friend class Window;
   std::mutex mpi_mu_;  // held for every MPI call
   std::mutex q_mu_;

@@ -60,6 +60,14 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
                  "largest allreduce bucket in MB (2^20 bytes; a bucket is larger only when one "
                  "gradient piece alone is); default: DTRAIN_FUSION_THRESHOLD (bytes), else 64")
       ->check(positive());
+  app.add_option("--stall-warning", f.stall_warning_s,
+                 "allreduce: seconds a rank waits in one collective before it logs which ranks "
+                 "have not arrived; default: DTRAIN_STALL_WARNING, else 60")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--stall-timeout", f.stall_timeout_s,
+                 "allreduce: seconds in one collective before the job ends (exit 124) naming the "
+                 "ranks it waits for, 0: never; default: DTRAIN_STALL_TIMEOUT, else 600")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-steps-per-epoch", j.max_steps_per_epoch,
                  "stop each epoch after this many steps (0: the whole epoch)")
       ->capture_default_str();

@@ -109,8 +109,19 @@ void Job::start(int* argc, char*** argv) {
     log_debug("node ", host_name(), ": local rank ", mpi_->local_rank(), " of ", mpi_->local_size(),
               ", node ", mpi_->cross_rank(), " of ", mpi_->cross_size(), ", device ",
               device_.cuda ? detail::cat("cuda:", device_.gpu) : std::string("cpu"));
-    // A collective every rank makes, whatever it chooses later.
+    // Collectives every rank makes, whatever it chooses later.
     even_machines_ = HierarchicalAllreduce::machines_even(*mpi_);
+    const EnvConfig env = read_env();
+    StallOptions stall;
+    stall.warning_s = o_.stall_warning_s >= 0 ? o_.stall_warning_s
+                                              : env.stall_warning_s.value_or(stall.warning_s);
+    stall.timeout_s = o_.stall_timeout_s >= 0 ? o_.stall_timeout_s
+                                              : env.stall_timeout_s.value_or(stall.timeout_s);
+    // On a stall timeout NCCL's communicator is aborted first, so no GPU kernel waits on.
+    mpi_->watch_stalls(stall, env.network_interfaces.empty() ? "" : env.network_interfaces[0],
+                       [this] {
+                         if (nccl_) nccl_->abort(kStallExitCode);
+                       });
     if (device_.cuda) {
       const CudaPlugin* cuda = cuda_plugin(nullptr);  // loaded by choose_device
       // Refused only when ranks really share a GPU (same UUID), not by counting devices.
@@ -194,6 +205,8 @@ void Job::serve(const ModelFactory& make_model) {
   const std::unique_ptr<Model> model = make_model(o_.spec, cpu_backend());
   ps::ServerOptions s;
   s.name = ps_task_name(spec, spec.task_index);
+  for (const auto& [type, index] : spec.training_tasks())
+    s.worker_names.push_back(detail::cat(type, ":", index, " (", spec.job(type)[index].str(), ")"));
   std::optional<ps::ZapHandler> zap;
   if (keys_) {
     zap.emplace(*zmq_, keys_->client_public, s.name);

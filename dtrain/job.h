@@ -59,6 +59,10 @@ struct JobOptions {
   size_t synthetic_data = 0;  // > 0: train on this many generated samples instead of MNIST
   bool verbose = false;
   double fusion_threshold_mb = -1;  // allreduce buckets; < 0: DTRAIN_FUSION_THRESHOLD or 64
+  // Allreduce stall watchdog (allreduce/stall_watchdog.h): seconds in one collective before a
+  // warning, and before the job ends (0: never); < 0: DTRAIN_STALL_WARNING / _TIMEOUT, else 60
+  // and 600.
+  double stall_warning_s = -1, stall_timeout_s = -1;
   PsJobOptions ps;
 };
 

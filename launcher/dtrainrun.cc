@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
       const std::string where = r.failed_host.empty() ? "" : " on " + r.failed_host;
       std::fprintf(stderr, "[dtrainrun] task %s%s %s; the other tasks were stopped\n",
                    r.failed_task.c_str(), where.c_str(), r.reason.c_str());
+      if (!r.stall.empty())
+        std::fprintf(stderr, "[dtrainrun] the job stalled (%s's watchdog): %s\n",
+                     r.stall_task.c_str(), r.stall.c_str());
       if (!r.last_lines.empty()) {
         std::fprintf(stderr, "[dtrainrun] last lines of %s:\n", r.failed_task.c_str());
         for (const auto& l : r.last_lines) std::fprintf(stderr, "    %s\n", l.c_str());

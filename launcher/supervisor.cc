@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <regex>
+#include <sstream>
 
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -143,6 +145,43 @@ int code_of(int status) {
   return 1;
 }
 
+// SIGKILL to every process descended from this one, then reap them.
+void kill_descendants() {
+  for (int round = 0; round < 5; ++round) {
+    std::map<pid_t, pid_t> parent;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream stat(e.path() / "stat");
+      std::string line;
+      if (!std::getline(stat, line)) continue;
+      const size_t close_paren = line.rfind(')');
+      if (close_paren == std::string::npos) continue;
+      std::istringstream rest(line.substr(close_paren + 2));
+      char state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      parent[std::stoi(name)] = ppid;
+    }
+    std::vector<pid_t> mine;
+    for (const auto& [pid, ppid] : parent) {
+      for (pid_t p = ppid, hops = 0; p > 1 && hops < 64;
+           p = parent.count(p) ? parent[p] : 0, ++hops)
+        if (p == getpid()) {
+          mine.push_back(pid);
+          break;
+        }
+    }
+    if (mine.empty()) return;
+    for (pid_t p : mine) kill(p, SIGKILL);
+    for (int i = 0; i < 20; ++i) {
+      while (waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+      usleep(10000);
+    }
+  }
+}
+
 }  // namespace
 
 void install_stop_handlers() {
@@ -158,6 +197,8 @@ Supervisor::Supervisor(std::string output_dir, double grace_period_s, bool verbo
     : output_dir_(std::move(output_dir)), grace_s_(grace_period_s), verbose_(verbose) {}
 
 RunResult Supervisor::run(const JobPlan& plan) {
+  // Orphans of the tasks (an ssh session whose mpirun is gone) come to us, not to init.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   Sink sink(output_dir_);
   std::vector<Running> tasks;
   std::vector<Stream> streams;
@@ -182,13 +223,25 @@ RunResult Supervisor::run(const JobPlan& plan) {
   const std::regex node_line(R"(^\s*Node:\s+(\S+)\s*$)");
   const std::regex exit_name(R"(Process name:\s+\[\[\d+,\d+\],(\d+)\])");
   std::string mpi_failed_rank, mpi_reason, mpi_node;
+  RunResult result;
+  const std::regex stall_line(R"(stall: ending the job: (.*)$)");
   auto emit = [&](const Stream& s, const std::string& line) {
     const Task& t = *tasks[s.task].task;
     std::smatch m;
     if (t.mpi_tagged_output && std::regex_match(line, m, tag)) {
       const std::string r = m[1];
-      sink.line("worker:" + r, "logs/worker:" + r, m[2] == "stderr", m[3]);
+      const std::string text = m[3];
+      const bool err = m[2] == "stderr";
+      if (result.stall.empty() && std::regex_search(text, m, stall_line)) {
+        result.stall = m[1];
+        result.stall_task = "worker:" + r;
+      }
+      sink.line("worker:" + r, "logs/worker:" + r, err, text);
       return;
+    }
+    if (result.stall.empty() && std::regex_search(line, m, stall_line)) {
+      result.stall = m[1];
+      result.stall_task = t.name;
     }
     if (t.mpi_tagged_output && std::regex_search(line, m, died)) {
       mpi_failed_rank = m[1];
@@ -204,10 +257,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
     sink.line(t.name, t.log_dir, s.is_err, line);
   };
 
-  RunResult result;
   size_t open_streams = streams.size(), alive = tasks.size();
   bool stopping = false;
-  std::chrono::steady_clock::time_point stop_at;
+  std::chrono::steady_clock::time_point stop_at, stall_seen;
   auto stop_all = [&](int sig) {
     for (auto& r : tasks)
       if (!r.exited) kill(-r.pid, sig);
@@ -241,10 +293,16 @@ RunResult Supervisor::run(const JobPlan& plan) {
         s.partial.erase(0, pos + 1);
       }
     }
-    for (auto& r : tasks) {
-      if (r.exited) continue;
+    // Reaps tasks, and orphans of theirs handed to us as the subreaper.
+    for (;;) {
       int status = 0;
-      if (waitpid(r.pid, &status, WNOHANG) != r.pid) continue;
+      const pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) break;
+      auto it =
+          std::find_if(tasks.begin(), tasks.end(), [&](const Running& t) { return t.pid == pid; });
+      if (it == tasks.end()) continue;
+      Running& r = *it;
+      if (r.exited) continue;
       r.exited = true;
       r.status = status;
       if (r.stdin_fd >= 0) close(r.stdin_fd);
@@ -257,6 +315,21 @@ RunResult Supervisor::run(const JobPlan& plan) {
         result.failed_host = r.task->host;
         result.reason = describe(status);
         result.exit_code = code_of(status);
+        stopping = true;
+        stop_at = std::chrono::steady_clock::now();
+        stop_all(SIGTERM);
+      }
+    }
+    // A rank's watchdog ended the job: mpirun normally follows within a moment, but behind a
+    // partition it can wait for a daemon it cannot reach; then the job is stopped from here.
+    if (!result.stall.empty() && !stopping) {
+      if (stall_seen == std::chrono::steady_clock::time_point{})
+        stall_seen = std::chrono::steady_clock::now();
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - stall_seen).count() >
+          grace_s_) {
+        result.failed_task = result.stall_task;
+        result.reason = "stalled (--stall-timeout)";
+        result.exit_code = 124;
         stopping = true;
         stop_at = std::chrono::steady_clock::now();
         stop_all(SIGTERM);
@@ -281,11 +354,14 @@ RunResult Supervisor::run(const JobPlan& plan) {
   }
   for (auto& s : streams)
     if (s.fd >= 0) close(s.fd);
-  // A task's own children (mpirun's ranks) in its process group go with it.
+  // A task's own children (mpirun's ranks) in its process group go with it, and so does anything
+  // else it started (mpirun puts its ssh sessions in process groups of their own): as the
+  // subreaper, every process descended from the launcher is ours to end.
   for (auto& r : tasks) {
     kill(-r.pid, SIGKILL);
     if (r.stdin_fd >= 0) close(r.stdin_fd);
   }
+  kill_descendants();
   const bool mpirun_failed = result.failed_task == "mpirun";
   if (mpirun_failed && !mpi_node.empty() && mpi_node != host_name()) result.failed_host = mpi_node;
   if (mpirun_failed && !mpi_failed_rank.empty()) {

@@ -19,6 +19,9 @@ struct RunResult {
   std::string failed_host;  // where it ran, when not here (a remote task, an mpirun rank)
   std::string reason;       // "exited with code 2", "killed by signal 9 (Killed)"
   std::deque<std::string> last_lines;
+  // A rank's stall watchdog ended the job: what it said ("waited 600 s in ...; not responding:
+  // rank 1 (node2) silent for 600 s") and which task said it.
+  std::string stall, stall_task;
   bool interrupted = false;  // the launcher itself got SIGINT/SIGTERM
 };
 

@@ -11,6 +11,15 @@
 
 namespace dtrain::ps {
 
+std::string name_workers(const ServerOptions& o, const std::vector<size_t>& ranks) {
+  std::string nums, names;
+  for (size_t w : ranks) {
+    nums += (nums.empty() ? "" : ", ") + std::to_string(w);
+    if (w < o.worker_names.size()) names += (names.empty() ? "" : ", ") + o.worker_names[w];
+  }
+  return names.empty() ? nums : nums + " (" + names + ")";
+}
+
 Shard::Shard(const ServerOptions& o)
     : opts(o),
       range(shard_ranges(o.param_count, o.num_servers).at(o.index)),
@@ -180,13 +189,12 @@ void Server::check_timeouts() {
   // the same way (any mode).
   for (auto& [key, slot] : sums_) {
     if (slot.waiting.empty() || seconds_since(slot.started) <= opts_.step_timeout_s) continue;
-    std::string missing;
+    std::vector<size_t> missing;
     for (size_t w = 0; w < opts_.num_workers; ++w)
-      if (!slot.from.count(uint32_t(w)) && !shard_.done.count(uint32_t(w)))
-        missing += (missing.empty() ? "" : ", ") + std::to_string(w);
-    const std::string why =
-        detail::cat(opts_.name, ": metrics sum: no answer from worker(s) ", missing, " after ",
-                    opts_.step_timeout_s, " s; the worker(s) may have died");
+      if (!slot.from.count(uint32_t(w)) && !shard_.done.count(uint32_t(w))) missing.push_back(w);
+    const std::string why = detail::cat(opts_.name, ": metrics sum: no answer from worker(s) ",
+                                        name_workers(opts_, missing), " after ",
+                                        opts_.step_timeout_s, " s; the worker(s) may have died");
     for (auto& [id, h] : slot.waiting) reply_error(id, h, why);
     throw TimeoutError(why);
   }

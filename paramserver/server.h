@@ -36,6 +36,8 @@ struct CurveKeys;
 struct ServerOptions {
   std::string bind;  // e.g. tcp://127.0.0.1:2222 or inproc://ps0
   std::string name = "ps:0";
+  // How messages name worker rank w ("worker:1 (node2:2224)"); empty: by number only.
+  std::vector<std::string> worker_names;
   size_t index = 0, num_servers = 1, num_workers = 1;
   size_t param_count = 0;
   OptimizerOptions optimizer;
@@ -48,6 +50,10 @@ struct ServerOptions {
   nlohmann::json job = nlohmann::json::object();  // what every worker hello must agree with
   const CurveKeys* curve = nullptr;
 };
+
+// "1, 3 (worker:0 (node2:2224), worker:2 (node3:2226))": worker ranks by number, then by task
+// name when the options carry the names.
+std::string name_workers(const ServerOptions& o, const std::vector<size_t>& ranks);
 
 class Server : private PolicyHost {
  public:

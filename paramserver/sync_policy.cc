@@ -75,16 +75,16 @@ void SyncPolicy::worker_done(uint32_t /*worker*/) {
 
 void SyncPolicy::check_timeouts() {
   if (!step_open_ || seconds_since(step_started_) <= shard_.opts.step_timeout_s) return;
-  std::string missing;
+  std::vector<size_t> missing;
   for (size_t w = 0; w < shard_.opts.num_workers; ++w) {
     bool all = true;
     for (const auto& ch : chunks_) all = all && (ch.applied || ch.from[w]);
-    if (!all && !shard_.done.count(uint32_t(w)))
-      missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+    if (!all && !shard_.done.count(uint32_t(w))) missing.push_back(w);
   }
-  const std::string why = detail::cat(
-      shard_.opts.name, ": step ", shard_.version, ": no gradient from worker(s) ", missing,
-      " after ", shard_.opts.step_timeout_s, " s; the worker(s) may have died");
+  const std::string why =
+      detail::cat(shard_.opts.name, ": step ", shard_.version, ": no gradient from worker(s) ",
+                  name_workers(shard_.opts, missing), " after ", shard_.opts.step_timeout_s,
+                  " s; the worker(s) may have died");
   for (auto& ch : chunks_)
     for (auto& [id, h] : ch.waiting) host_.reply_error(id, h, why);
   throw TimeoutError(why);

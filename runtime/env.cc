@@ -68,6 +68,15 @@ EnvConfig read_env() {
   }
   if (auto v = get("DTRAIN_NETWORK_INTERFACE"))
     e.network_interfaces = split_interfaces(*v, "DTRAIN_NETWORK_INTERFACE");
+  for (auto [name, field] : {std::pair{"DTRAIN_STALL_WARNING", &e.stall_warning_s},
+                             std::pair{"DTRAIN_STALL_TIMEOUT", &e.stall_timeout_s}})
+    if (auto v = get(name)) {
+      char* end = nullptr;
+      const double d = std::strtod(v->c_str(), &end);
+      if (v->empty() || *end != '\0' || !(d >= 0))
+        throw InputError(detail::cat(name, "='", *v, "' must be a number of seconds (0 or more)"));
+      *field = d;
+    }
   if (auto v = get("DTRAIN_HIERARCHICAL")) {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_HIERARCHICAL='" + *v + "' must be 0 or 1");
     e.hierarchical = *v == "1";

@@ -32,6 +32,9 @@ struct EnvConfig {
   // the same number of ranks), 0 keeps one flat MPI_Allreduce; unset: hierarchical when the job
   // spans several machines with several ranks on each.
   std::optional<bool> hierarchical;
+  // DTRAIN_STALL_WARNING, DTRAIN_STALL_TIMEOUT: seconds (the flags --stall-warning and
+  // --stall-timeout win).
+  std::optional<double> stall_warning_s, stall_timeout_s;
   // DTRAIN_NETWORK_INTERFACE=IF[,IF] (dtrainrun --network-interface sets it): ps tasks listen on
   // the first one's address and workers connect from it (MPI gets it from mpirun's options).
   std::vector<std::string> network_interfaces;

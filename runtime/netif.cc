@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -51,6 +53,23 @@ std::string interface_address(const std::string& name, const std::string& where)
     }
   throw InputError(detail::cat(where, ": no network interface '", name,
                                "' on this machine; interfaces here: ", describe_interfaces(all)));
+}
+
+std::string reachable_ipv4() {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_INET;
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  if (getaddrinfo(host, nullptr, &hints, &res) == 0 && res) {
+    char ip[INET_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, ip, sizeof(ip));
+    freeaddrinfo(res);
+    if (std::string(ip).rfind("127.", 0) != 0) return ip;
+  }
+  for (const auto& n : network_interfaces())
+    for (const auto& ip : n.ipv4)
+      if (ip.rfind("127.", 0) != 0) return ip;
+  return "127.0.0.1";
 }
 
 std::vector<std::string> split_interfaces(const std::string& list, const std::string& where) {

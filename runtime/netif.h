@@ -21,6 +21,11 @@ std::string describe_interfaces(const std::vector<NetInterface>& all);
 // the interfaces this machine has when it has no such interface, or one without IPv4.
 std::string interface_address(const std::string& name, const std::string& where);
 
+// An IPv4 address of this machine that other machines can reach: its host name's, unless that
+// is a loopback address (Debian maps the name to 127.0.1.1), else the first interface's that is
+// not loopback; 127.0.0.1 when there is none.
+std::string reachable_ipv4();
+
 // "a,b" -> {"a", "b"}; empty names are an InputError naming `where`.
 std::vector<std::string> split_interfaces(const std::string& list, const std::string& where);
 

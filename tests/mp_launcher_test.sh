@@ -9,6 +9,9 @@
 #   restart    --max-restarts 1 resumes after a kill and finishes with the accuracy bar
 #   psresume   a ps job resumed from its checkpoint ends where an uninterrupted one does
 #   secure     a --secure ps job: the launcher's CURVE keys reach every task and training runs
+#   stall      SIGSTOP of rank 1 of 3: the stall watchdog ends the job within --stall-timeout +
+#              10 s (exit 124), every surviving rank's last line and the launcher's summary name
+#              rank 1, nothing is left
 # Usage: mp_launcher_test.sh BIN_DIR SOURCE_DIR CASE
 set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
@@ -42,6 +45,35 @@ pid_of_task() {  # pattern-in-environ -> pid of that mnist_train under $tmp
 }
 
 case "$case_" in
+stall)
+  "${run[@]}" -np 3 -- "${train[@]}" --epochs 1000 --stall-warning 2 --stall-timeout 8 \
+    >"$tmp/console" 2>&1 & job=$!
+  victim=""
+  for _ in $(seq 100); do
+    victim="$(pid_of_task OMPI_COMM_WORLD_RANK=1)"
+    [[ -n "$victim" ]] && grep -q "epoch 1/" "$tmp/console" && break
+    sleep 0.2
+  done
+  [[ -n "$victim" ]] || fail "rank 1 never started"
+  kill -STOP "$victim"
+  start=$SECONDS
+  while kill -0 $job 2>/dev/null && ((SECONDS - start < 30)); do sleep 0.2; done
+  kill -0 $job 2>/dev/null && fail "job still running 30 s after SIGSTOP of rank 1"
+  wait $job; rc=$?
+  ((rc == 124)) || fail "exit $rc, not 124"
+  took=$((SECONDS - start))
+  ((took <= 18)) || fail "ended $took s after the stop (--stall-timeout 8 + 10)"
+  grep -q "^\[dtrainrun\] the job stalled (worker:[02]'s watchdog): waited [0-9]* s in '.*'.*rank 1 (" \
+    "$tmp/console" || fail "the launcher's summary does not name rank 1"
+  for r in 0 2; do
+    last="$(grep -v '^\s*$' "$tmp/job/logs/worker:$r/stderr" | tail -n 1)"
+    [[ "$last" == *"stall: "*"rank 1 ("* ]] || fail "worker:$r's last line does not name rank 1: $last"
+  done
+  sleep 0.5
+  [[ -z "$(pgrep -f "$tmp/job" || true)" ]] || fail "processes left behind"
+  echo "stall ok: SIGSTOP of rank 1 ended the job after $took s, exit $rc"
+  grep "stall: ending" "$tmp/console" | head -2
+  ;;
 allreduce)
   "${run[@]}" -np 2 -- "${train[@]}" --epochs 3 >"$tmp/console" 2>&1 || fail "job exited $?"
   grep -q "^\[worker:0\] epoch 3/3" "$tmp/console" || fail "no prefixed epoch line"

@@ -80,6 +80,8 @@ PrintMotd no
 AcceptEnv *
 MaxStartups 100:30:200
 MaxSessions 100
+ClientAliveInterval 2
+ClientAliveCountMax 3
 CFG
   mkdir -p /run/sshd  # sshd's privilege-separation folder (the Debian package makes it too)
   for ((i = 1; i <= n; ++i)); do

@@ -15,6 +15,8 @@
 #   badpath    a program missing on one node (both modes): exit non-zero naming the node
 #   slurm      inside a Slurm allocation (SLURM_JOB_NODELIST=dtn[1-2] and tasks per node, as
 #              sbatch sets them) dtrainrun places both modes' tasks without -H
+#   partition  dtn2's link down during training (both modes): the job ends within its timeout +
+#              10 s, non-zero, naming dtn2's task, and nothing is left on any node
 #   killlauncher  SIGKILL of dtrainrun during a job across nodes (both modes) leaves nothing
 #              running on any node
 # Every case ends with no process of the job left on either node. Exits 77 (skipped) where
@@ -202,6 +204,36 @@ slurm)
   grep -q '"mode":"ps".*"world_size":3' console.ps || fail "ps in Slurm: not 3 workers"
   no_leftovers slurm
   echo "slurm ok: both modes placed by SLURM_JOB_NODELIST and the tasks per node"
+  ;;
+partition)
+  # dtn2's link goes down during training: the job ends within its timeout + 10 s, non-zero,
+  # naming dtn2's task, and nothing is left on either node (ranks, orted, ssh sessions, tasks).
+  echo '{"cluster":{"ps":["dtn1:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
+  for mode in allreduce ps; do
+    if [[ $mode == ps ]]; then
+      args=(--mode ps --cluster-spec cluster.json); targs=(--step-timeout 8); name="worker:1 (dtn2:2224)"
+    else
+      args=(-H dtn1:1,dtn2:1); targs=(--stall-warning 2 --stall-timeout 8); name="rank 1 (dtn2)"
+    fi
+    on_node 1 "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 500 \
+      "${targs[@]}" >"console.$mode" 2>&1 &
+    for _ in $(seq 100); do grep -q "epoch 2/" "console.$mode" 2>/dev/null && break; sleep 0.2; done
+    grep -q "epoch 2/" "console.$mode" || fail "$mode: training did not start"
+    ip -n "$(node_ns 2)" link set eth0 down
+    start=$SECONDS
+    while pgrep -f "dtrainrun .*job-$mode" >/dev/null && ((SECONDS - start < 40)); do sleep 0.2; done
+    took=$((SECONDS - start))
+    pgrep -f "dtrainrun .*job-$mode" >/dev/null && fail "$mode: still running $took s after the partition"
+    wait
+    ((took <= 18)) || fail "$mode: ended $took s after the partition (timeout 8 + 10)"
+    grep -q "^\[dtrainrun\] task .* the other tasks were stopped" "console.$mode" ||
+      fail "$mode: no failure summary"
+    grep -q "$name" "console.$mode" || { tail -20 "console.$mode"; fail "$mode: nothing names $name"; }
+    no_leftovers "partition ($mode)"
+    ip -n "$(node_ns 2)" link set eth0 up
+    echo "$mode: the partition ended the job after $took s; nothing left on any node"
+    grep -m1 -e "stall: ending" -e "no answer from" -e "did not" "console.$mode" || true
+  done
   ;;
 killlauncher)
   echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
