@@ -33,7 +33,7 @@ ResumePoint start_from_rank0(Communicator& comm, Model& model, Optimizer& opt,
   nlohmann::json j = job;
   j["allreduce_strategy"] = strategy;
   check_job_consistency(comm, j);
-  uint64_t resume[2] = {chief.epoch, chief.step};
+  uint64_t resume[3] = {chief.epoch, chief.step, chief.step_in_epoch};
   comm.broadcast(resume, sizeof(resume), 0, "broadcast resume point");
   std::vector<float> host(model.param_count() + opt.state_size());
   model.read_params(host.data());
@@ -45,7 +45,7 @@ ResumePoint start_from_rank0(Communicator& comm, Model& model, Optimizer& opt,
   uint64_t t = opt.steps();
   comm.broadcast(&t, sizeof(t), 0, "broadcast optimizer step");
   opt.set_steps(t);
-  return {resume[0], resume[1]};
+  return {resume[0], resume[1], resume[2]};
 }
 
 }  // namespace dtrain

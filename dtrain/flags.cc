@@ -68,6 +68,11 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
                  "allreduce: seconds in one collective before the job ends (exit 124) naming the "
                  "ranks it waits for, 0: never; default: DTRAIN_STALL_TIMEOUT, else 600")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--checkpoint-every-steps", j.checkpoint_every_steps,
+                 "also checkpoint every N steps inside an epoch, with the place in the epoch "
+                 "(--resume continues from there bit for bit; 0: at epoch ends only; local and "
+                 "allreduce modes)")
+      ->capture_default_str();
   app.add_option("--max-steps-per-epoch", j.max_steps_per_epoch,
                  "stop each epoch after this many steps (0: the whole epoch)")
       ->capture_default_str();

@@ -1,5 +1,9 @@
 #include "dtrain/job.h"
 
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <zmq.hpp>
 
 #include "allreduce/bucketed_allreduce.h"
@@ -16,6 +20,7 @@
 #include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/trainer.h"
 
 namespace dtrain {
 
@@ -276,9 +281,26 @@ int run_job(const JobOptions& o, int argc, char** argv, const ModelFactory& make
       job->serve(make_model);
       return 0;
     }
+    // SIGTERM (preemption, the launcher stopping the job) ends training after the current step
+    // with a checkpoint there; another one more than 2 s later ends the process at once (mpirun
+    // forwards the launcher's SIGTERM, so two arrive together).
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {
+      static timespec first{};
+      timespec now{};
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (stop_requested() && now.tv_sec - first.tv_sec > 2) _exit(128 + SIGTERM);
+      if (!stop_requested()) first = now;
+      request_stop();
+    };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
     const Dataset data = load_job_data(o);
     job->train(make_model, data);
     return 0;
+  } catch (const StopRequested& e) {
+    log_info(e.what());
+    return 128 + SIGTERM;
   } catch (const ConsistencyError& e) {
     return fail(e, 2, true);
   } catch (const InputError& e) {

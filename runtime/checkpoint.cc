@@ -2,7 +2,11 @@
 
 #include <zlib.h>
 
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "runtime/error.h"
 #include "runtime/files.h"
@@ -21,8 +25,8 @@ void put(std::string& s, const T& v) {
 }
 }  // namespace
 
-void save_checkpoint(const std::string& path, const Model& model, const Optimizer& opt,
-                     const CheckpointMeta& meta) {
+CheckpointSnapshot snapshot_checkpoint(const Model& model, const Optimizer& opt,
+                                       const CheckpointMeta& meta) {
   nlohmann::json j = {{"model", model.spec()},
                       {"optimizer", opt.spec()},
                       {"optimizer_steps", opt.steps()},
@@ -32,22 +36,93 @@ void save_checkpoint(const std::string& path, const Model& model, const Optimize
                       {"seed", meta.seed},
                       {"extra", meta.extra}};
   const std::string js = j.dump();
-  std::string s(kMagic, sizeof(kMagic));
-  put(s, kVersion);
-  put(s, static_cast<uint64_t>(js.size()));
-  s += js;
-  // Straight from the backend's memory into the file image (a download on a GPU).
+  CheckpointSnapshot snap;
+  snap.head.assign(kMagic, sizeof(kMagic));
+  put(snap.head, kVersion);
+  put(snap.head, static_cast<uint64_t>(js.size()));
+  snap.head += js;
+  // From the backend's memory (a download on a GPU).
   const size_t np = model.param_count(), ns = opt.state_size();
+  snap.floats.resize(np + ns);
+  model.read_params(snap.floats.data());
+  opt.read_state(snap.floats.data() + np);
+  return snap;
+}
+
+void write_checkpoint(const std::string& path, const CheckpointSnapshot& snap) {
+  std::string s = snap.head;
   const size_t at = s.size();
-  s.resize(at + (np + ns) * sizeof(float));
-  std::vector<float> host(np + ns);
-  model.read_params(host.data());
-  opt.read_state(host.data() + np);
-  std::memcpy(s.data() + at, host.data(), host.size() * sizeof(float));
+  s.resize(at + snap.floats.size() * sizeof(float));
+  std::memcpy(s.data() + at, snap.floats.data(), snap.floats.size() * sizeof(float));
   const uint32_t crc = static_cast<uint32_t>(
       crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
   put(s, crc);
   write_file_atomic(path, s);
+}
+
+void save_checkpoint(const std::string& path, const Model& model, const Optimizer& opt,
+                     const CheckpointMeta& meta) {
+  write_checkpoint(path, snapshot_checkpoint(model, opt, meta));
+}
+
+struct CheckpointWriter::State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<std::pair<std::string, CheckpointSnapshot>> pending;
+  bool busy = false, stop = false;
+  std::exception_ptr error;
+  std::thread thread;
+};
+
+CheckpointWriter::CheckpointWriter() : st_(std::make_unique<State>()) {
+  st_->thread = std::thread([s = st_.get()] {
+    std::unique_lock<std::mutex> lock(s->mu);
+    for (;;) {
+      s->cv.wait(lock, [&] { return s->stop || s->pending; });
+      if (!s->pending) return;
+      auto job = std::move(*s->pending);
+      s->pending.reset();
+      s->busy = true;
+      lock.unlock();
+      std::exception_ptr err;
+      try {
+        write_checkpoint(job.first, job.second);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      lock.lock();
+      s->busy = false;
+      if (err) s->error = err;
+      s->cv.notify_all();
+    }
+  });
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->stop = true;
+  }
+  st_->cv.notify_all();
+  st_->thread.join();  // the last pending snapshot is written first
+}
+
+void CheckpointWriter::submit(std::string path, CheckpointSnapshot snap) {
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->pending.emplace(std::move(path), std::move(snap));
+  }
+  st_->cv.notify_all();
+}
+
+void CheckpointWriter::flush() {
+  std::unique_lock<std::mutex> lock(st_->mu);
+  st_->cv.wait(lock, [&] { return !st_->pending && !st_->busy; });
+  if (st_->error) {
+    std::exception_ptr e = st_->error;
+    st_->error = nullptr;
+    std::rethrow_exception(e);
+  }
 }
 
 CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer& opt) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -25,6 +26,31 @@ struct CheckpointMeta {
 
 void save_checkpoint(const std::string& path, const Model& model, const Optimizer& opt,
                      const CheckpointMeta& meta);
+
+// The same in two halves, so the slow half can run off the training thread: a snapshot (the
+// header and a host copy of the parameters and optimizer state: one memcpy-speed pass), then
+// writing it (checksum, write, fsync, rename).
+struct CheckpointSnapshot {
+  std::string head;  // magic, version, meta length, meta
+  std::vector<float> floats;
+};
+CheckpointSnapshot snapshot_checkpoint(const Model& model, const Optimizer& opt,
+                                       const CheckpointMeta& meta);
+void write_checkpoint(const std::string& path, const CheckpointSnapshot& snap);
+
+// Writes snapshots on a thread of its own; the latest one submitted wins when several wait.
+// flush() returns once everything submitted is on disk (and rethrows a write's error).
+class CheckpointWriter {
+ public:
+  CheckpointWriter();
+  ~CheckpointWriter();
+  void submit(std::string path, CheckpointSnapshot snap);
+  void flush();
+
+ private:
+  struct State;
+  std::unique_ptr<State> st_;
+};
 
 // Loads into model and optimizer after checking that the file's model and optimizer match them;
 // a mismatch is an InputError naming the field.

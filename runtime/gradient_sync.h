@@ -21,8 +21,9 @@ class Timeline;
 
 // Where training continues: epochs done and global steps done.
 struct ResumePoint {
-  uint64_t epoch = 0;
-  uint64_t step = 0;
+  uint64_t epoch = 0;          // epochs completed
+  uint64_t step = 0;           // optimizer steps completed
+  uint64_t step_in_epoch = 0;  // steps of epoch `epoch` already done (a mid-epoch checkpoint)
 };
 
 // This process's place in the job.

@@ -33,6 +33,9 @@ struct JobSpec {
   std::string output_dir = "outputs";
   bool resume = false;
   size_t max_steps_per_epoch = 0;  // 0: the whole epoch
+  // > 0: the chief also checkpoints every this many steps inside an epoch (local and allreduce
+  // modes), with its place in the epoch, so --resume continues from there bit for bit.
+  size_t checkpoint_every_steps = 0;
   std::string timeline_path;       // empty: no timeline
   bool write_outputs = true;       // the chief writes outputs/
   bool print = true;               // the chief prints epoch lines and the summary

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -45,6 +46,17 @@ Trainer::Trainer(Model& model, Optimizer& opt, GradientSync& sync, const Dataset
   if (opts_.epochs == 0) throw InputError("--epochs must be at least 1");
 }
 
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+}  // namespace
+
+void request_stop() {
+  g_stop = 1;
+}
+bool stop_requested() {
+  return g_stop != 0;
+}
+
 TrainResult Trainer::run() {
   const bool chief = sync_.is_chief();
   const bool writer = chief && opts_.write_outputs;
@@ -62,6 +74,7 @@ TrainResult Trainer::run() {
                  "; batches after the resume follow this run's seed");
       resume.epoch = m.epoch;
       resume.step = m.global_step;
+      resume.step_in_epoch = m.extra.is_object() ? m.extra.value("step_in_epoch", uint64_t(0)) : 0;
       if (fs::exists(metrics_path)) {
         std::ifstream in(metrics_path);
         std::string line;
@@ -71,7 +84,10 @@ TrainResult Trainer::run() {
           if (!j.is_discarded() && j.value("epoch", uint64_t(0)) <= m.epoch) history_.push_back(j);
         }
       }
-      if (opts_.print)
+      if (opts_.print && resume.step_in_epoch)
+        log_info("resuming from ", ckpt, " inside epoch ", m.epoch + 1, " after ",
+                 resume.step_in_epoch, " of its steps (step ", m.global_step, ")");
+      else if (opts_.print)
         log_info("resuming from ", ckpt, " after epoch ", m.epoch, " (step ", m.global_step, ")");
     } else if (opts_.print) {
       log_info("--resume: no checkpoint at ", ckpt, ", starting from scratch");
@@ -86,6 +102,10 @@ TrainResult Trainer::run() {
   const nlohmann::json job = job_agreement(agreed, model_);
   if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
   resume = sync_.start(model_, opt_, job, resume, timeline_);
+  if (opts_.checkpoint_every_steps && sync_.name() == "ps")
+    throw InputError(
+        "--checkpoint-every-steps: parameter-server jobs checkpoint at epoch ends only in this "
+        "version");
 
   if (resume.epoch >= opts_.epochs && chief && opts_.print)
     log_info("nothing to do: the checkpoint is at epoch ", resume.epoch, " of ", opts_.epochs,
@@ -111,7 +131,10 @@ TrainResult Trainer::run() {
       const GradReady ready = [this](size_t off, size_t n) { sync_.ready(off, n); };
       model_.take_train_stats();  // start the epoch's sums from zero
       const auto t0 = std::chrono::steady_clock::now();
-      for (size_t s = 0; s < steps; ++s) {
+      // A mid-epoch checkpoint: its steps of this epoch are done; the batches that follow are
+      // the ones an uninterrupted run takes (they derive from the seed and the epoch).
+      const size_t first = e == resume.epoch ? std::min<size_t>(resume.step_in_epoch, steps) : 0;
+      for (size_t s = first; s < steps; ++s) {
         gather_batch(batcher.indices(s), data_.train.images.data(), data_.train.labels.data(), f,
                      x.data(), y.data());
         // On a GPU these spans time the queueing of the work, which runs asynchronously.
@@ -127,6 +150,18 @@ TrainResult Trainer::run() {
           timeline_.span("finish_step", 0, tc, timeline_.now_us(), {{"step", global_step}});
         }
         ++global_step;
+        const bool stop = stop_requested();
+        const size_t every = opts_.checkpoint_every_steps;
+        // ps workers hold no optimizer state (the servers do): no checkpoint of theirs on a stop.
+        if (writer &&
+            ((stop && sync_.name() != "ps") || (every && (s + 1) % every == 0 && s + 1 < steps)))
+          write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
+        if (stop) {
+          sync_.finish(false);
+          throw StopRequested(
+              detail::cat("stopped by SIGTERM after step ", global_step,
+                          writer ? "; checkpoint written (--resume continues)" : ""));
+        }
         if (progress && (s % 50 == 0 || s + 1 == steps)) {
           const BatchStats so_far = model_.peek_train_stats();
           std::printf("\repoch %llu/%zu  step %zu/%zu  loss %.4f ", (unsigned long long)e + 1,
@@ -155,8 +190,8 @@ TrainResult Trainer::run() {
       sync_.sum(all, 6);
       m.epoch = e + 1;
       m.step = global_step;
-      m.loss = all[0] / all[2];
-      m.train_accuracy = all[1] / all[2];
+      m.loss = all[2] > 0 ? all[0] / all[2] : 0;  // 0 steps left after a mid-epoch resume
+      m.train_accuracy = all[2] > 0 ? all[1] / all[2] : 0;
       m.test_loss = all[5] > 0 ? all[3] / all[5] : 0;
       m.test_accuracy = all[5] > 0 ? all[4] / all[5] : 0;
       m.seconds = secs;
@@ -214,6 +249,24 @@ TrainResult Trainer::run() {
   return result;
 }
 
+void Trainer::write_step_checkpoint(uint64_t epoch, uint64_t step_in_epoch, uint64_t global_step,
+                                    bool now) {
+  CheckpointMeta meta;
+  meta.epoch = epoch;
+  meta.global_step = global_step;
+  meta.seed = opts_.seed;
+  meta.extra = {
+      {"world_size", sync_.world()}, {"mode", sync_.name()}, {"step_in_epoch", step_in_epoch}};
+  const std::string path = (fs::path(opts_.output_dir) / "model" / "checkpoint.bin").string();
+  if (!writer_) writer_ = std::make_unique<CheckpointWriter>();
+  if (now) {
+    writer_->flush();
+    save_checkpoint(path, model_, opt_, meta);
+  } else {
+    writer_->submit(path, snapshot_checkpoint(model_, opt_, meta));
+  }
+}
+
 void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
   const fs::path out(opts_.output_dir);
   history_.push_back(m.to_json(sync_.world()));
@@ -226,6 +279,7 @@ void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
   meta.seed = opts_.seed;
   meta.extra = {
       {"world_size", sync_.world()}, {"mode", sync_.name()}, {"metrics", history_.back()}};
+  if (writer_) writer_->flush();
   save_checkpoint((out / "model" / "checkpoint.bin").string(), model_, opt_, meta);
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : model_.tensors())

@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "runtime/checkpoint.h"
 #include "runtime/dataset.h"
+#include "runtime/error.h"
 #include "runtime/gradient_sync.h"
 #include "runtime/job_spec.h"
 #include "runtime/model.h"
@@ -36,6 +38,15 @@ struct TrainResult {
   nlohmann::json summary;
 };
 
+// SIGTERM (a preemption, the launcher stopping the job): the training loop finishes its step,
+// the chief writes a checkpoint there, and run() throws StopRequested. Async-signal-safe.
+void request_stop();
+bool stop_requested();
+class StopRequested : public Error {
+ public:
+  using Error::Error;
+};
+
 class Trainer {
  public:
   // The optimizer's options are the model's; spec.optimizer describes the job to others.
@@ -44,6 +55,9 @@ class Trainer {
 
  private:
   void write_epoch_outputs(const EpochMetrics& m, uint64_t global_step);
+  // A checkpoint inside epoch `epoch` (0-based) after `step_in_epoch` of its steps.
+  void write_step_checkpoint(uint64_t epoch, uint64_t step_in_epoch, uint64_t global_step,
+                             bool now);
 
   Model& model_;
   Optimizer& opt_;
@@ -52,6 +66,9 @@ class Trainer {
   JobSpec opts_;
   Timeline timeline_;
   std::vector<nlohmann::json> history_;  // metrics.jsonl lines, kept across a resume
+  // Step checkpoints leave the training thread after a snapshot; epoch-end and stop
+  // checkpoints flush it and are written in place, so an older one never lands last.
+  std::unique_ptr<CheckpointWriter> writer_;
 };
 
 }  // namespace dtrain

@@ -5,6 +5,8 @@
 #   2x1        one rank on each node (flat MPI_Allreduce over TCP)
 #   2x2-flat   two ranks on each node, DTRAIN_HIERARCHICAL=0
 #   2x2-hier   two ranks on each node, the hierarchical allreduce
+#   ps-1node   1 ps + 2 workers on dtn1 (sync)     ps-2nodes  ps:0 and worker:0 on dtn1, worker:1
+#              on dtn2 (the ps transport across the link)
 # each with the links uncapped and capped by tbf (--cap, default 1gbit), in alternating rounds
 # (--repeats, median taken). mnist_train's MLP, batch 50 per rank, 1 epoch. Prints JSON lines
 # (samples/s, weak-scaling efficiency = samples/s / (ranks x the 1x1 figure), hierarchical over
@@ -43,7 +45,7 @@ cd "$work"
 cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 
 run_config() {  # name -> samples/s
-  local name="$1" hosts
+  local name="$1" hosts=""
   unset DTRAIN_HIERARCHICAL  # (run in a $(...) subshell: nothing leaks to the next)
   case "$name" in
     1x1) hosts=dtn1:1 ;;
@@ -53,7 +55,16 @@ run_config() {  # name -> samples/s
     2x2-hier) hosts=dtn1:2,dtn2:2; export DTRAIN_HIERARCHICAL=1 ;;
   esac
   rm -rf job
-  on_node 1 "$src/build/bin/dtrainrun" --output-dir job -H "$hosts" -- \
+  local launch=(-H "$hosts")
+  case "$name" in
+    ps-1node)
+      echo '{"cluster":{"ps":["dtn1:2222"],"worker":["dtn1:2223","dtn1:2224"]}}' >ps.json
+      launch=(--mode ps --cluster-spec ps.json) ;;
+    ps-2nodes)
+      echo '{"cluster":{"ps":["dtn1:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >ps.json
+      launch=(--mode ps --cluster-spec ps.json) ;;
+  esac
+  on_node 1 "$src/build/bin/dtrainrun" --output-dir job "${launch[@]}" -- \
     "$src/build/bin/mnist_train" "${data[@]}" --epochs 1 --output-dir job/outputs >console 2>&1 ||
     { tail -n 20 console >&2; echo "bench-cluster: $name failed" >&2; exit 1; }
   python3 -c 'import json,sys
@@ -62,7 +73,7 @@ for l in open(sys.argv[1]):
 print(s["samples_per_sec"])' console
 }
 
-configs=(1x1 1x2 2x1 2x2-flat 2x2-hier)
+configs=(1x1 1x2 2x1 2x2-flat 2x2-hier ps-1node ps-2nodes)
 declare -A sps
 for ((r = 0; r < repeats; r++)); do
   for link in none "$cap"; do
@@ -84,13 +95,15 @@ cpu, rows = sys.argv[1], {}
 for line in sys.stdin:
     link, c, *v = line.split()
     rows[(link, c)] = statistics.median(float(x) for x in v)
-ranks = {"1x1": 1, "1x2": 2, "2x1": 2, "2x2-flat": 4, "2x2-hier": 4}
+ranks = {"1x1": 1, "1x2": 2, "2x1": 2, "2x2-flat": 4, "2x2-hier": 4, "ps-1node": 2, "ps-2nodes": 2}
 for (link, c), s in rows.items():
     j = {"bench": "cluster", "config": c, "link": "uncapped" if link == "none" else link,
          "ranks": ranks[c], "samples_per_sec": round(s),
          "weak_scaling_efficiency": round(s / (ranks[c] * rows[(link, "1x1")]), 3), "cpu": cpu}
     if c == "2x2-hier":
         j["hierarchical_over_flat"] = round(s / rows[(link, "2x2-flat")], 3)
+    if c == "ps-2nodes":
+        j["over_ps_1node"] = round(s / rows[(link, "ps-1node")], 3)
     print(json.dumps(j))
 ' "$cpu" | tee -a "$out/cluster.jsonl"
 
@@ -106,9 +119,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"bench": "cluster"' in l]
-configs = ["1x1", "1x2", "2x1", "2x2-flat", "2x2-hier"]
+configs = ["1x1", "1x2", "2x1", "2x2-flat", "2x2-hier", "ps-1node", "ps-2nodes"]
 links = sorted({r["link"] for r in rows}, key=lambda l: l != "uncapped")
-fig, ax = plt.subplots(figsize=(8, 4))
+fig, ax = plt.subplots(figsize=(10, 4))
 w = 0.8 / len(links)
 for k, link in enumerate(links):
     vals = [next(r["samples_per_sec"] for r in rows if r["config"] == c and r["link"] == link) for c in configs]
