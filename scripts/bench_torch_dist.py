@@ -3,6 +3,8 @@
 process, one thread each, random data in memory.
   ddp-gloo:      DistributedDataParallel over gloo (run one process per rank with RANK/WORLD_SIZE)
   mpi4py-fused:  one fused MPI_Allreduce of all gradients per step through mpi4py (under mpirun)
+  dtrain:        dtrain.torch's DistributedOptimizer (under mpirun or dtrainrun; alone: a job of 1)
+  plain:         one process, no communication at all (the reference for `dtrain` alone)
 Rank 0 prints one JSON line with the total samples/s."""
 import json
 import os
@@ -64,6 +66,32 @@ elif variant == "mpi4py-fused":
 
     def barrier():
         comm.Barrier()
+elif variant == "dtrain":
+    import dtrain.torch as dtt
+    dtt.init()
+    rank, world = dtt.rank(), dtt.size()
+    opt = dtt.DistributedOptimizer(torch.optim.Adam(model.parameters(), lr=1e-3),
+                                   named_parameters=model.named_parameters())
+    dtt.broadcast_parameters(model.state_dict(), root_rank=0)
+
+    def step(i):
+        opt.zero_grad(set_to_none=False)
+        loss_fn(model(x[i % 64]), y[i % 64]).backward()
+        opt.step()
+
+    def barrier():
+        dtt.allreduce(torch.zeros(1), name="barrier")
+elif variant == "plain":
+    rank, world = 0, 1
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(i):
+        opt.zero_grad(set_to_none=False)
+        loss_fn(model(x[i % 64]), y[i % 64]).backward()
+        opt.step()
+
+    def barrier():
+        pass
 else:
     raise SystemExit("unknown variant " + variant)
 

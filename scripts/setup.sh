@@ -8,6 +8,7 @@ packages=(build-essential cmake pkg-config git ca-certificates
   libdnnl-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev
   procps  # pgrep/pkill for the multi-process tests
+  pybind11-dev python3-dev python3-torch  # dtrain.torch and its tests (/usr/bin/python3)
   iproute2 openssh-server openssh-client iperf3)  # the simulated cluster (tests/cluster)
 # Tools that may come from elsewhere (a Node.js install of its own, say) count when on PATH.
 command -v npm >/dev/null || packages+=(npm)

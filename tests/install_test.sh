@@ -48,4 +48,12 @@ cmp <(grep '"event":"summary"' "$tmp/run1.log" | python3 -c 'import json,sys; pr
   --synthetic-data 3000 --epochs 1 --output-dir "$tmp/job/outputs" >"$tmp/job.log" 2>&1 ||
   { tail -20 "$tmp/job.log"; fail "the installed dtrainrun + mnist_train exited $?"; }
 grep -q '"world_size":2' "$tmp/job.log" || fail "the installed job did not run 2 ranks"
+# The Python package, where the prefix's python3 looks (lib/python3.X/dist-packages).
+if [[ -d "$build/python/dtrain" ]] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  site="$(ls -d "$prefix"/lib/python3*/dist-packages 2>/dev/null | head -1)"
+  [[ -n "$site" ]] || fail "dtrain.torch was built but not installed"
+  (cd "$tmp" && PYTHONPATH="$site" /usr/bin/python3 -c \
+    "import dtrain.torch as dt; dt.init(); assert dt.size() == 1; dt.shutdown()") ||
+    fail "the installed dtrain.torch does not import"
+fi
 echo "install ok: find_package(dtrain) and pkg-config consumers built and trained; installed binaries ran a 2-rank job"

@@ -1,0 +1,111 @@
+"""Every call of dtrain.torch's API, run by tests/python_torch_test.sh under mpirun with 2 ranks
+(and the errors a user can make). Exits non-zero with the failing check's message."""
+import os
+import sys
+
+import torch
+
+import dtrain.torch as dt
+
+
+def expect_raises(kind, text, f, *args, **kwargs):
+    try:
+        f(*args, **kwargs)
+    except kind as e:
+        assert text in str(e), "%s: message %r lacks %r" % (f.__name__, str(e), text)
+        return str(e)
+    raise AssertionError("%s did not raise %s" % (f.__name__, kind.__name__))
+
+
+assert not dt.is_initialized()
+expect_raises(ValueError, "call dtrain.torch.init() first", dt.rank)
+expect_raises(NotImplementedError, "not available in this version", dt.init, mode="ps")
+dt.init()
+assert dt.is_initialized()
+r, n = dt.rank(), dt.size()
+assert n == 2 and r in (0, 1), (r, n)
+assert dt.local_size() == 2 and dt.local_rank() == r
+
+# allreduce: average and sum, float32 and float64, non-contiguous input, in place.
+x = torch.full((4, 3), float(r + 1))
+assert torch.equal(dt.allreduce(x), torch.full((4, 3), 1.5))
+assert torch.equal(x, torch.full((4, 3), float(r + 1))), "allreduce changed its input"
+assert torch.equal(dt.allreduce(x, average=False, name="sum"), torch.full((4, 3), 3.0))
+d = torch.full((5,), float(r), dtype=torch.float64)
+assert dt.allreduce(d).dtype == torch.float64 and torch.equal(dt.allreduce(d), torch.full((5,), 0.5, dtype=torch.float64))
+nc = torch.arange(12.0).reshape(3, 4).t() * (r + 1)  # not contiguous
+assert torch.equal(dt.allreduce(nc, average=False), torch.arange(12.0).reshape(3, 4).t() * 3)
+y = torch.full((2,), float(r))
+assert dt.allreduce_(y, average=False) is y and torch.equal(y, torch.full((2,), 1.0))
+
+# broadcast and broadcast_.
+b = torch.tensor([float(r), 7.0])
+assert torch.equal(dt.broadcast(b, root_rank=1), torch.tensor([1.0, 7.0]))
+assert torch.equal(b, torch.tensor([float(r), 7.0]))
+assert torch.equal(dt.broadcast_(b, root_rank=0), torch.tensor([0.0, 7.0]))
+
+# allgather: first dimensions differ by rank.
+g = dt.allgather(torch.full((r + 1, 2), float(r)))
+assert torch.equal(g, torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])), g
+
+# broadcast_object, broadcast_parameters, broadcast_optimizer_state.
+assert dt.broadcast_object({"rank": r, "t": torch.ones(2) * r}, root_rank=1)["rank"] == 1
+torch.manual_seed(100 + r)  # different initial weights on purpose
+model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+dt.broadcast_parameters(model.state_dict(), root_rank=0)
+flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+assert torch.equal(dt.allreduce(flat, average=False), flat * 2), "parameters differ after broadcast"
+adam = torch.optim.Adam(model.parameters(), lr=0.01)
+if r == 0:  # only rank 0 has optimizer state
+    model(torch.ones(1, 6)).sum().backward()
+    adam.step()
+    adam.zero_grad()
+dt.broadcast_optimizer_state(adam, root_rank=0)
+assert len(adam.state) == 4, "rank %d: optimizer state not broadcast" % r
+dt.broadcast_parameters(dict(model.named_parameters()), root_rank=0)
+
+# DistributedOptimizer: ranks see different data and end with identical parameters equal to
+# one process stepping on the average gradient; backward_passes_per_step accumulates.
+opt = dt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                              named_parameters=model.named_parameters())
+ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+ref.load_state_dict(model.state_dict())
+ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+gen = torch.Generator().manual_seed(5)
+for step in range(3):
+    data = torch.randn(2, 4, 6, generator=gen)  # both ranks draw both halves
+    opt.zero_grad()
+    model(data[r]).pow(2).mean().backward()
+    opt.step()
+    ref_opt.zero_grad()
+    (ref(data[0]).pow(2).mean() + ref(data[1]).pow(2).mean()).div(2).backward()
+    ref_opt.step()
+for p, q in zip(model.parameters(), ref.parameters()):
+    assert torch.allclose(p, q, atol=1e-6), "DistributedOptimizer differs from the reference"
+flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+assert torch.equal(dt.allreduce(flat, average=False), flat * 2), "ranks diverged"
+acc = dt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                              named_parameters=model.named_parameters(), backward_passes_per_step=2)
+acc.zero_grad()
+model(torch.ones(1, 6)).sum().backward()
+model(torch.ones(1, 6)).sum().backward()
+acc.step()
+
+# Errors: a shape mismatch names the rank and the tensor; bad types and roots are refused.
+msg = expect_raises(ValueError, "rank 1 disagrees with rank 0 on shape", dt.allreduce,
+                    torch.zeros(3 + r), name="weights.7")
+assert "weights.7" in msg, msg
+expect_raises(TypeError, "int64", dt.allreduce, torch.zeros(3, dtype=torch.int64))
+expect_raises(TypeError, "expected a torch.Tensor", dt.allreduce, [1.0, 2.0])
+expect_raises(ValueError, "root_rank 5 but the job has 2 ranks", dt.broadcast, torch.zeros(2), 5)
+other = torch.nn.Linear(3 + r, 2)
+bad = dt.DistributedOptimizer(torch.optim.SGD(other.parameters(), lr=0.1),
+                              named_parameters=other.named_parameters())
+def backward_and_step():  # the layouts are compared when the first bucket is ready
+    other(torch.ones(1, 3 + r)).sum().backward()
+    bad.step()
+
+
+expect_raises(ValueError, "rank 1 disagrees with rank 0 on shape of weight", backward_and_step)
+dt.shutdown()
+print("rank %d: every dtrain.torch call checked" % r, flush=True)
