@@ -136,6 +136,7 @@ void MpiCommunicator::worker_loop() {
       if (queue_.empty()) return;
       job = queue_.front();
       queue_.pop_front();
+      busy_ = true;
     }
     std::exception_ptr err;
     try {
@@ -149,6 +150,11 @@ void MpiCommunicator::worker_loop() {
       job->error = err;
     }
     job->cv.notify_all();
+    {
+      std::lock_guard<std::mutex> lock(q_mu_);
+      busy_ = false;
+    }
+    q_cv_.notify_all();  // drain() waits for this too
   }
 }
 
@@ -169,6 +175,12 @@ MpiCommunicator::~MpiCommunicator() {
   if (owns_mpi_ && !finalized) MPI_Finalize();
 }
 
+void MpiCommunicator::drain() {
+  if (!worker_.joinable() || std::this_thread::get_id() == worker_.get_id()) return;
+  std::unique_lock<std::mutex> lock(q_mu_);
+  q_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+}
+
 void MpiCommunicator::check(int rc, const OpName& what, size_t count, size_t elem_bytes) const {
   if (rc == MPI_SUCCESS) return;
   const std::string size =
@@ -178,6 +190,7 @@ void MpiCommunicator::check(int rc, const OpName& what, size_t count, size_t ele
 
 void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {
   if (count == 0 || size_ == 1) return;
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, comm_),
@@ -187,6 +200,7 @@ void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const Op
 
 void MpiCommunicator::allreduce(double* data, size_t count, const OpName& what) {
   if (count == 0 || size_ == 1) return;
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_DOUBLE, MPI_SUM, comm_),
@@ -206,12 +220,13 @@ std::unique_ptr<Communicator::Handle> MpiCommunicator::iallreduce(float* data, s
     std::lock_guard<std::mutex> lock(q_mu_);
     queue_.push_back(job);
   }
-  q_cv_.notify_one();
+  q_cv_.notify_all();  // the worker, and any drain() waiting
   return std::make_unique<ThreadHandle>(std::move(job));
 }
 
 void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpName& what) {
   if (size_ == 1 || bytes == 0) return;
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   // Counted in bytes here because the payload is opaque; chunked to stay within int counts.
@@ -225,6 +240,7 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpN
 
 void MpiCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
                                 const OpName& what) {
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   check(MPI_Allgather(in, to_int_count(count, what), MPI_UINT64_T, out, int(count), MPI_UINT64_T,
@@ -233,6 +249,7 @@ void MpiCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
 }
 
 std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const OpName& what) {
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   const int len = to_int_count(in.size(), what);
@@ -253,6 +270,7 @@ std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const
 }
 
 void MpiCommunicator::barrier(const OpName& what) {
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   check(MPI_Barrier(comm_), what, 0, 0);
@@ -272,6 +290,7 @@ class MpiCommunicator::Window : public Communicator::SharedSlots {
   }
   void* slot(size_t rank) override { return slots_.at(rank); }
   void fence(const OpName& what) override {
+    c_.drain();
     std::lock_guard<std::mutex> lock(c_.mpi_mu_);
     const auto w = c_.waiting(what);
     c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
@@ -293,6 +312,7 @@ std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t b
 
 void MpiCommunicator::cross_allreduce(float* data, size_t count, const OpName& what) {
   if (count == 0 || cross_size_ == 1) return;
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   const auto w = waiting(what);
   check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, cross_),
@@ -301,6 +321,7 @@ void MpiCommunicator::cross_allreduce(float* data, size_t count, const OpName& w
 
 std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::local_shared(size_t bytes,
                                                                          const OpName& what) {
+  drain();
   std::lock_guard<std::mutex> lock(mpi_mu_);
   MPI_Info info;
   MPI_Info_create(&info);

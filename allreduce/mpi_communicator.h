@@ -76,6 +76,11 @@ class MpiCommunicator : public Communicator {
   std::string who_;
 
   void worker_loop();
+  // A blocking collective from any thread but the background one first waits for the queued
+  // non-blocking ones: every rank then issues its collectives in its program's order, whatever
+  // the timing (two threads taking mpi_mu_ in different orders on two ranks would deadlock).
+  void drain();
+  bool busy_ = false;  // the background thread is running a queued job (under q_mu_)
   std::unique_ptr<StallWatchdog> watchdog_;
   std::optional<StallWatchdog::Waiting> waiting(const OpName& what) {
     if (!watchdog_) return std::nullopt;

@@ -34,7 +34,10 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
   app.add_option("--output-dir", j.output_dir,
                  "where metrics.jsonl and model/ (checkpoint, model.json) go")
       ->capture_default_str();
-  app.add_flag("--resume", j.resume, "continue from output-dir/model/checkpoint.bin");
+  // dtrainrun passes its settings through the environment (DTRAIN_RESUME, DTRAIN_START_TIMEOUT,
+  // DTRAIN_SECURE), never as flags a program it starts might not know; a flag given wins.
+  app.add_flag("--resume", j.resume, "continue from output-dir/model/checkpoint.bin")
+      ->envname("DTRAIN_RESUME");
   app.add_option("--mode", f.mode,
                  "auto, local, allreduce or ps (auto: allreduce under mpirun with more than one "
                  "rank, ps when TF_CONFIG names ps tasks, else local)")
@@ -90,13 +93,15 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
   app.add_option("--start-timeout", f.ps.start_timeout_s,
                  "ps mode: seconds to wait for every task to come up")
       ->capture_default_str()
-      ->check(positive());
+      ->check(positive())
+      ->envname("DTRAIN_START_TIMEOUT");
   app.add_option("--step-timeout", f.ps.step_timeout_s,
                  "ps mode: seconds a server or worker waits for a peer during training")
       ->capture_default_str()
       ->check(positive());
   app.add_flag("--secure", f.ps.secure,
-               "ps mode: CURVE-encrypt and authenticate traffic (keys from DTRAIN_PS_* variables)");
+               "ps mode: CURVE-encrypt and authenticate traffic (keys from DTRAIN_PS_* variables)")
+      ->envname("DTRAIN_SECURE");
 }
 
 std::optional<int> parse_train_flags(CLI::App& app, int argc, char** argv) {

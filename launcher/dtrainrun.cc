@@ -78,9 +78,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "[dtrainrun] restarting from the latest checkpoint (restart %zu of %zu)\n",
                    attempt + 1, o.max_restarts);
-      for (auto& t : plan.tasks)
-        if (std::find(t.argv.begin(), t.argv.end(), "--resume") == t.argv.end())
-          t.argv.push_back("--resume");
+      // Through the environment (DTRAIN_RESUME), not a flag the command might not know;
+      // mpirun forwards it to the ranks with -x.
+      for (auto& t : plan.tasks) {
+        if (!t.env.count("DTRAIN_RESUME") && t.mpi_tagged_output)
+          t.argv.insert(t.argv.begin() + 1, {"-x", "DTRAIN_RESUME"});
+        t.env["DTRAIN_RESUME"] = "1";
+      }
     }
   } catch (const dtrain::InputError& e) {
     std::fprintf(stderr, "dtrainrun: error: %s\n", e.what());

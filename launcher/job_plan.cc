@@ -231,10 +231,12 @@ JobPlan plan_ps(const LauncherOptions& o, const std::string& tf_config,
       t.env["TF_CONFIG"] = me.to_json(true).dump();
       t.env["DTRAIN_JOB_ID"] = std::to_string(job_id);
       if (!o.network_interface.empty()) t.env["DTRAIN_NETWORK_INTERFACE"] = o.network_interface;
+      // Settings go through the environment: the command may be any program (a Python
+      // script), which must not get flags it does not know. TF_CONFIG naming ps tasks makes
+      // mnist_train's --mode auto a ps task or worker.
       t.argv = o.command;
-      t.argv.insert(t.argv.end(),
-                    {"--mode", "ps", "--start-timeout", detail::cat(o.start_timeout_s)});
-      if (o.secure) t.argv.push_back("--secure");
+      t.env["DTRAIN_START_TIMEOUT"] = detail::cat(o.start_timeout_s);
+      if (o.secure) t.env["DTRAIN_SECURE"] = "1";
       plan.tasks.push_back(std::move(t));
     }
   }

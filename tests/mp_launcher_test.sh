@@ -94,6 +94,10 @@ dryrun)
   [[ $(grep -c '^\[ps:[01]\] .*TF_CONFIG=.*"type":"ps"' <<<"$out") == 2 ]] || fail "ps tasks"
   [[ $(grep -c '^\[worker:[01]\] .*TF_CONFIG=.*"type":"worker"' <<<"$out") == 2 ]] || fail "workers"
   grep -q "DTRAIN_JOB_ID=" <<<"$out" || fail "no job id"
+  # Any program can be the command: nothing is appended to it, settings go in the environment.
+  out="$("${run[@]}" --dry-run --mode ps --num-ps 1 --num-workers 1 --secure -- python3 train.py --lr 1)"
+  [[ $(grep -c "DTRAIN_SECURE=1 DTRAIN_START_TIMEOUT=60 .*python3 train.py --lr 1\$" <<<"$out") == 2 ]] ||
+    { echo "$out"; fail "flags appended to a foreign command"; }
   out="$("${run[@]}" --dry-run --node-count 2 --process-count-per-node 4 -H n1,n2 -- "${train[@]}")"
   echo "$out"
   grep -q "mpirun -np 8 -H n1:4,n2:4 .*--bind-to none --tag-output" <<<"$out" || fail "mpirun line"
@@ -216,7 +220,8 @@ secure)
   out="$("${run[@]}" --dry-run --mode ps --secure --num-ps 1 --num-workers 1 -- x)"
   grep -q '^\[ps:0\] .*DTRAIN_PS_SERVER_SECRET_KEY=' <<<"$out" || fail "ps task lacks its secret key"
   grep '^\[worker:0\]' <<<"$out" | grep -q 'SERVER_SECRET' && fail "a worker got the server's secret"
-  grep -q '^\[worker:0\] .*DTRAIN_PS_CLIENT_SECRET_KEY=.*--secure' <<<"$out" || fail "worker keys"
+  # --secure reaches the task as DTRAIN_SECURE=1 (nothing is appended to the command, #14).
+  grep -q '^\[worker:0\] .*DTRAIN_SECURE=1 .*DTRAIN_PS_CLIENT_SECRET_KEY=' <<<"$out" || fail "worker keys"
   # The dry run names the secret variables but shows no secret key (a 40-character Z85 value).
   grep -q "SECRET_KEY='\?<secret>" <<<"$out" || fail "dry run does not mark the secrets"
   if grep -oE "SECRET_KEY='?[^ ']{40}" <<<"$out"; then fail "dry run printed a secret key"; fi

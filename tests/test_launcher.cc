@@ -128,7 +128,10 @@ TEST(Launcher, PsTasksEachGetTheirTfConfig) {
     EXPECT_EQ(s.job("ps").size(), 2u);
     EXPECT_EQ(s.job("worker").size(), 3u);
     EXPECT_EQ(t.env.at("DTRAIN_JOB_ID"), p.tasks[0].env.at("DTRAIN_JOB_ID"));
-    EXPECT_NE(std::find(t.argv.begin(), t.argv.end(), "--start-timeout"), t.argv.end());
+    // Settings reach the command through the environment, no flag is appended (#14: any
+    // program, a Python script included, can be the command).
+    EXPECT_EQ(t.env.at("DTRAIN_START_TIMEOUT"), "60");
+    EXPECT_EQ(t.argv, o.command);
     EXPECT_TRUE(t.host.empty()) << "127.0.0.1 tasks run here";
     addrs.insert(s.job(*s.task_type)[s.task_index].str());
   }
