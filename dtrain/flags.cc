@@ -64,8 +64,8 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
                  "gradient piece alone is); default: DTRAIN_FUSION_THRESHOLD (bytes), else 64")
       ->check(positive());
   app.add_option("--stall-warning", f.stall_warning_s,
-                 "allreduce: seconds a rank waits in one collective before it logs which ranks "
-                 "have not arrived; default: DTRAIN_STALL_WARNING, else 60")
+                 "seconds a rank waits in one collective (ps mode: for its peers) before it logs "
+                 "which have not arrived; default: DTRAIN_STALL_WARNING, else 60")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--stall-timeout", f.stall_timeout_s,
                  "allreduce: seconds in one collective before the job ends (exit 124) naming the "

@@ -52,6 +52,16 @@ std::string ps_task_name(const ClusterSpec& spec, size_t i) {
   return detail::cat("ps:", i, " (", spec.job("ps")[i].str(), ")");
 }
 
+// --stall-warning / --stall-timeout, else DTRAIN_STALL_*, else the defaults.
+StallOptions stall_options(const JobOptions& o, const EnvConfig& env) {
+  StallOptions s;
+  s.warning_s =
+      o.stall_warning_s >= 0 ? o.stall_warning_s : env.stall_warning_s.value_or(s.warning_s);
+  s.timeout_s =
+      o.stall_timeout_s >= 0 ? o.stall_timeout_s : env.stall_timeout_s.value_or(s.timeout_s);
+  return s;
+}
+
 uint64_t job_id(const EnvConfig& env, const ClusterSpec& spec) {
   return env.job_id.value_or(ps::job_id_of(spec));
 }
@@ -117,11 +127,7 @@ void Job::start(int* argc, char*** argv) {
     // Collectives every rank makes, whatever it chooses later.
     even_machines_ = HierarchicalAllreduce::machines_even(*mpi_);
     const EnvConfig env = read_env();
-    StallOptions stall;
-    stall.warning_s = o_.stall_warning_s >= 0 ? o_.stall_warning_s
-                                              : env.stall_warning_s.value_or(stall.warning_s);
-    stall.timeout_s = o_.stall_timeout_s >= 0 ? o_.stall_timeout_s
-                                              : env.stall_timeout_s.value_or(stall.timeout_s);
+    const StallOptions stall = stall_options(o_, env);
     // On a stall timeout NCCL's communicator is aborted first, so no GPU kernel waits on.
     mpi_->watch_stalls(stall, env.network_interfaces.empty() ? "" : env.network_interfaces[0],
                        [this] {
@@ -193,6 +199,7 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
   c.num_workers = spec.num_workers();
   c.start_timeout_s = o_.ps.start_timeout_s;
   c.step_timeout_s = o_.ps.step_timeout_s;
+  c.stall_warning_s = stall_options(o_, env).warning_s;
   c.job_id = job_id(env, spec);
   c.job = ps_agreement(o_, model, c.num_workers);
   c.overlap = !o_.ps.sync && o_.ps.max_staleness == 0;
@@ -227,6 +234,7 @@ void Job::serve(const ModelFactory& make_model) {
   s.max_staleness = o_.ps.sync ? 0 : o_.ps.max_staleness;
   s.start_timeout_s = o_.ps.start_timeout_s;
   s.step_timeout_s = o_.ps.step_timeout_s;
+  s.stall_warning_s = stall_options(o_, env).warning_s;
   s.job_id = job_id(env, spec);
   s.job = ps_agreement(o_, *model, s.num_workers);
   ps::Server server(*zmq_, s);

@@ -123,6 +123,7 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
   const auto t0 = std::chrono::steady_clock::now();
   size_t left = servers.size();
   std::vector<zmq::pollitem_t> items;
+  double warned_after = 0;  // seconds: the last stall warning
   while (left > 0) {
     items.clear();
     std::vector<size_t> which;
@@ -137,6 +138,13 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
       for (size_t s : which) silent += (silent.empty() ? "" : ", ") + opts_.server_names[s];
       throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": ", what, ": no answer from ",
                                      silent, " within ", timeout_s, " s"));
+    }
+    const double waited = seconds_since(t0);
+    if (opts_.stall_warning_s > 0 && waited >= warned_after + opts_.stall_warning_s) {
+      warned_after = waited;
+      log_info("stall: worker ", opts_.worker_rank, " has waited ", static_cast<int>(waited),
+               " s in ", what, " for ", NameList{opts_.server_names, &which}, " (timeout ",
+               timeout_s, " s)");
     }
     poll_or_throw(
         items.data(), items.size(),

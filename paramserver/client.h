@@ -28,6 +28,8 @@ struct ClientOptions {
   size_t worker_rank = 0, num_workers = 1;
   double start_timeout_s = 60;
   double step_timeout_s = 60;
+  // Seconds a wait for servers may last before a log line names them (repeated; <= 0: never).
+  double stall_warning_s = 60;
   uint64_t job_id = 0;
   nlohmann::json job = nlohmann::json::object();  // must match the servers
   const CurveKeys* curve = nullptr;

@@ -46,6 +46,8 @@ struct ServerOptions {
   size_t chunk_floats = 65536;  // sync: the pieces a step is pushed and applied in
   double start_timeout_s = 60;
   double step_timeout_s = 60;
+  // Seconds a step may wait for workers before a log line names them (repeated; <= 0: never).
+  double stall_warning_s = 60;
   uint64_t job_id = 0;
   nlohmann::json job = nlohmann::json::object();  // what every worker hello must agree with
   const CurveKeys* curve = nullptr;

@@ -48,6 +48,7 @@ void SyncPolicy::push(const std::string& identity, const Header& h, const float*
   if (!step_open_) {
     step_open_ = true;
     step_started_ = std::chrono::steady_clock::now();
+    warned_after_s_ = 0;
   }
   if (in_shm) {
     ch.in_shm[h.sender] = g;
@@ -73,14 +74,31 @@ void SyncPolicy::worker_done(uint32_t /*worker*/) {
       apply_chunk(k);
 }
 
-void SyncPolicy::check_timeouts() {
-  if (!step_open_ || seconds_since(step_started_) <= shard_.opts.step_timeout_s) return;
+std::vector<size_t> SyncPolicy::missing_workers() const {
   std::vector<size_t> missing;
   for (size_t w = 0; w < shard_.opts.num_workers; ++w) {
     bool all = true;
     for (const auto& ch : chunks_) all = all && (ch.applied || ch.from[w]);
     if (!all && !shard_.done.count(uint32_t(w))) missing.push_back(w);
   }
+  return missing;
+}
+
+void SyncPolicy::check_timeouts() {
+  if (!step_open_) return;
+  const double waited = seconds_since(step_started_);
+  const double warn = shard_.opts.stall_warning_s;
+  if (waited <= shard_.opts.step_timeout_s) {
+    if (warn > 0 && waited >= warned_after_s_ + warn) {
+      warned_after_s_ = waited;
+      log_info("stall: ", shard_.opts.name, ": step ", shard_.version, " has waited ",
+               static_cast<int>(waited), " s for gradients from worker(s) ",
+               name_workers(shard_.opts, missing_workers()), " (--step-timeout ",
+               shard_.opts.step_timeout_s, ")");
+    }
+    return;
+  }
+  const std::vector<size_t> missing = missing_workers();
   const std::string why =
       detail::cat(shard_.opts.name, ": step ", shard_.version, ": no gradient from worker(s) ",
                   name_workers(shard_.opts, missing), " after ", shard_.opts.step_timeout_s,

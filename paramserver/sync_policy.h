@@ -50,6 +50,8 @@ class SyncPolicy : public UpdatePolicy {
   std::vector<const float*> sum_inputs_;  // apply_chunk's gradient sources (kept: no allocation)
   bool step_open_ = false;
   std::chrono::steady_clock::time_point step_started_;
+  double warned_after_s_ = 0;  // the step's last stall warning, in seconds since it opened
+  std::vector<size_t> missing_workers() const;
 };
 
 }  // namespace dtrain::ps

@@ -166,19 +166,25 @@ TEST_P(AllreduceSyncPaths, MatchesOneRankAtTheGlobalBatch) {
 
 INSTANTIATE_TEST_SUITE_P(MpiAndSharedMemory, AllreduceSyncPaths, ::testing::Bool());
 
+// Two strategies' parameters: bit for bit with 2 ranks (a + b is the only order of the sum), to
+// float rounding with more (MPI may add in another order).
+void expect_paths_agree(const Model& a, const Model& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.param_count(); ++i)
+    worst = std::max(worst, double(std::fabs(a.params()[i] - b.params()[i])));
+  if (world().size() == 2)
+    EXPECT_EQ(worst, 0.0);
+  else
+    EXPECT_LT(worst, 1e-5);
+}
+
 TEST(AllreduceSync, SharedMemoryAndMpiAllreduceAgree) {
   // With 2 ranks a + b is the only order of the sum, so the two paths agree bit for bit; with
   // more, MPI may add in another order, and they agree to float rounding.
   const Dataset d = make_synthetic(400, 10, 3);
   auto a = train_ranks(d, 8, 12, 1024, 5, true);
   auto b = train_ranks(d, 8, 12, 1024, 5, false);
-  double worst = 0;
-  for (size_t i = 0; i < a->param_count(); ++i)
-    worst = std::max(worst, double(std::fabs(a->params()[i] - b->params()[i])));
-  if (world().size() == 2)
-    EXPECT_EQ(worst, 0.0);
-  else
-    EXPECT_LT(worst, 1e-5);
+  expect_paths_agree(*a, *b);
 }
 
 TEST(AllreduceSync, HierarchicalAgreesWithMpiAllreduce) {
@@ -192,13 +198,7 @@ TEST(AllreduceSync, HierarchicalAgreesWithMpiAllreduce) {
   std::vector<uint64_t> all(world().size());
   world().allgather(&mine, 1, all.data(), "hashes");
   for (size_t r = 1; r < all.size(); ++r) EXPECT_EQ(all[r], all[0]) << "rank " << r << " diverged";
-  double worst = 0;
-  for (size_t i = 0; i < h->param_count(); ++i)
-    worst = std::max(worst, double(std::fabs(h->params()[i] - f->params()[i])));
-  if (world().size() == 2)
-    EXPECT_EQ(worst, 0.0);
-  else
-    EXPECT_LT(worst, 1e-5);
+  expect_paths_agree(*h, *f);
 }
 
 // A custom model may report gradient ranges out of order after some buckets have already left:

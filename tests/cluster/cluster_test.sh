@@ -211,7 +211,8 @@ partition)
   echo '{"cluster":{"ps":["dtn1:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
   for mode in allreduce ps; do
     if [[ $mode == ps ]]; then
-      args=(--mode ps --cluster-spec cluster.json); targs=(--step-timeout 8); name="worker:1 (dtn2:2224)"
+      args=(--mode ps --cluster-spec cluster.json); targs=(--step-timeout 8 --stall-warning 2)
+      name="worker:1 (dtn2:2224)"
     else
       args=(-H dtn1:1,dtn2:1); targs=(--stall-warning 2 --stall-timeout 8); name="rank 1 (dtn2)"
     fi
@@ -229,6 +230,14 @@ partition)
     grep -q "^\[dtrainrun\] task .* the other tasks were stopped" "console.$mode" ||
       fail "$mode: no failure summary"
     grep -q "$name" "console.$mode" || { tail -20 "console.$mode"; fail "$mode: nothing names $name"; }
+    # Before the timeout, warnings name what is awaited (--stall-warning 2).
+    if [[ $mode == ps ]]; then
+      grep -q "stall: ps:0 (dtn1:2222): step [0-9]* has waited [0-9]* s for gradients from worker(s) 1 (worker:1 (dtn2:2224))" \
+        "console.$mode" || { tail -20 "console.$mode"; fail "ps: no stall warning naming worker:1"; }
+    else
+      grep -q "stall: waiting [0-9]* s in .*not responding: rank 1 (dtn2)" "console.$mode" ||
+        fail "allreduce: no stall warning naming rank 1"
+    fi
     no_leftovers "partition ($mode)"
     ip -n "$(node_ns 2)" link set eth0 up
     echo "$mode: the partition ended the job after $took s; nothing left on any node"
