@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 
 #include "launcher/job_keys.h"
 #include "launcher/job_plan.h"
@@ -17,6 +18,7 @@
 #include "launcher/supervisor.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 int main(int argc, char** argv) {
   using namespace dtrain::launcher;
@@ -52,8 +54,23 @@ int main(int argc, char** argv) {
         std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
       return 0;
     }
+    const bool elastic = o.min_np > 0;
+    if (elastic && plan.mode != "allreduce")
+      throw dtrain::InputError(
+          "--min-np is for allreduce jobs (a ps job's workers are named by its cluster)");
+    std::vector<std::pair<std::string, size_t>> hosts;
+    if (elastic) {
+      hosts = allreduce_hosts(o, slurm ? &*slurm : nullptr);
+      size_t total = 0;
+      for (const auto& h : hosts) total += h.second;
+      if (total < o.min_np)
+        throw dtrain::InputError(
+            dtrain::detail::cat("--min-np ", o.min_np, " but the job has ", total, " rank(s)"));
+    }
     install_stop_handlers();
     Supervisor sup(o.output_dir, o.grace_period_s, o.verbose);
+    std::set<std::string> dropped;  // elastic: hosts that failed stay out
+    size_t elastic_restarts = 0;
     for (size_t attempt = 0;; ++attempt) {
       RunResult r = sup.run(plan);
       if (r.exit_code == 0) {
@@ -74,10 +91,64 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "[dtrainrun] last lines of %s:\n", r.failed_task.c_str());
         for (const auto& l : r.last_lines) std::fprintf(stderr, "    %s\n", l.c_str());
       }
-      if (attempt >= o.max_restarts) return r.exit_code;
-      std::fprintf(stderr,
-                   "[dtrainrun] restarting from the latest checkpoint (restart %zu of %zu)\n",
-                   attempt + 1, o.max_restarts);
+      if (elastic) {
+        // Drop what failed: its host when the failure names a machine other than this one,
+        // else one slot of this machine's (or of the last host's).
+        const std::string local = dtrain::host_name();
+        if (!r.failed_host.empty() && r.failed_host != local) {
+          dropped.insert(r.failed_host);
+        } else {
+          auto it = std::find_if(hosts.begin(), hosts.end(), [&](const auto& h) {
+            return h.first.empty() || h.first == local || h.first == "localhost";
+          });
+          if (it == hosts.end()) it = hosts.end() - 1;
+          if (--it->second == 0) dropped.insert(it->first);
+        }
+        if (!o.host_discovery_script.empty()) {
+          // Hosts that appeared join now; those that failed stay out.
+          FILE* p = popen(o.host_discovery_script.c_str(), "r");
+          std::string text;
+          char buf[4096];
+          for (size_t n; p && (n = fread(buf, 1, sizeof(buf), p)) > 0;) text.append(buf, n);
+          if (!p || pclose(p) != 0)
+            throw dtrain::InputError("--host-discovery-script " + o.host_discovery_script +
+                                     " failed");
+          hosts = parse_host_lines(text, "--host-discovery-script " + o.host_discovery_script);
+        }
+        std::vector<std::pair<std::string, size_t>> left;
+        size_t total = 0;
+        for (const auto& h : hosts) {
+          if (dropped.count(h.first) || h.second == 0) continue;
+          size_t n = h.second;
+          if (o.max_np && total + n > o.max_np) n = o.max_np - total;
+          if (n == 0) break;
+          left.emplace_back(h.first, n);
+          total += n;
+        }
+        hosts = left;
+        std::string list;
+        for (const auto& [h, n] : hosts)
+          list += (list.empty() ? "" : ",") + (h.empty() ? local : h) + ":" + std::to_string(n);
+        if (total < o.min_np) {
+          std::fprintf(stderr,
+                       "[dtrainrun] elastic: %zu rank(s) left (%s), fewer than --min-np %zu; "
+                       "giving up\n",
+                       total, list.empty() ? "none" : list.c_str(), o.min_np);
+          return r.exit_code;
+        }
+        if (++elastic_restarts > 64) return r.exit_code;  // a job that fails at every start
+        std::fprintf(stderr,
+                     "[dtrainrun] elastic: going on with %zu rank(s) on %s from the latest "
+                     "checkpoint (--min-np %zu)\n",
+                     total, list.c_str(), o.min_np);
+        plan =
+            plan_job(with_hosts(o, hosts), env.tf_config.value_or(""), geteuid() == 0, {}, nullptr);
+      } else {
+        if (attempt >= o.max_restarts) return r.exit_code;
+        std::fprintf(stderr,
+                     "[dtrainrun] restarting from the latest checkpoint (restart %zu of %zu)\n",
+                     attempt + 1, o.max_restarts);
+      }
       // Through the environment (DTRAIN_RESUME), not a flag the command might not know;
       // mpirun forwards it to the ranks with -x.
       for (auto& t : plan.tasks) {

@@ -350,4 +350,62 @@ std::string remote_stdin(const Task& t) {
   return s + ".\n";
 }
 
+std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOptions& o,
+                                                            const SlurmAllocation* slurm) {
+  std::vector<std::pair<std::string, size_t>> out;
+  if (!o.hosts.empty()) {
+    for (const auto& h : o.hosts) {
+      const HostSlots hs = parse_host_slots(h);
+      out.emplace_back(
+          hs.host, o.process_count_per_node ? o.process_count_per_node : (hs.slots ? hs.slots : 1));
+    }
+  } else if (!o.hostfile.empty()) {
+    for (const auto& hs : read_hostfile(o.hostfile)) out.emplace_back(hs.host, hs.slots);
+  } else if (slurm) {
+    for (size_t i = 0; i < slurm->nodes.size(); ++i)
+      out.emplace_back(slurm->nodes[i], o.process_count_per_node ? o.process_count_per_node
+                                                                 : slurm->tasks_per_node[i]);
+  } else {
+    const size_t np =
+        o.np ? o.np
+             : (o.node_count && o.process_count_per_node ? o.node_count * o.process_count_per_node
+                                                         : 1);
+    out.emplace_back("", np);
+  }
+  return out;
+}
+
+LauncherOptions with_hosts(LauncherOptions o,
+                           const std::vector<std::pair<std::string, size_t>>& hosts) {
+  o.hosts.clear();
+  o.hostfile.clear();
+  o.node_count = o.process_count_per_node = 0;
+  size_t np = 0;
+  for (const auto& [h, n] : hosts) {
+    np += n;
+    if (!h.empty()) o.hosts.push_back(detail::cat(h, ":", n));
+  }
+  o.np = np;
+  return o;
+}
+
+std::vector<std::pair<std::string, size_t>> parse_host_lines(const std::string& text,
+                                                             const std::string& what) {
+  std::vector<std::pair<std::string, size_t>> out;
+  std::istringstream in(text);
+  std::string line;
+  for (size_t no = 1; std::getline(in, line); ++no) {
+    line = line.substr(0, line.find('#'));
+    const size_t a = line.find_first_not_of(" \t"), b = line.find_last_not_of(" \t\r");
+    if (a == std::string::npos) continue;
+    try {
+      const HostSlots hs = parse_host_slots(line.substr(a, b - a + 1));
+      out.emplace_back(hs.host, hs.slots ? hs.slots : 1);
+    } catch (const InputError& e) {
+      throw InputError(detail::cat(what, " line ", no, ": ", e.what()));
+    }
+  }
+  return out;
+}
+
 }  // namespace dtrain::launcher

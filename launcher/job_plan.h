@@ -43,6 +43,21 @@ JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is
 
 constexpr uint16_t kSlurmPortBase = 29400;
 
+// An allreduce job's machines and their slots as planned: -H (with --process-count-per-node),
+// else the hostfile, else the Slurm allocation; {{"", np}} for a job on this machine alone.
+// The elastic launcher (--min-np) shrinks this list after a failure and plans again from it.
+std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOptions& o,
+                                                            const SlurmAllocation* slurm);
+
+// The options that run an allreduce job on exactly `hosts` (one "" entry: this machine).
+LauncherOptions with_hosts(LauncherOptions o,
+                           const std::vector<std::pair<std::string, size_t>>& hosts);
+
+// Parses a host discovery script's output (Horovod's --host-discovery-script): one host[:slots]
+// per line, '#' comments and blank lines ignored. `what` names the source in errors.
+std::vector<std::pair<std::string, size_t>> parse_host_lines(const std::string& text,
+                                                             const std::string& what);
+
 // The command line of a task as a person would type it (env assignments, taskset when it is
 // pinned, then argv), quoted; its secrets show as NAME=<secret>.
 std::string shell_line(const Task& t);

@@ -38,6 +38,16 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("--max-restarts", o.max_restarts,
                  "restart a failed job from its latest checkpoint (--resume) up to N times")
       ->capture_default_str();
+  app.add_option("--min-np", o.min_np,
+                 "elastic allreduce job: after a failure drop the failed host (or slot) and "
+                 "resume from the latest checkpoint while at least this many ranks remain");
+  app.add_option("--max-np", o.max_np,
+                 "elastic: at most this many ranks when hosts are added by "
+                 "--host-discovery-script (0: no cap)");
+  app.add_option("--host-discovery-script", o.host_discovery_script,
+                 "elastic: a program printing the available hosts as host[:slots] lines, run "
+                 "before every restart (Horovod's name)")
+      ->check(CLI::ExistingFile);
   app.add_option("--grace-period", o.grace_period_s,
                  "seconds between SIGTERM and SIGKILL when stopping tasks")
       ->capture_default_str()

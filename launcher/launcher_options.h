@@ -20,6 +20,11 @@ struct LauncherOptions {
   std::string output_dir = ".";  // logs/ go under it
   double start_timeout_s = 60;
   size_t max_restarts = 0;
+  // Elastic allreduce jobs: after a failure, drop the failed host (or slot) and go on from the
+  // latest checkpoint while at least min_np ranks remain (0: not elastic); hosts the discovery
+  // script prints join at the next restart, up to max_np (0: no cap).
+  size_t min_np = 0, max_np = 0;
+  std::string host_discovery_script;
   bool dry_run = false;
   bool verbose = false;
   bool secure = false;

@@ -221,6 +221,11 @@ RunResult Supervisor::run(const JobPlan& plan) {
   const std::regex tag(R"(^\[\d+,(\d+)\]<(stdout|stderr)>: ?(.*)$)");
   const std::regex died(R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+))");
   const std::regex node_line(R"(^\s*Node:\s+(\S+)\s*$)");
+  // mpirun's report of a machine whose daemon went away (every process there killed, or the
+  // machine lost).
+  const std::regex lost_daemon(R"(Remote daemon: \S+ on node (\S+))");
+  // A surviving rank's report of the peer that hung up on it.
+  const std::regex peer_host(R"(^\s*Peer host:\s+(\S+)\s*$)");
   const std::regex exit_name(R"(Process name:\s+\[\[\d+,\d+\],(\d+)\])");
   std::string mpi_failed_rank, mpi_reason, mpi_node;
   RunResult result;
@@ -251,6 +256,10 @@ RunResult Supervisor::run(const JobPlan& plan) {
     } else if (t.mpi_tagged_output && mpi_failed_rank.empty() &&
                std::regex_search(line, m, exit_name)) {
       mpi_failed_rank = m[1];
+    } else if (t.mpi_tagged_output && std::regex_search(line, m, lost_daemon)) {
+      mpi_node = m[1];
+    } else if (t.mpi_tagged_output && mpi_node.empty() && std::regex_match(line, m, peer_host)) {
+      mpi_node = m[1];
     } else if (t.mpi_tagged_output && mpi_node.empty() && std::regex_match(line, m, node_line)) {
       mpi_node = m[1];  // mpirun's report of a rank it could not start names the node so
     }

@@ -10,6 +10,7 @@
 
 #include "runtime/batcher.h"
 #include "runtime/checkpoint.h"
+#include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/files.h"
 #include "runtime/log.h"
@@ -75,6 +76,23 @@ TrainResult Trainer::run() {
       resume.epoch = m.epoch;
       resume.step = m.global_step;
       resume.step_in_epoch = m.extra.is_object() ? m.extra.value("step_in_epoch", uint64_t(0)) : 0;
+      // A checkpoint from another world size (an elastic restart): the batch per worker stays,
+      // the global batch changes. Batches are slices of one permutation of the epoch, so the
+      // place inside it converts to this world's steps (rounded down: at most one global batch
+      // is trained again).
+      const uint64_t was = m.extra.is_object() ? m.extra.value("world_size", uint64_t(0)) : 0;
+      if (was && was != sync_.world()) {
+        const uint64_t converted = resume.step_in_epoch * was / sync_.world();
+        if (opts_.print)
+          log_info("note: the checkpoint was made by ", was, " worker(s), this job has ",
+                   sync_.world(), ": the batch per worker stays ", opts_.batch_size,
+                   ", the global batch becomes ", opts_.batch_size * sync_.world(), " (was ",
+                   opts_.batch_size * was, ")",
+                   resume.step_in_epoch ? detail::cat("; step ", resume.step_in_epoch,
+                                                      " of the epoch becomes step ", converted)
+                                        : std::string());
+        resume.step_in_epoch = converted;
+      }
       if (fs::exists(metrics_path)) {
         std::ifstream in(metrics_path);
         std::string line;
@@ -127,7 +145,8 @@ TrainResult Trainer::run() {
       std::vector<float> x(b * f);
       std::vector<uint8_t> y(b);
       // Not under mpirun: its output forwarding does not keep a carriage-return progress line.
-      const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO);
+      const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO) &&
+                            read_env().mpi_world_size == 0;
       const GradReady ready = [this](size_t off, size_t n) { sync_.ready(off, n); };
       model_.take_train_stats();  // start the epoch's sums from zero
       const auto t0 = std::chrono::steady_clock::now();

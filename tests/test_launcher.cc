@@ -300,6 +300,27 @@ TEST(Slurm, AllocationStandsInForHosts) {
   EXPECT_FALSE(slurm_allocation([](const char*) -> const char* { return nullptr; }));
 }
 
+// Elastic jobs plan again from the hosts that are left.
+TEST(Launcher, ElasticHostLists) {
+  LauncherOptions o = with_command();
+  o.node_count = 2;
+  o.process_count_per_node = 2;
+  o.hosts = {"n1", "n2"};
+  using Hosts = std::vector<std::pair<std::string, size_t>>;
+  EXPECT_EQ(allreduce_hosts(o, nullptr), (Hosts{{"n1", 2}, {"n2", 2}}));
+  const LauncherOptions left = with_hosts(o, {{"n1", 2}});
+  EXPECT_NE(shell_line(plan_job(left, "", false).tasks[0]).find("mpirun -np 2 -H n1:2 "),
+            std::string::npos);
+  LauncherOptions local = with_command();
+  local.np = 3;
+  EXPECT_EQ(allreduce_hosts(local, nullptr), (Hosts{{"", 3}}));
+  const std::string line = shell_line(plan_job(with_hosts(local, {{"", 2}}), "", false).tasks[0]);
+  EXPECT_NE(line.find("mpirun -np 2 "), std::string::npos) << line;
+  EXPECT_EQ(line.find(" -H "), std::string::npos) << line;
+  EXPECT_EQ(parse_host_lines("# hosts\nn1:2\n\n  n3  \n", "script"), (Hosts{{"n1", 2}, {"n3", 1}}));
+  EXPECT_THROW(parse_host_lines("n1:x\n", "script"), InputError);
+}
+
 TEST(Launcher, NoCommandIsAnError) {
   LauncherOptions o;
   expect_error(o, "no training command");

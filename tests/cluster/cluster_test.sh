@@ -17,6 +17,8 @@
 #              sbatch sets them) dtrainrun places both modes' tasks without -H
 #   partition  dtn2's link down during training (both modes): the job ends within its timeout +
 #              10 s, non-zero, naming dtn2's task, and nothing is left on any node
+#   elastic    --min-np 1: every process of dtn2 killed mid-epoch; the job goes on on dtn1 from the
+#              latest step checkpoint within 15 s and finishes
 #   killlauncher  SIGKILL of dtrainrun during a job across nodes (both modes) leaves nothing
 #              running on any node
 # Every case ends with no process of the job left on either node. Exits 77 (skipped) where
@@ -243,6 +245,37 @@ partition)
     echo "$mode: the partition ended the job after $took s; nothing left on any node"
     grep -m1 -e "stall: ending" -e "no answer from" -e "did not" "console.$mode" || true
   done
+  ;;
+elastic)
+  # --min-np 1: every process of dtn2 killed mid-epoch 2 of 3; the job goes on on dtn1 alone
+  # from the latest step checkpoint and finishes.
+  on_node 1 "${run[@]}" --output-dir job -H dtn1:1,dtn2:1 --min-np 1 -- "$bin/mnist_train" \
+    --synthetic-data 60000 --seed 7 --epochs 3 --checkpoint-every-steps 50 --output-dir job/outputs \
+    >console 2>&1 &
+  for _ in $(seq 300); do grep -q "epoch 1/3" console 2>/dev/null && break; sleep 0.1; done
+  grep -q "epoch 1/3" console || { cat console; fail "epoch 1 never ended"; }
+  sleep 0.3
+  node_processes 2 | xargs -r kill -9
+  killed=$SECONDS
+  for _ in $(seq 600); do grep -q "resuming from" console && break; sleep 0.1; done
+  back=$((SECONDS - killed))
+  wait
+  grep -q "resuming from" console || { tail -30 console; fail "never resumed"; }
+  grep -q "elastic: going on with 1 rank(s) on dtn1:1 from the latest checkpoint" console ||
+    { tail -30 console; fail "no elastic restart line"; }
+  grep -q "the checkpoint was made by 2 worker(s), this job has 1" console ||
+    fail "the world size change is not said"
+  python3 - console <<'PY' || fail "summary"
+import json, sys
+s = [json.loads(l.split("] ", 1)[1]) for l in open(sys.argv[1]) if '"event":"summary"' in l][-1]
+assert s["world_size"] == 1 and s["epochs"] == 3, s
+assert s["test_accuracy"] >= 0.9, s
+print("elastic: finished on 1 rank, test accuracy", s["test_accuracy"])
+PY
+  ((back <= 15)) || fail "training resumed $back s after the kill (15 s allowed)"
+  no_leftovers elastic
+  grep -h -e "elastic: going on" -e "checkpoint was made by" -e "resuming from" console
+  echo "elastic ok: training again $back s after dtn2 was lost"
   ;;
 killlauncher)
   echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
