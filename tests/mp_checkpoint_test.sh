@@ -5,7 +5,8 @@
 #              fewer steps than the checkpoint interval
 #   allreduce  the same with 2 ranks (rank 1 killed; mpirun ends the job)
 #   sigterm    SIGTERM to a training process: it checkpoints the step it is at and exits 143;
-#              resumed, it ends bit for bit where an uninterrupted run does
+#              resumed, it ends bit for bit where an uninterrupted run does; then the same with
+#              2 ranks, SIGTERM to both (as mpirun forwards it): they agree on the step to stop at
 # Usage: mp_checkpoint_test.sh BIN_DIR SOURCE_DIR CASE
 set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
@@ -81,6 +82,25 @@ sigterm)
     fail "resume exited $?"
   params --same "$tmp/whole/model/checkpoint.bin" "$tmp/cut/model/checkpoint.bin" || fail "resumed run differs"
   echo "sigterm ok: stopped and checkpointed at step $ck_step ($ck_in into its epoch), nothing lost"
+  # 2 ranks: SIGTERM to each, a little apart; they stop together and the chief checkpoints.
+  "${mpi[@]}" -np 2 "${train[@]}" --output-dir "$tmp/whole2" >"$tmp/whole2.log" 2>&1 || fail "2-rank run exited $?"
+  "${mpi[@]}" -np 2 "${train[@]}" --output-dir "$tmp/cut2" >"$tmp/cut2.log" 2>&1 &
+  job=$!
+  sleep "$(python3 -c 'import random; print(0.8 + 1.5 * random.random())')"
+  for p in $(pgrep -f "mnist_train.*$tmp/cut2"); do
+    [[ "$(tr '\0' '\n' </proc/$p/cmdline 2>/dev/null | head -n 1)" == */mnist_train ]] || continue
+    kill -TERM "$p"; sleep 0.01
+  done
+  wait $job; rc=$?
+  ((rc != 0)) || fail "2 ranks: exited 0 after SIGTERM"
+  grep -q "stopped by SIGTERM after step [0-9]*; checkpoint written" "$tmp/cut2.log" ||
+    { cat "$tmp/cut2.log"; fail "2 ranks: the chief wrote no checkpoint on SIGTERM"; }
+  read -r ck_step ck_in <<<"$(params "$tmp/cut2/model/checkpoint.bin")"
+  "${mpi[@]}" -np 2 "${train[@]}" --output-dir "$tmp/cut2" --resume >"$tmp/resume2.log" 2>&1 ||
+    fail "2 ranks: resume exited $?"
+  params --same "$tmp/whole2/model/checkpoint.bin" "$tmp/cut2/model/checkpoint.bin" ||
+    fail "2 ranks: resumed run differs"
+  echo "sigterm ok (2 ranks): both stopped at step $ck_step ($ck_in into its epoch), nothing lost"
   ;;
 *) fail "unknown case $case_" ;;
 esac
