@@ -188,23 +188,22 @@ void MpiCommunicator::check(int rc, const OpName& what, size_t count, size_t ele
   throw PeerError(detail::cat(who_, " ", what, size, ": ", mpi_error_string(rc)));
 }
 
+void MpiCommunicator::sum(void* data, size_t count, MPI_Datatype type, size_t elem_bytes,
+                          MPI_Comm comm, const OpName& what) {
+  const Call call(*this, what);
+  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), type, MPI_SUM, comm), what,
+        count, elem_bytes);
+}
+
 void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {
   if (count == 0 || size_ == 1) return;
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
-  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, comm_),
-        what, count, sizeof(float));
+  sum(data, count, MPI_FLOAT, sizeof(float), comm_, what);
   if (op == ReduceOp::kAverage) scale(data, count, 1.0f / static_cast<float>(size_));
 }
 
 void MpiCommunicator::allreduce(double* data, size_t count, const OpName& what) {
   if (count == 0 || size_ == 1) return;
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
-  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_DOUBLE, MPI_SUM, comm_),
-        what, count, sizeof(double));
+  sum(data, count, MPI_DOUBLE, sizeof(double), comm_, what);
 }
 
 std::unique_ptr<Communicator::Handle> MpiCommunicator::iallreduce(float* data, size_t count,
@@ -226,9 +225,7 @@ std::unique_ptr<Communicator::Handle> MpiCommunicator::iallreduce(float* data, s
 
 void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpName& what) {
   if (size_ == 1 || bytes == 0) return;
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
+  const Call call(*this, what);
   // Counted in bytes here because the payload is opaque; chunked to stay within int counts.
   const size_t chunk = size_t(1) << 30;
   for (size_t off = 0; off < bytes; off += chunk) {
@@ -240,18 +237,14 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpN
 
 void MpiCommunicator::allgather(const uint64_t* in, size_t count, uint64_t* out,
                                 const OpName& what) {
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
+  const Call call(*this, what);
   check(MPI_Allgather(in, to_int_count(count, what), MPI_UINT64_T, out, int(count), MPI_UINT64_T,
                       comm_),
         what, count, sizeof(uint64_t));
 }
 
 std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const OpName& what) {
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
+  const Call call(*this, what);
   const int len = to_int_count(in.size(), what);
   std::vector<int> lens(size_), displs(size_);
   check(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm_), what, 1, sizeof(int));
@@ -270,9 +263,7 @@ std::vector<std::string> MpiCommunicator::allgather(const std::string& in, const
 }
 
 void MpiCommunicator::barrier(const OpName& what) {
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
+  const Call call(*this, what);
   check(MPI_Barrier(comm_), what, 0, 0);
 }
 
@@ -290,9 +281,7 @@ class MpiCommunicator::Window : public Communicator::SharedSlots {
   }
   void* slot(size_t rank) override { return slots_.at(rank); }
   void fence(const OpName& what) override {
-    c_.drain();
-    std::lock_guard<std::mutex> lock(c_.mpi_mu_);
-    const auto w = c_.waiting(what);
+    const Call call(c_, what);
     c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
     c_.check(MPI_Barrier(c_.local_), what + ": MPI_Barrier", 0, 0);
     c_.check(MPI_Win_sync(win_), what + ": MPI_Win_sync", 0, 0);
@@ -312,17 +301,12 @@ std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::node_shared(size_t b
 
 void MpiCommunicator::cross_allreduce(float* data, size_t count, const OpName& what) {
   if (count == 0 || cross_size_ == 1) return;
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
-  const auto w = waiting(what);
-  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), MPI_FLOAT, MPI_SUM, cross_),
-        what, count, sizeof(float));
+  sum(data, count, MPI_FLOAT, sizeof(float), cross_, what);
 }
 
 std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::local_shared(size_t bytes,
                                                                          const OpName& what) {
-  drain();
-  std::lock_guard<std::mutex> lock(mpi_mu_);
+  const Call call(*this, what);
   MPI_Info info;
   MPI_Info_create(&info);
   // Each rank's slot on its own pages (first touch by its owner), not one block.

@@ -82,10 +82,21 @@ class MpiCommunicator : public Communicator {
   void drain();
   bool busy_ = false;  // the background thread is running a queued job (under q_mu_)
   std::unique_ptr<StallWatchdog> watchdog_;
-  std::optional<StallWatchdog::Waiting> waiting(const OpName& what) {
-    if (!watchdog_) return std::nullopt;
-    return watchdog_->waiting(what);
-  }
+  // Around every MPI call: queued non-blocking work first (drain), then the MPI lock, and the
+  // stall watchdog told that this rank waits in `what`.
+  class Call {
+   public:
+    Call(MpiCommunicator& c, const OpName& what)
+        : lock_((c.drain(), c.mpi_mu_)),
+          waiting_(c.watchdog_ ? std::optional(c.watchdog_->waiting(what)) : std::nullopt) {}
+
+   private:
+    std::lock_guard<std::mutex> lock_;
+    std::optional<StallWatchdog::Waiting> waiting_;
+  };
+  // In-place MPI_SUM of count elements on comm (the job's or the cross communicator).
+  void sum(void* data, size_t count, MPI_Datatype type, size_t elem_bytes, MPI_Comm comm,
+           const OpName& what);
   friend class Window;
   std::mutex mpi_mu_;  // held for every MPI call
   std::mutex q_mu_;

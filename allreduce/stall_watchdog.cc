@@ -38,6 +38,13 @@ bool parse_address(const std::string& s, sockaddr_in* a) {
 
 }  // namespace
 
+StallOptions stall_options(double warning_s, double timeout_s, const EnvConfig& env) {
+  StallOptions s;
+  s.warning_s = warning_s >= 0 ? warning_s : env.stall_warning_s.value_or(s.warning_s);
+  s.timeout_s = timeout_s >= 0 ? timeout_s : env.stall_timeout_s.value_or(s.timeout_s);
+  return s;
+}
+
 int StallWatchdog::open_socket(uint16_t* port) {
   const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
@@ -56,13 +63,13 @@ StallWatchdog::StallWatchdog(size_t rank, std::vector<std::string> peers,
       fd_(socket_fd),
       opts_(opts),
       period_s_(std::max(0.05, std::min(1.0, opts.warning_s / 4))),
-      silent_after_s_(std::max(1.5, 3 * period_s_)),
-      started_(Clock::now()) {
+      silent_after_s_(std::max(1.5, 3 * period_s_)) {
+  const auto now = Clock::now();
   for (size_t r = 0; r < peers.size(); ++r) {
     Peer p;
     p.address = peers[r];
     p.name = r < names.size() ? names[r] : detail::cat("rank ", r);
-    p.heard = started_;
+    p.heard = now;
     peers_.push_back(p);
   }
   thread_ = std::thread([this] { loop(); });

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "allreduce/communicator.h"
+#include "runtime/env.h"
 
 namespace dtrain {
 
@@ -33,6 +34,10 @@ struct StallOptions {
   double warning_s = 60;   // --stall-warning, DTRAIN_STALL_WARNING
   double timeout_s = 600;  // --stall-timeout, DTRAIN_STALL_TIMEOUT; 0: never end the job
 };
+
+// The flags' values where given (>= 0), else DTRAIN_STALL_WARNING / DTRAIN_STALL_TIMEOUT, else
+// the defaults above.
+StallOptions stall_options(double warning_s, double timeout_s, const EnvConfig& env);
 
 class StallWatchdog {
  public:
@@ -92,7 +97,6 @@ class StallWatchdog {
   std::chrono::steady_clock::time_point op_start_, warned_at_;
   std::function<void()> on_timeout_;
   std::atomic<bool> stop_{false};
-  std::chrono::steady_clock::time_point started_;
   std::thread thread_;
 };
 

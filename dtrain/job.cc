@@ -56,16 +56,6 @@ std::string ps_task_name(const ClusterSpec& spec, size_t i) {
   return detail::cat("ps:", i, " (", spec.job("ps")[i].str(), ")");
 }
 
-// --stall-warning / --stall-timeout, else DTRAIN_STALL_*, else the defaults.
-StallOptions stall_options(const JobOptions& o, const EnvConfig& env) {
-  StallOptions s;
-  s.warning_s =
-      o.stall_warning_s >= 0 ? o.stall_warning_s : env.stall_warning_s.value_or(s.warning_s);
-  s.timeout_s =
-      o.stall_timeout_s >= 0 ? o.stall_timeout_s : env.stall_timeout_s.value_or(s.timeout_s);
-  return s;
-}
-
 uint64_t job_id(const EnvConfig& env, const ClusterSpec& spec) {
   return env.job_id.value_or(ps::job_id_of(spec));
 }
@@ -131,7 +121,7 @@ void Job::start(int* argc, char*** argv) {
     // Collectives every rank makes, whatever it chooses later.
     even_machines_ = HierarchicalAllreduce::machines_even(*mpi_);
     const EnvConfig env = read_env();
-    const StallOptions stall = stall_options(o_, env);
+    const StallOptions stall = stall_options(o_.stall_warning_s, o_.stall_timeout_s, env);
     // On a stall timeout NCCL's communicator is aborted first, so no GPU kernel waits on.
     mpi_->watch_stalls(stall, env.network_interfaces.empty() ? "" : env.network_interfaces[0],
                        [this] {
@@ -175,7 +165,6 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
             "rings and trees already follow the machines");
       return std::make_unique<BucketedAllreduce>(*nccl_, ao, mpi_.get());
     }
-    const bool several_machines = mpi_->local_size() < mpi_->size();
     if (env.hierarchical.value_or(false)) {
       if (!model.on_host() || !even_machines_)
         throw InputError(detail::cat(
@@ -184,12 +173,15 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
             mpi_->local_size(), " of the job's ", mpi_->size(), ")"));
       return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
     }
-    if (ao.shared_memory && model.on_host() && !several_machines &&
-        SharedMemoryAllreduce::available(*mpi_))
-      return std::make_unique<SharedMemoryAllreduce>(*mpi_, ao);
-    if (!env.hierarchical.has_value() && ao.shared_memory && model.on_host() && several_machines &&
-        even_machines_ && mpi_->local_size() > 1)
-      return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
+    // Shared memory needs CPU ranks; the one-machine and the hierarchical path both use it.
+    if (ao.shared_memory && model.on_host()) {
+      if (SharedMemoryAllreduce::available(*mpi_))  // every rank on this machine
+        return std::make_unique<SharedMemoryAllreduce>(*mpi_, ao);
+      const size_t per_machine = mpi_->local_size();
+      if (!env.hierarchical.has_value() && even_machines_ && per_machine > 1 &&
+          per_machine < mpi_->size())
+        return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
+    }
     return std::make_unique<BucketedAllreduce>(*mpi_, ao);
   }
   // A parameter-server worker.
@@ -203,7 +195,7 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
   c.num_workers = spec.num_workers();
   c.start_timeout_s = o_.ps.start_timeout_s;
   c.step_timeout_s = o_.ps.step_timeout_s;
-  c.stall_warning_s = stall_options(o_, env).warning_s;
+  c.stall_warning_s = stall_options(o_.stall_warning_s, o_.stall_timeout_s, env).warning_s;
   c.job_id = job_id(env, spec);
   c.job = ps_agreement(o_, model, c.num_workers);
   c.overlap = !o_.ps.sync && o_.ps.max_staleness == 0;
@@ -238,7 +230,7 @@ void Job::serve(const ModelFactory& make_model) {
   s.max_staleness = o_.ps.sync ? 0 : o_.ps.max_staleness;
   s.start_timeout_s = o_.ps.start_timeout_s;
   s.step_timeout_s = o_.ps.step_timeout_s;
-  s.stall_warning_s = stall_options(o_, env).warning_s;
+  s.stall_warning_s = stall_options(o_.stall_warning_s, o_.stall_timeout_s, env).warning_s;
   s.job_id = job_id(env, spec);
   s.job = ps_agreement(o_, *model, s.num_workers);
   ps::Server server(*zmq_, s);

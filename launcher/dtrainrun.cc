@@ -20,6 +20,21 @@
 #include "runtime/error.h"
 #include "runtime/log.h"
 
+namespace {
+
+// Runs the --host-discovery-script: the hosts it prints, host[:slots] a line.
+std::vector<std::pair<std::string, size_t>> discover_hosts(const std::string& script) {
+  FILE* p = popen(script.c_str(), "r");
+  std::string text;
+  char buf[4096];
+  for (size_t n; p && (n = fread(buf, 1, sizeof(buf), p)) > 0;) text.append(buf, n);
+  if (!p || pclose(p) != 0)
+    throw dtrain::InputError("--host-discovery-script " + script + " failed");
+  return dtrain::launcher::parse_host_lines(text, "--host-discovery-script " + script);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace dtrain::launcher;
   CLI::App app{
@@ -92,43 +107,12 @@ int main(int argc, char** argv) {
         for (const auto& l : r.last_lines) std::fprintf(stderr, "    %s\n", l.c_str());
       }
       if (elastic) {
-        // Drop what failed: its host when the failure names a machine other than this one,
-        // else one slot of this machine's (or of the last host's).
-        const std::string local = dtrain::host_name();
-        if (!r.failed_host.empty() && r.failed_host != local) {
-          dropped.insert(r.failed_host);
-        } else {
-          auto it = std::find_if(hosts.begin(), hosts.end(), [&](const auto& h) {
-            return h.first.empty() || h.first == local || h.first == "localhost";
-          });
-          if (it == hosts.end()) it = hosts.end() - 1;
-          if (--it->second == 0) dropped.insert(it->first);
-        }
-        if (!o.host_discovery_script.empty()) {
-          // Hosts that appeared join now; those that failed stay out.
-          FILE* p = popen(o.host_discovery_script.c_str(), "r");
-          std::string text;
-          char buf[4096];
-          for (size_t n; p && (n = fread(buf, 1, sizeof(buf), p)) > 0;) text.append(buf, n);
-          if (!p || pclose(p) != 0)
-            throw dtrain::InputError("--host-discovery-script " + o.host_discovery_script +
-                                     " failed");
-          hosts = parse_host_lines(text, "--host-discovery-script " + o.host_discovery_script);
-        }
-        std::vector<std::pair<std::string, size_t>> left;
+        std::optional<std::vector<std::pair<std::string, size_t>>> discovered;
+        if (!o.host_discovery_script.empty()) discovered = discover_hosts(o.host_discovery_script);
+        hosts = shrink_hosts(hosts, r.failed_host, &dropped, discovered, o.max_np);
         size_t total = 0;
-        for (const auto& h : hosts) {
-          if (dropped.count(h.first) || h.second == 0) continue;
-          size_t n = h.second;
-          if (o.max_np && total + n > o.max_np) n = o.max_np - total;
-          if (n == 0) break;
-          left.emplace_back(h.first, n);
-          total += n;
-        }
-        hosts = left;
-        std::string list;
-        for (const auto& [h, n] : hosts)
-          list += (list.empty() ? "" : ",") + (h.empty() ? local : h) + ":" + std::to_string(n);
+        for (const auto& h : hosts) total += h.second;
+        const std::string list = describe_hosts(hosts);
         if (total < o.min_np) {
           std::fprintf(stderr,
                        "[dtrainrun] elastic: %zu rank(s) left (%s), fewer than --min-np %zu; "

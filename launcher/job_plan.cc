@@ -13,6 +13,7 @@
 
 #include "runtime/cluster_spec.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 #include "runtime/netif.h"
 
 extern char** environ;
@@ -387,6 +388,38 @@ LauncherOptions with_hosts(LauncherOptions o,
   }
   o.np = np;
   return o;
+}
+
+std::vector<std::pair<std::string, size_t>> shrink_hosts(
+    std::vector<std::pair<std::string, size_t>> hosts, const std::string& failed_host,
+    std::set<std::string>* dropped,
+    const std::optional<std::vector<std::pair<std::string, size_t>>>& discovered, size_t max_np) {
+  if (!failed_host.empty() && !is_local_host(failed_host)) {
+    dropped->insert(failed_host);
+  } else if (!hosts.empty()) {
+    auto it = std::find_if(hosts.begin(), hosts.end(),
+                           [](const auto& h) { return h.first.empty() || is_local_host(h.first); });
+    if (it == hosts.end()) it = hosts.end() - 1;
+    if (--it->second == 0) dropped->insert(it->first);
+  }
+  if (discovered) hosts = *discovered;
+  std::vector<std::pair<std::string, size_t>> left;
+  size_t total = 0;
+  for (const auto& [host, slots] : hosts) {
+    if (dropped->count(host) || slots == 0) continue;
+    const size_t n = max_np ? std::min(slots, max_np - total) : slots;
+    if (n == 0) break;
+    left.emplace_back(host, n);
+    total += n;
+  }
+  return left;
+}
+
+std::string describe_hosts(const std::vector<std::pair<std::string, size_t>>& hosts) {
+  std::string list;
+  for (const auto& [h, n] : hosts)
+    list += (list.empty() ? "" : ",") + (h.empty() ? host_name() : h) + ":" + std::to_string(n);
+  return list;
 }
 
 std::vector<std::pair<std::string, size_t>> parse_host_lines(const std::string& text,

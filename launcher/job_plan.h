@@ -4,6 +4,8 @@
 #pragma once
 
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,18 @@ std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOption
 // The options that run an allreduce job on exactly `hosts` (one "" entry: this machine).
 LauncherOptions with_hosts(LauncherOptions o,
                            const std::vector<std::pair<std::string, size_t>>& hosts);
+
+// Elastic: the hosts an allreduce job goes on with after a failure. The machine the failure
+// names goes into `dropped` (they stay out for good); when it names none, or this machine, one
+// slot of this machine's goes (else of the last host's). The discovery script's hosts, when
+// given, then stand for `hosts`; at most max_np slots remain (0: no cap).
+std::vector<std::pair<std::string, size_t>> shrink_hosts(
+    std::vector<std::pair<std::string, size_t>> hosts, const std::string& failed_host,
+    std::set<std::string>* dropped,
+    const std::optional<std::vector<std::pair<std::string, size_t>>>& discovered, size_t max_np);
+
+// "node1:2,node2:1" (this machine's entry "" by its name).
+std::string describe_hosts(const std::vector<std::pair<std::string, size_t>>& hosts);
 
 // Parses a host discovery script's output (Horovod's --host-discovery-script): one host[:slots]
 // per line, '#' comments and blank lines ignored. `what` names the source in errors.

@@ -43,10 +43,8 @@ void init(double stall_warning_s, double stall_timeout_s) {
   g_comm = std::make_unique<MpiCommunicator>(&argc, &argv);
   set_log_identity("rank", g_comm->rank(), g_comm->size());
   const EnvConfig env = read_env();
-  StallOptions stall;
-  stall.warning_s = stall_warning_s >= 0 ? stall_warning_s : env.stall_warning_s.value_or(60);
-  stall.timeout_s = stall_timeout_s >= 0 ? stall_timeout_s : env.stall_timeout_s.value_or(600);
-  g_comm->watch_stalls(stall, env.network_interfaces.empty() ? "" : env.network_interfaces[0]);
+  g_comm->watch_stalls(stall_options(stall_warning_s, stall_timeout_s, env),
+                       env.network_interfaces.empty() ? "" : env.network_interfaces[0]);
 }
 
 void shutdown() {
@@ -162,4 +160,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("allgather_bytes", &allgather_bytes);
   m.def("check_agreement", &check_agreement);
   m.def("abort", [](int code) { comm().abort(code); });
+  // DTRAIN_FUSION_THRESHOLD as mnist_train reads it (units and all), default 64 MB.
+  m.def("fusion_threshold", [] {
+    return read_env().fusion_threshold_bytes.value_or(AllreduceOptions{}.fusion_threshold_bytes);
+  });
 }

@@ -121,7 +121,21 @@ TrainResult Trainer::run() {
   const nlohmann::json job = job_agreement(agreed, model_);
   if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
   resume = sync_.start(model_, opt_, job, resume, timeline_);
-  if (opts_.checkpoint_every_steps && sync_.name() == "ps")
+  const bool ps_worker = sync_.name() == "ps";
+  // Allreduce ranks agree on where to stop: every kStopCheckSteps steps they sum their SIGTERM
+  // flags (8 bytes; ~0.3% of a step's time), and all stop there together, the chief writing the
+  // checkpoint. A SIGTERM reaches the ranks at slightly different moments; stopping each at its
+  // own step would leave the others waiting.
+  const bool agree_on_stop = sync_.world() > 1 && !ps_worker;
+  auto any_rank_stopping = [this] {
+    double flag = stop_requested() ? 1 : 0;
+    sync_.sum(&flag, 1);
+    return flag > 0;
+  };
+  // Not under mpirun: its output forwarding does not keep a carriage-return progress line.
+  const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO) &&
+                        read_env().mpi_world_size == 0;
+  if (opts_.checkpoint_every_steps && ps_worker)
     throw InputError(
         "--checkpoint-every-steps: parameter-server jobs checkpoint at epoch ends only in this "
         "version");
@@ -145,9 +159,6 @@ TrainResult Trainer::run() {
       const size_t f = data_.features(), b = opts_.batch_size;
       std::vector<float> x(b * f);
       std::vector<uint8_t> y(b);
-      // Not under mpirun: its output forwarding does not keep a carriage-return progress line.
-      const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO) &&
-                            read_env().mpi_world_size == 0;
       const GradReady ready = [this](size_t off, size_t n) { sync_.ready(off, n); };
       model_.take_train_stats();  // start the epoch's sums from zero
       const auto t0 = std::chrono::steady_clock::now();
@@ -170,23 +181,11 @@ TrainResult Trainer::run() {
           timeline_.span("finish_step", 0, tc, timeline_.now_us(), {{"step", global_step}});
         }
         ++global_step;
-        // Allreduce ranks agree on where to stop: every kStopCheckSteps steps they sum their
-        // SIGTERM flags (8 bytes; ~0.3% of a step's time), and all stop there together, the
-        // chief writing the checkpoint. A SIGTERM reaches the ranks at slightly different
-        // moments; stopping each at its own step would leave the others waiting.
-        bool stop = stop_requested();
-        if (sync_.world() > 1 && sync_.name() != "ps") {
-          stop = false;
-          if ((s + 1) % kStopCheckSteps == 0) {
-            double flag = stop_requested() ? 1 : 0;
-            sync_.sum(&flag, 1);
-            stop = flag > 0;
-          }
-        }
+        const bool stop = agree_on_stop ? (s + 1) % kStopCheckSteps == 0 && any_rank_stopping()
+                                        : stop_requested();
         const size_t every = opts_.checkpoint_every_steps;
         // ps workers hold no optimizer state (the servers do): no checkpoint of theirs on a stop.
-        if (writer &&
-            ((stop && sync_.name() != "ps") || (every && (s + 1) % every == 0 && s + 1 < steps)))
+        if (writer && ((stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps)))
           write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
         if (stop) {
           sync_.finish(false);

@@ -319,6 +319,13 @@ TEST(Launcher, ElasticHostLists) {
   EXPECT_EQ(line.find(" -H "), std::string::npos) << line;
   EXPECT_EQ(parse_host_lines("# hosts\nn1:2\n\n  n3  \n", "script"), (Hosts{{"n1", 2}, {"n3", 1}}));
   EXPECT_THROW(parse_host_lines("n1:x\n", "script"), InputError);
+  // After a failure: the named machine goes for good; none named: one local slot goes.
+  std::set<std::string> dropped;
+  EXPECT_EQ(shrink_hosts({{"n1", 2}, {"n2", 2}}, "n2", &dropped, std::nullopt, 0),
+            (Hosts{{"n1", 2}}));
+  EXPECT_EQ(shrink_hosts({{"", 3}}, "", &dropped, std::nullopt, 0), (Hosts{{"", 2}}));
+  EXPECT_EQ(shrink_hosts({{"n1", 2}}, "", &dropped, Hosts{{"n1", 2}, {"n2", 4}, {"n3", 4}}, 5),
+            (Hosts{{"n1", 2}, {"n3", 3}}));  // n2 stays out, capped at 5 slots
 }
 
 TEST(Launcher, NoCommandIsAnError) {

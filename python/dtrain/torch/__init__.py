@@ -181,19 +181,6 @@ def broadcast_optimizer_state(optimizer, root_rank):
     optimizer.load_state_dict(state)
 
 
-def _fusion_threshold():
-    v = os.environ.get("DTRAIN_FUSION_THRESHOLD")
-    if not v:
-        return 64 << 20
-    units = {"": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
-             "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
-    num = v.rstrip("KkMmGgIiBb")
-    unit = v[len(num):].upper()
-    if not num or unit not in units:
-        raise ValueError("DTRAIN_FUSION_THRESHOLD='%s' is not a size (e.g. 64MB)" % v)
-    return int(float(num) * units[unit])
-
-
 class _DistributedOptimizer(torch.optim.Optimizer):
     def __init__(self, params, named_parameters, backward_passes_per_step, fusion_threshold):
         super(self.__class__, self).__init__(params)
@@ -315,4 +302,4 @@ def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_s
     cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
                dict(_DistributedOptimizer.__dict__))
     return cls(optimizer.param_groups, named_parameters, backward_passes_per_step,
-               _fusion_threshold())
+               _core.fusion_threshold())
