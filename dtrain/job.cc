@@ -45,11 +45,19 @@ bool wants_ps(const JobOptions& o, const EnvConfig& env) {
   return !parse_cluster_spec(*env.tf_config, "TF_CONFIG", false).job("ps").empty();
 }
 
-// What every ps task and worker of a job must agree on.
-nlohmann::json ps_agreement(const JobOptions& o, const Model& model, size_t workers) {
-  return {{"model", model.spec()}, {"optimizer", optimizer_spec(o.spec.optimizer)},
-          {"workers", workers},    {"batch_size", o.spec.batch_size},
-          {"sync", o.ps.sync},     {"max_staleness", o.ps.max_staleness}};
+// What every ps task and worker of a job must agree on. Without a model (a ps task that learns
+// it from the workers) the model and optimizer are left to the first hello.
+nlohmann::json ps_agreement(const JobOptions& o, const Model* model, const OptimizerOptions& opt,
+                            size_t workers) {
+  nlohmann::json j = {{"workers", workers},
+                      {"batch_size", o.spec.batch_size},
+                      {"sync", o.ps.sync},
+                      {"max_staleness", o.ps.max_staleness}};
+  if (model) {
+    j["model"] = model->spec();
+    j["optimizer"] = optimizer_spec(opt);
+  }
+  return j;
 }
 
 std::string ps_task_name(const ClusterSpec& spec, size_t i) {
@@ -149,7 +157,7 @@ void Job::abort(int code) {
 }
 
 // The chooser: the one place that maps a role to a strategy.
-std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
+std::unique_ptr<GradientSync> Job::make_sync(const Model& model, const Optimizer& opt) {
   if (mode_ == "local") return std::make_unique<LocalSync>();
   const EnvConfig env = read_env();
   if (mode_ == "allreduce") {
@@ -197,7 +205,7 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model) {
   c.step_timeout_s = o_.ps.step_timeout_s;
   c.stall_warning_s = stall_options(o_.stall_warning_s, o_.stall_timeout_s, env).warning_s;
   c.job_id = job_id(env, spec);
-  c.job = ps_agreement(o_, model, c.num_workers);
+  c.job = ps_agreement(o_, &model, opt.options(), c.num_workers);
   c.overlap = !o_.ps.sync && o_.ps.max_staleness == 0;
   c.sync = o_.ps.sync;
   c.shm = env.ps_shm && !o_.ps.secure;
@@ -209,8 +217,9 @@ void Job::serve(const ModelFactory& make_model) {
   if (!ps_task_) throw Error("Job::serve: this process is not a ps task");
   const EnvConfig env = read_env();
   const ClusterSpec spec = tf_config_for_ps(env);
-  // The layout the workers train: built on the CPU only to learn its size and description.
-  const std::unique_ptr<Model> model = make_model(o_.spec, cpu_backend());
+  // The layout the workers train: built on the CPU only to learn its size and description (or
+  // learnt from the workers' hellos when there is no factory).
+  const std::unique_ptr<Model> model = make_model ? make_model(o_.spec, cpu_backend()) : nullptr;
   ps::ServerOptions s;
   s.name = ps_task_name(spec, spec.task_index);
   for (const auto& [type, index] : spec.training_tasks())
@@ -224,7 +233,8 @@ void Job::serve(const ModelFactory& make_model) {
   s.index = spec.task_index;
   s.num_servers = spec.job("ps").size();
   s.num_workers = spec.num_workers();
-  s.param_count = model->param_count();
+  s.learn_model = !model;
+  s.param_count = model ? model->param_count() : 0;
   s.optimizer = o_.spec.optimizer;
   s.async = !o_.ps.sync;
   s.max_staleness = o_.ps.sync ? 0 : o_.ps.max_staleness;
@@ -232,7 +242,7 @@ void Job::serve(const ModelFactory& make_model) {
   s.step_timeout_s = o_.ps.step_timeout_s;
   s.stall_warning_s = stall_options(o_.stall_warning_s, o_.stall_timeout_s, env).warning_s;
   s.job_id = job_id(env, spec);
-  s.job = ps_agreement(o_, *model, s.num_workers);
+  s.job = ps_agreement(o_, model.get(), o_.spec.optimizer, s.num_workers);
   ps::Server server(*zmq_, s);
   server.run();
 }
@@ -257,7 +267,7 @@ TrainResult Job::train(const ModelFactory& make_model, const Dataset& data) {
   }
   std::unique_ptr<Model> model = make_model(o_.spec, *device_.backend);
   Optimizer opt(o_.spec.optimizer, model->param_count(), device_.backend);
-  sync_ = make_sync(*model);
+  sync_ = make_sync(*model, opt);
   log_debug("training ", model->param_count(), " parameters on ", device_.backend->name(), " with ",
             sync_->name(), " sync, world size ", sync_->world());
   Trainer trainer(*model, opt, *sync_, data, o_.spec);

@@ -92,6 +92,8 @@ class Job {
   // A TF_CONFIG "ps" task: call serve(), not train().
   bool is_ps_task() const { return ps_task_; }
   // ps task: serves this task's shard of the model's parameters until every worker is done.
+  // Without a factory the task learns the model (parameter count, optimizer) from the workers'
+  // hellos: for models that live in another framework (dtrain.torch).
   void serve(const ModelFactory& make_model);
   // Worker: builds the model on the job's backend and trains it on `data`.
   TrainResult train(const ModelFactory& make_model, const Dataset& data);
@@ -104,10 +106,12 @@ class Job {
   // none waits forever for this one. For main()s; the library never calls it itself.
   void abort(int code);
 
+  // The job's strategy for `model` trained with `opt` (what train() uses; built once per call):
+  // for programs that run their own training loop over the model's flat buffers (dtrain.torch's
+  // ps workers). The job must outlive it.
+  std::unique_ptr<GradientSync> make_sync(const Model& model, const Optimizer& opt);
+
  private:
-  void start_ps_worker();
-  void start_allreduce();
-  std::unique_ptr<GradientSync> make_sync(const Model& model);
 
   JobOptions o_;
   std::string mode_;

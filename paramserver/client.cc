@@ -335,8 +335,10 @@ void ParameterServerSync::apply_params_reply(Model& model) {
   push_outstanding_ = false;
 }
 
-void ParameterServerSync::drain(Model& model) {
-  if (push_outstanding_) apply_params_reply(model);
+bool ParameterServerSync::drain(Model& model) {
+  if (!push_outstanding_) return false;
+  apply_params_reply(model);
+  return true;
 }
 
 void ParameterServerSync::send_piece(size_t i) {

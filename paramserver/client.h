@@ -69,6 +69,10 @@ class ParameterServerSync : public GradientSync {
   void finish(bool ok) override;
   // Servers this worker exchanges floats with through shared memory (after start()).
   size_t shared_memory_servers() const;
+  // Takes the answer to an outstanding push (async mode overlaps it with the next step), if
+  // any: the model then holds the newest parameters sent to this worker, and sum() may be
+  // called. Returns whether there was one.
+  bool drain(Model& model);
 
  private:
   struct Reply {
@@ -98,8 +102,6 @@ class ParameterServerSync : public GradientSync {
   // Sends [offset, offset + count) of the gradient `g` (the flat buffer) to server s: through its
   // segment, or zero-copy from g (which must then stay unchanged until the answer).
   uint32_t push(size_t s, uint64_t offset, size_t count, const float* g);
-  // Takes the answer to an outstanding push, if any.
-  void drain(Model& model);
   // Timeline spans of the step's communication (tid 1): "push" and "wait".
   void span(const char* name, int64_t from_us);
   int64_t now_us() const;

@@ -27,17 +27,10 @@ Shard::Shard(const ServerOptions& o)
       params(range.count, 0.0f) {}
 
 Server::Server(zmq::context_t& ctx, ServerOptions opts)
-    : opts_(std::move(opts)),
-      shard_(opts_),
-      sock_(ctx, zmq::socket_type::router),
-      shm_(opts_.num_workers) {
-  PolicyHost& host = *this;
-  if (!opts_.async)
-    policy_ = std::make_unique<SyncPolicy>(shard_, host);
-  else if (opts_.max_staleness > 0)
-    policy_ = std::make_unique<BoundedStalenessPolicy>(shard_, host, opts_.max_staleness);
-  else
-    policy_ = std::make_unique<AsyncPolicy>(shard_, host);
+    : opts_(std::move(opts)), sock_(ctx, zmq::socket_type::router), shm_(opts_.num_workers) {
+  if (opts_.learn_model) opts_.param_count = 0;  // until a hello says it
+  configure();
+  configured_ = !opts_.learn_model;
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::router_mandatory, 0);
   if (opts_.curve) apply_server_curve(sock_, *opts_.curve);
@@ -49,9 +42,51 @@ Server::Server(zmq::context_t& ctx, ServerOptions opts)
                                    ": the port is already in use"));
     throw InputError(detail::cat(opts_.name, ": cannot listen on ", opts_.bind, ": ", e.what()));
   }
-  const Range& r = shard_.range;
-  log_debug(opts_.name, " serving parameters [", r.offset, ", ", r.offset + r.count, ") on ",
-            opts_.bind, " (", policy_->mode(), ")");
+  if (opts_.learn_model) {
+    log_debug(opts_.name, " on ", opts_.bind, " (", policy_->mode(),
+              "): the model comes with the first worker's hello");
+  } else {
+    const Range& r = shard_->range;
+    log_debug(opts_.name, " serving parameters [", r.offset, ", ", r.offset + r.count, ") on ",
+              opts_.bind, " (", policy_->mode(), ")");
+  }
+}
+
+void Server::configure() {
+  const size_t rejected = shard_ ? shard_->rejected : 0;
+  policy_.reset();  // it refers to the shard
+  shard_ = std::make_unique<Shard>(opts_);
+  shard_->rejected = rejected;
+  PolicyHost& host = *this;
+  if (!opts_.async)
+    policy_ = std::make_unique<SyncPolicy>(*shard_, host);
+  else if (opts_.max_staleness > 0)
+    policy_ = std::make_unique<BoundedStalenessPolicy>(*shard_, host, opts_.max_staleness);
+  else
+    policy_ = std::make_unique<AsyncPolicy>(*shard_, host);
+}
+
+std::string Server::learn(const nlohmann::json& j) {
+  const auto* model = j.contains("model") ? &j["model"] : nullptr;
+  if (!model || !model->is_object() || !model->contains("param_count") ||
+      !(*model)["param_count"].is_number_unsigned() || (*model)["param_count"].get<size_t>() == 0)
+    return "hello: no model.param_count to serve";
+  if (!j.contains("optimizer")) return "hello: no optimizer";
+  try {
+    opts_.optimizer = optimizer_options(j["optimizer"], opts_.name + ": the worker's hello");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  opts_.param_count = (*model)["param_count"].get<size_t>();
+  opts_.job["model"] = *model;
+  opts_.job["optimizer"] = j["optimizer"];
+  configure();
+  configured_ = true;
+  const Range& r = shard_->range;
+  log_debug(opts_.name, " learnt the model from a worker's hello: ", opts_.param_count,
+            " parameters (", opts_.optimizer.name, "), serving [", r.offset, ", ",
+            r.offset + r.count, ")");
+  return "";
 }
 
 void Server::reply(const std::string& identity, const Header& req, MsgType type,
@@ -62,8 +97,8 @@ void Server::reply(const std::string& identity, const Header& req, MsgType type,
   h.job_id = opts_.job_id;
   h.sender = uint32_t(opts_.index);
   h.request = req.request;
-  h.step = step == UINT64_MAX ? shard_.version : step;
-  h.offset = offset == UINT64_MAX ? shard_.range.offset : offset;
+  h.step = step == UINT64_MAX ? shard_->version : step;
+  h.offset = offset == UINT64_MAX ? shard_->range.offset : offset;
   h.count = count;
   // Named in the error only if a send fails.
   const char* what = type_name(h.type);
@@ -87,9 +122,9 @@ void Server::reply_error(const std::string& identity, const Header& req, const s
 
 bool Server::need_whole_range(const std::string& identity, const Header& h,
                               size_t elems_per_param) {
-  const Range& r = shard_.range;
+  const Range& r = shard_->range;
   if (h.offset == r.offset && h.count == r.count * elems_per_param) return true;
-  ++shard_.rejected;
+  ++shard_->rejected;
   log_info(opts_.name, ": rejected a ", type_name(h.type), " from worker ", h.sender, " for [",
            h.offset, ", +", h.count, "); this server owns [", r.offset, ", +", r.count, ")");
   reply_error(identity, h, "range does not match this server's shard");
@@ -100,22 +135,22 @@ void Server::send_params(const std::string& identity, const Header& req, size_t 
                          bool zero_copy) {
   if (ShmSegment* seg = req.sender < shm_.size() ? shm_[req.sender].get() : nullptr) {
     // The worker reads this area only after this answer, and asks again only after reading it.
-    std::memcpy(seg->params() + rel, shard_.params.data() + rel, n * sizeof(float));
+    std::memcpy(seg->params() + rel, shard_->params.data() + rel, n * sizeof(float));
     return reply(identity, req, MsgType::kParamsShm, nullptr, 0, n, UINT64_MAX, false,
-                 shard_.range.offset + rel);
+                 shard_->range.offset + rel);
   }
-  reply(identity, req, MsgType::kParams, shard_.params.data() + rel, n * sizeof(float), n,
-        UINT64_MAX, zero_copy, shard_.range.offset + rel);
+  reply(identity, req, MsgType::kParams, shard_->params.data() + rel, n * sizeof(float), n,
+        UINT64_MAX, zero_copy, shard_->range.offset + rel);
 }
 
 const float* Server::push_floats(const std::string& identity, const Message& m) {
   if (m.type() == MsgType::kPush) return m.floats();
   const Header& h = m.h;
   ShmSegment* seg = shm_[h.sender].get();
-  const Range& r = shard_.range;
+  const Range& r = shard_->range;
   const uint64_t rel = h.offset - r.offset;
   if (!seg || h.offset < r.offset || rel > r.count || h.count > r.count - rel) {
-    ++shard_.rejected;
+    ++shard_->rejected;
     log_info(opts_.name, ": rejected a push_shm from worker ", h.sender,
              seg ? " outside this server's range" : " that has no shared-memory segment here");
     reply_error(identity, h,
@@ -137,7 +172,7 @@ bool Server::attach_shm(uint32_t worker, const nlohmann::json& offer) {
   if (shm_[worker] && shm_[worker]->name() == name && shm_[worker]->nonce() == nonce)
     return true;  // a repeated hello
   std::string why;
-  shm_[worker] = ShmSegment::open(name, shard_.range.count, nonce, &why);
+  shm_[worker] = ShmSegment::open(name, shard_->range.count, nonce, &why);
   if (!shm_[worker])
     log_debug(opts_.name, ": worker ", worker, " offered shared memory ", name,
               " that is not usable here (", why, "); using TCP payloads");
@@ -153,7 +188,7 @@ void Server::run() {
       // Whose message it is is in its first frame, so a failure here can name nobody.
       std::vector<zmq::message_t> parts = recv_multipart(sock_, opts_.name, ": recv");
       if (parts.size() != 2 && parts.size() != 3) {
-        ++shard_.rejected;
+        ++shard_->rejected;
         log_info(opts_.name, ": rejected a message of ", parts.size() - 1,
                  " frames (expected header and payload)");
         continue;
@@ -165,14 +200,17 @@ void Server::run() {
                         : decode(parts[1].data(), parts[1].size());
         handle(identity, m);
       } catch (const ProtocolError& e) {
-        ++shard_.rejected;
+        ++shard_->rejected;
         log_info(opts_.name, ": rejected a bad frame: ", e.what());
         Header h;
         h.sender = UINT32_MAX;  // unknown (only the request id is echoed)
         reply_error(identity, h, std::string("rejected: ") + e.what());
       }
-      if (shard_.done.size() == opts_.num_workers) {
+      if (shard_->done.size() == opts_.num_workers) {
         log_debug(opts_.name, ": every worker is done; exiting");
+        // The last worker's done answer is still queued: closing with linger 0 would drop it
+        // and leave that worker waiting for it (seen when the process ends right after run()).
+        sock_.set(zmq::sockopt::linger, 2000);
         return;
       }
     }
@@ -191,7 +229,7 @@ void Server::check_timeouts() {
     if (slot.waiting.empty() || seconds_since(slot.started) <= opts_.step_timeout_s) continue;
     std::vector<size_t> missing;
     for (size_t w = 0; w < opts_.num_workers; ++w)
-      if (!slot.from.count(uint32_t(w)) && !shard_.done.count(uint32_t(w))) missing.push_back(w);
+      if (!slot.from.count(uint32_t(w)) && !shard_->done.count(uint32_t(w))) missing.push_back(w);
     const std::string why = detail::cat(opts_.name, ": metrics sum: no answer from worker(s) ",
                                         name_workers(opts_, missing), " after ",
                                         opts_.step_timeout_s, " s; the worker(s) may have died");
@@ -203,40 +241,43 @@ void Server::check_timeouts() {
 void Server::handle(const std::string& identity, const Message& m) {
   const Header& h = m.h;
   if (h.job_id != opts_.job_id) {
-    ++shard_.rejected;
+    ++shard_->rejected;
     log_info(opts_.name, ": rejected a ", type_name(h.type), " from another job (job id ", h.job_id,
              ", this job is ", opts_.job_id, ")");
     return reply_error(identity, h, "message from another job");
   }
   if (h.sender >= opts_.num_workers) {
-    ++shard_.rejected;
+    ++shard_->rejected;
     log_info(opts_.name, ": rejected a ", type_name(h.type), " from sender ", h.sender,
              " (this job has ", opts_.num_workers, " workers)");
     return reply_error(identity, h,
                        detail::cat("sender ", h.sender, " is not a worker of this job"));
   }
+  if (!configured_ && m.type() != MsgType::kHello)
+    return reply_error(identity, h,
+                       detail::cat(opts_.name, ": no worker has said hello with the model yet"));
   switch (m.type()) {
     case MsgType::kHello:
       return handle_hello(identity, m);
     case MsgType::kInit: {
-      Optimizer& opt = shard_.opt;
-      const size_t slots = opt.slots(), count = shard_.range.count;
+      Optimizer& opt = shard_->opt;
+      const size_t slots = opt.slots(), count = shard_->range.count;
       if (!need_whole_range(identity, h, 1 + slots)) return;
-      std::memcpy(shard_.params.data(), m.floats(), count * sizeof(float));
+      std::memcpy(shard_->params.data(), m.floats(), count * sizeof(float));
       std::memcpy(opt.state(), m.floats() + count, count * slots * sizeof(float));
       opt.set_steps(h.step);
-      shard_.version = 0;
-      shard_.initialized = true;
+      shard_->version = 0;
+      shard_->initialized = true;
       return reply(identity, h, MsgType::kInitOk, nullptr, 0, 0);
     }
     case MsgType::kPull:
-      if (!shard_.initialized)
+      if (!shard_->initialized)
         return reply_error(identity, h, "parameters are not initialized yet");
-      return send_params(identity, h, 0, shard_.range.count,
+      return send_params(identity, h, 0, shard_->range.count,
                          /*zero_copy=*/policy_->params_stable_between_pushes());
     case MsgType::kGetState: {
-      const Optimizer& opt = shard_.opt;
-      std::vector<float> s(shard_.params);
+      const Optimizer& opt = shard_->opt;
+      std::vector<float> s(shard_->params);
       s.insert(s.end(), opt.state(), opt.state() + opt.state_size());
       // The optimizer's step count rides in the header: Adam's bias correction needs it.
       return reply(identity, h, MsgType::kState, s.data(), s.size() * sizeof(float), s.size(),
@@ -250,11 +291,11 @@ void Server::handle(const std::string& identity, const Message& m) {
     case MsgType::kSum:
       return handle_sum(identity, m);
     case MsgType::kDone:
-      shard_.done.insert(h.sender);
+      shard_->done.insert(h.sender);
       reply(identity, h, MsgType::kDoneOk, nullptr, 0, 0);
       return policy_->worker_done(h.sender);
     default:
-      ++shard_.rejected;
+      ++shard_->rejected;
       return reply_error(identity, h, detail::cat("unexpected ", type_name(h.type)));
   }
 }
@@ -263,6 +304,13 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
   const Header& h = m.h;
   auto j = nlohmann::json::parse(m.payload, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return reply_error(identity, h, "hello: bad JSON");
+  if (!configured_) {
+    const std::string why = learn(j);
+    if (!why.empty()) {
+      log_info(opts_.name, ": worker ", h.sender, ": ", why);
+      return reply_error(identity, h, why);
+    }
+  }
   for (auto it = opts_.job.begin(); it != opts_.job.end(); ++it) {
     if (!j.contains(it.key()) || j[it.key()] != it.value()) {
       const std::string why =
@@ -280,11 +328,11 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
     resume_[1] = j["resume"][1].get<uint64_t>();
   }
   const bool shm = attach_shm(h.sender, j.value("shm", nlohmann::json()));
-  const nlohmann::json r = {{"initialized", shard_.initialized},
+  const nlohmann::json r = {{"initialized", shard_->initialized},
                             {"shm", shm},
                             {"resume", {resume_[0], resume_[1]}},
-                            {"offset", shard_.range.offset},
-                            {"count", shard_.range.count}};
+                            {"offset", shard_->range.offset},
+                            {"count", shard_->range.count}};
   const std::string s = r.dump();
   reply(identity, h, MsgType::kHelloOk, s.data(), s.size(), s.size());
 }
@@ -302,7 +350,7 @@ void Server::handle_sum(const std::string& identity, const Message& m) {
     return reply_error(identity, h, "sum: every worker must send the same count");
   for (size_t i = 0; i < h.count; ++i) slot.values[i] += m.doubles()[i];
   slot.waiting.push_back({identity, h});
-  if (slot.waiting.size() + shard_.done.size() >= opts_.num_workers) {
+  if (slot.waiting.size() + shard_->done.size() >= opts_.num_workers) {
     for (auto& [id, hh] : slot.waiting)
       reply(id, hh, MsgType::kSumResult, slot.values.data(), slot.values.size() * sizeof(double),
             slot.values.size());

@@ -41,6 +41,11 @@ struct ServerOptions {
   size_t index = 0, num_servers = 1, num_workers = 1;
   size_t param_count = 0;
   OptimizerOptions optimizer;
+  // The model comes from the workers: param_count and optimizer are taken from the first hello
+  // that says them ("model": {"param_count": N}, "optimizer": {...}), and every later hello must
+  // agree with that one. A ps task of a job whose model lives in another framework
+  // (dtrain.torch) serves this way: it never builds the model itself.
+  bool learn_model = false;
   bool async = false;
   size_t max_staleness = 0;     // > 0: stale-synchronous
   size_t chunk_floats = 65536;  // sync: the pieces a step is pushed and applied in
@@ -66,16 +71,23 @@ class Server : private PolicyHost {
   // Serves until every worker has said done (returns), or fails (throws): a worker missing past
   // the step timeout in sync mode, nobody arriving within the start timeout.
   void run();
-  const Range& range() const { return shard_.range; }
+  const Range& range() const { return shard_->range; }
+  // The shard is known: from the options, or (learn_model) from the first worker's hello.
+  bool configured() const { return configured_; }
   // The endpoint actually bound (resolves a wildcard port such as tcp://127.0.0.1:*).
   std::string endpoint() const { return sock_.get(zmq::sockopt::last_endpoint); }
-  size_t rejected_frames() const { return shard_.rejected; }
+  size_t rejected_frames() const { return shard_->rejected; }
   // Updates applied: steps in sync mode, pushes in async mode.
-  uint64_t updates_applied() const { return shard_.version; }
+  uint64_t updates_applied() const { return shard_->version; }
 
  private:
   void handle(const std::string& identity, const Message& m);
   void handle_hello(const std::string& identity, const Message& m);
+  // The shard and its update policy for opts_ (again, once learn_model has learnt the model).
+  void configure();
+  // learn_model: takes the model and optimizer from a hello's JSON; an error text if they are
+  // unusable (the hello is refused), else empty.
+  std::string learn(const nlohmann::json& hello);
   void handle_sum(const std::string& identity, const Message& m);
   // zero_copy: ZeroMQ sends straight from `payload`, which must not change until sent.
   void reply(const std::string& identity, const Header& req, MsgType type, const void* payload,
@@ -96,7 +108,8 @@ class Server : private PolicyHost {
   void check_timeouts();
 
   ServerOptions opts_;
-  Shard shard_;
+  std::unique_ptr<Shard> shard_;
+  bool configured_ = false;
   zmq::socket_t sock_;
   std::unique_ptr<UpdatePolicy> policy_;
   std::vector<std::unique_ptr<ShmSegment>> shm_;  // per worker; null: payload frames

@@ -1,8 +1,12 @@
-// dtrain._core: the C++ side of `import dtrain.torch` (python/dtrain/torch/__init__.py). It holds
-// the job's MpiCommunicator (allreduce/mpi_communicator.h: the same background-thread
-// allreduce, stall watchdog and error messages as mnist_train's ranks) and offers collectives
-// on raw CPU buffers, so the module needs no PyTorch C++ headers: Python passes
-// tensor.data_ptr() and sizes. Blocking calls release the GIL.
+// dtrain._core: the C++ side of `import dtrain.torch` (python/dtrain/torch/__init__.py).
+// Allreduce mode: it holds the job's MpiCommunicator (allreduce/mpi_communicator.h: the same
+// background-thread allreduce, stall watchdog and error messages as mnist_train's ranks) and
+// offers collectives on raw CPU buffers, so the module needs no PyTorch C++ headers: Python
+// passes tensor.data_ptr() and sizes.
+// Parameter-server mode: a dtrain::Job in ps mode, as mnist_train's. A ps task serves a model it
+// learns from the workers' hellos; a worker holds a Model whose one layer is the PyTorch model's
+// flat parameters (TorchParameters) and drives the job's ParameterServerSync over it.
+// Blocking calls release the GIL.
 #include <dlfcn.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -13,9 +17,15 @@
 
 #include "allreduce/allreduce_start.h"
 #include "allreduce/mpi_communicator.h"
+#include "dtrain/flags.h"
+#include "paramserver/client.h"
+#include "dtrain/job.h"
+#include "runtime/cluster_spec.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/optimizer.h"
+#include "runtime/timeline.h"
 
 namespace py = pybind11;
 using namespace dtrain;
@@ -135,6 +145,185 @@ void check_agreement(const std::string& json_object) {
   check_job_consistency(comm(), j);
 }
 
+// ---- parameter-server mode ----
+
+// A PyTorch model's parameters as the one layer of a dtrain Model: the flat buffers the ps
+// strategy pushes from and pulls into. It never runs forward or backward (PyTorch does).
+class TorchParameters : public Layer {
+ public:
+  TorchParameters(size_t count, nlohmann::json tensors)
+      : count_(count), tensors_(std::move(tensors)) {}
+  std::string kind() const override { return "torch"; }
+  nlohmann::json spec() const override {
+    return {{"kind", "torch"}, {"param_count", count_}, {"tensors", tensors_}};
+  }
+  size_t in_size() const override { return 1; }
+  size_t out_size() const override { return 1; }
+  size_t param_count() const override { return count_; }
+  void forward(const float*, float*, size_t) override { throw Error(kNotHere); }
+  void backward(const float*, const float*, float*, float*, size_t, const GradReady&) override {
+    throw Error(kNotHere);
+  }
+
+ private:
+  static constexpr const char* kNotHere = "a PyTorch model's parameters: PyTorch runs the layers";
+  size_t count_;
+  nlohmann::json tensors_;
+};
+
+struct PsWorker {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<GradientSync> sync;
+  ps::ParameterServerSync* ps = nullptr;  // sync, as what it is
+  Timeline timeline;  // disabled
+  bool started = false;
+};
+
+std::unique_ptr<Job> g_ps_job;
+std::unique_ptr<PsWorker> g_ps;
+
+Job& ps_job() {
+  if (!g_ps_job)
+    throw InputError("dtrain.torch is not initialized in ps mode: call dtrain.torch.init() first");
+  return *g_ps_job;
+}
+
+PsWorker& ps_worker() {
+  if (!g_ps || !g_ps->started)
+    throw InputError(
+        "dtrain.torch (ps mode): this needs the job's parameter servers, which a worker joins "
+        "when it creates its DistributedOptimizer: create it first");
+  return *g_ps;
+}
+
+// Joins a ps-mode job as TF_CONFIG describes this task; the settings the launcher passes through
+// the environment (DTRAIN_SECURE, DTRAIN_START_TIMEOUT) are read as mnist_train reads them.
+// Returns {"role": "ps" or "worker", "rank", "size"}.
+py::dict ps_init(bool ps_async, size_t max_staleness, double start_timeout, double step_timeout,
+                 double stall_warning, double stall_timeout, bool verbose) {
+  if (g_ps_job || g_comm) throw InputError("dtrain.torch.init(): already initialized");
+  JobOptions o;
+  CLI::App app;
+  add_train_flags(app, o, /*with_model_flags=*/false);
+  const char* argv[] = {"dtrain.torch"};
+  try {
+    app.parse(1, argv);  // no flags: only the environment's settings
+  } catch (const CLI::ParseError& e) {
+    throw InputError(std::string("dtrain.torch: the environment's settings: ") + e.what());
+  }
+  o.mode = "ps";
+  o.device = "cpu";
+  o.ps.sync = !ps_async;
+  o.ps.max_staleness = max_staleness;
+  if (start_timeout > 0) o.ps.start_timeout_s = start_timeout;
+  if (step_timeout > 0) o.ps.step_timeout_s = step_timeout;
+  o.stall_warning_s = stall_warning;
+  o.stall_timeout_s = stall_timeout;
+  o.verbose = verbose || o.verbose;
+  if (ps_async == false && max_staleness > 0)
+    throw InputError("dtrain.torch.init(): max_staleness needs ps_async=True");
+  set_verbose(o.verbose);
+  auto job = std::make_unique<Job>(o);
+  job->start(nullptr, nullptr);
+  g_ps_job = std::move(job);
+  // Who this task is, from the same TF_CONFIG the job read.
+  const ClusterSpec spec = parse_cluster_spec(*read_env().tf_config, "TF_CONFIG", true);
+  py::dict d;
+  const bool ps = g_ps_job->is_ps_task();
+  d["role"] = ps ? "ps" : "worker";
+  d["rank"] = ps ? spec.task_index : spec.worker_rank();
+  d["size"] = ps ? spec.job("ps").size() : spec.num_workers();
+  // Local rank and size: the training tasks on this task's host, in rank order.
+  size_t local_rank = 0, local_size = 0;
+  const std::string& me = spec.job(*spec.task_type)[spec.task_index].host;
+  for (const auto& [type, index] : spec.training_tasks()) {
+    if (spec.job(type)[index].host != me) continue;
+    if (!ps && type == *spec.task_type && index == spec.task_index) local_rank = local_size;
+    ++local_size;
+  }
+  d["local_rank"] = local_rank;
+  d["local_size"] = local_size;
+  return d;
+}
+
+// ps task: serves until every worker is done, then ends the job: the ZeroMQ context's end sends
+// what is still queued (the last worker's answer), which the process ending at once would drop.
+void ps_serve() {
+  ps_job();
+  py::gil_scoped_release release;
+  try {
+    g_ps_job->serve(nullptr);  // the model comes with the workers' hellos
+  } catch (...) {
+    g_ps_job.reset();
+    throw;
+  }
+  g_ps_job.reset();
+}
+
+// Worker: the flat buffers for `count` parameters and the optimizer the servers will run.
+// Returns {"params", "grads", "state", "state_size"} (addresses of float32 buffers), which
+// Python fills (the chief: its parameters and optimizer state) before ps_start().
+py::dict ps_connect(size_t count, const std::string& tensors_json,
+                    const std::string& optimizer_json) {
+  Job& job = ps_job();
+  if (g_ps) throw InputError("dtrain.torch (ps mode): one DistributedOptimizer per process");
+  auto w = std::make_unique<PsWorker>();
+  std::vector<std::unique_ptr<Layer>> layers;
+  layers.push_back(std::make_unique<TorchParameters>(count, nlohmann::json::parse(tensors_json)));
+  w->model = std::make_unique<Model>(1, 1, std::move(layers), cpu_backend());
+  const OptimizerOptions oo =
+      optimizer_options(nlohmann::json::parse(optimizer_json), "dtrain.torch");
+  w->opt = std::make_unique<Optimizer>(oo, count);
+  // The hello carries the model and the optimizer the servers are to run.
+  w->sync = job.make_sync(*w->model, *w->opt);
+  w->ps = dynamic_cast<ps::ParameterServerSync*>(w->sync.get());
+  if (!w->ps) throw Error("dtrain.torch: the job did not choose the parameter-server strategy");
+  py::dict d;
+  d["params"] = reinterpret_cast<uintptr_t>(w->model->params());
+  d["grads"] = reinterpret_cast<uintptr_t>(w->model->grads());
+  d["state"] = reinterpret_cast<uintptr_t>(w->opt->state());
+  d["state_size"] = w->opt->state_size();
+  d["rank"] = w->sync->rank();
+  d["size"] = w->sync->world();
+  g_ps = std::move(w);
+  return d;
+}
+
+void ps_start(uint64_t steps) {
+  if (!g_ps) throw InputError("dtrain.torch (ps mode): ps_connect first");
+  PsWorker& w = *g_ps;
+  w.opt->set_steps(steps);
+  py::gil_scoped_release release;
+  w.sync->start(*w.model, *w.opt, nlohmann::json::object(), ResumePoint{}, w.timeline);
+  w.started = true;
+}
+
+// One step: the gradient in the grads buffer goes to the servers, the new parameters come back
+// into the params buffer.
+void ps_step() {
+  PsWorker& w = ps_worker();
+  py::gil_scoped_release release;
+  w.sync->finish_step(*w.model, *w.opt);
+}
+
+// Sums n doubles over the workers; returns whether the parameters changed first (async mode: an
+// outstanding push's answer taken, which a sum must wait for).
+bool ps_sum(uintptr_t ptr, size_t n) {
+  PsWorker& w = ps_worker();
+  py::gil_scoped_release release;
+  const bool drained = w.ps->drain(*w.model);
+  w.sync->sum(reinterpret_cast<double*>(ptr), n);
+  return drained;
+}
+
+void ps_shutdown(bool ok) {
+  py::gil_scoped_release release;
+  if (g_ps && g_ps->started) g_ps->sync->finish(ok);
+  g_ps.reset();
+  g_ps_job.reset();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -145,7 +334,16 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<InputError>(m, "InputError", PyExc_ValueError);
   m.def("init", &init, py::arg("stall_warning") = -1.0, py::arg("stall_timeout") = -1.0);
   m.def("shutdown", &shutdown);
-  m.def("is_initialized", [] { return g_comm != nullptr; });
+  m.def("is_initialized", [] { return g_comm != nullptr || g_ps_job != nullptr; });
+  m.def("ps_init", &ps_init, py::arg("ps_async"), py::arg("max_staleness"),
+        py::arg("start_timeout"), py::arg("step_timeout"), py::arg("stall_warning"),
+        py::arg("stall_timeout"), py::arg("verbose"));
+  m.def("ps_serve", &ps_serve);
+  m.def("ps_connect", &ps_connect);
+  m.def("ps_start", &ps_start);
+  m.def("ps_step", &ps_step);
+  m.def("ps_sum", &ps_sum);
+  m.def("ps_shutdown", &ps_shutdown, py::arg("ok") = true);
   m.def("rank", [] { return comm().rank(); });
   m.def("size", [] { return comm().size(); });
   m.def("local_rank", [] { return comm().local_rank(); });

@@ -69,6 +69,25 @@ nlohmann::json optimizer_spec(const OptimizerOptions& o) {
           {"rho", o.rho}};
 }
 
+OptimizerOptions optimizer_options(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(where + ": the optimizer is not a JSON object");
+  OptimizerOptions o;
+  if (!j.contains("name") || !j["name"].is_string())
+    throw InputError(where + ": the optimizer has no name");
+  o.name = j["name"].get<std::string>();
+  const std::pair<const char*, float*> fields[] = {
+      {"learning_rate", &o.learning_rate}, {"momentum", &o.momentum}, {"beta1", &o.beta1},
+      {"beta2", &o.beta2},                 {"epsilon", &o.epsilon},   {"rho", &o.rho}};
+  for (const auto& [key, value] : fields) {
+    if (!j.contains(key)) continue;
+    if (!j[key].is_number())
+      throw InputError(detail::cat(where, ": optimizer field ", key, " is not a number"));
+    *value = j[key].get<float>();
+  }
+  make_update_rule(o);  // an unknown name or a bad rate says so here
+  return o;
+}
+
 nlohmann::json Optimizer::spec() const {
   return optimizer_spec(opts_);
 }

@@ -18,6 +18,9 @@ namespace dtrain {
 
 // The options as JSON (checkpoints, model.json, the job's agreement).
 nlohmann::json optimizer_spec(const OptimizerOptions& o);
+// The inverse: options from such a description (a worker's hello to a ps task that learns the
+// model from it). A missing or mistyped field is an InputError naming it and `where`.
+OptimizerOptions optimizer_options(const nlohmann::json& spec, const std::string& where);
 
 class Optimizer {
  public:

@@ -2,7 +2,12 @@
 """MNIST with PyTorch and dtrain.torch: a Horovod script with the import changed.
 
     dtrainrun -np 2 -- python3 examples/python/torch_mnist.py --data-folder data/mnist
+    dtrainrun --mode ps --num-ps 1 --num-workers 2 -- python3 examples/python/torch_mnist.py
     python3 examples/python/torch_mnist.py            # one process: a job of one
+
+Under a TF_CONFIG with ps tasks (dtrainrun --mode ps) it is a parameter-server job: the same
+script runs on every task, the ps tasks serve (dt.init() ends them when the job is done) and
+run Adam; --ps-async and --max-staleness as mnist_train's.
 
 The same MLP and flags as mnist_train (784-300-100-10, Adam, --batch-size per rank). Each step the
 ranks take consecutive slices of one global batch, so N ranks at batch b see the samples that one
@@ -63,10 +68,13 @@ def main():
     p.add_argument("--synthetic-data", type=int, default=0)
     p.add_argument("--max-steps-per-epoch", type=int, default=0)
     p.add_argument("--output-dir", default="outputs")
+    p.add_argument("--ps-async", action="store_true", help="ps mode: asynchronous updates")
+    p.add_argument("--max-staleness", type=int, default=0,
+                   help="ps mode: with --ps-async, steps a worker may run ahead of the slowest")
     args = p.parse_args()
 
     torch.set_num_threads(1)  # one core per rank, as mnist_train
-    dt.init()
+    dt.init(ps_async=args.ps_async, max_staleness=args.max_staleness)
     rank, size = dt.rank(), dt.size()
     torch.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load(args)
@@ -110,7 +118,7 @@ def main():
         torch.save(model.state_dict(), os.path.join(args.output_dir, "model.pt"))
         flat = torch.cat([q.detach().reshape(-1) for _, q in model.named_parameters()])
         flat.numpy().astype(np.float32).tofile(os.path.join(args.output_dir, "params.bin"))
-        print(json.dumps({"event": "summary", "framework": "pytorch", "mode": "allreduce",
+        print(json.dumps({"event": "summary", "framework": "pytorch", "mode": dt.mode(),
                           "world_size": size, "test_accuracy": acc,
                           "samples_per_sec": samples / seconds, "seconds": seconds}), flush=True)
     dt.shutdown()

@@ -16,38 +16,117 @@ leaves on dtrain's background allreduce thread as soon as all its gradients are 
 are CPU tensors (float32; float64 too for allreduce). Errors are Python exceptions carrying
 dtrain's messages; a mismatch between ranks names the rank and the tensor.
 """
+import atexit
+import ctypes
 import io
 import json
 import os
+import sys
 
 import torch
 
 from dtrain import _core
 
-__all__ = ["init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
+__all__ = ["init", "shutdown", "is_initialized", "mode", "rank", "size", "local_rank", "local_size",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
            "DistributedOptimizer"]
 
 
-def init(mode="allreduce", stall_warning=None, stall_timeout=None):
-    """Joins the job (MPI under mpirun/dtrainrun; alone otherwise, as a job of one).
+_ps = None  # parameter-server mode: what _core.ps_init said about this task
+_ps_failed = False  # an uncaught exception ended the script (the servers are not told "done")
+_ps_optimizer = None  # ps mode: the worker's DistributedOptimizer (it owns the model's copy)
+
+
+def _wants_ps(mode):
+    if mode == "ps":
+        return True
+    if mode == "allreduce":
+        return False
+    if mode is not None:
+        raise ValueError("dtrain.torch.init: mode must be 'allreduce', 'ps' or None (from "
+                         "TF_CONFIG), not %r" % (mode,))
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return False
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise ValueError("dtrain.torch.init: TF_CONFIG is not JSON: %s" % e) from None
+    return isinstance(cfg, dict) and bool((cfg.get("cluster") or {}).get("ps"))
+
+
+def init(mode=None, ps_async=False, max_staleness=0, stall_warning=None, stall_timeout=None,
+         start_timeout=None, step_timeout=None, verbose=False):
+    """Joins the job.
+
+    mode: None picks from the environment: parameter-server mode when TF_CONFIG names ps tasks
+    (dtrainrun --mode ps sets it), else allreduce (MPI under mpirun/dtrainrun; alone otherwise,
+    as a job of one). 'allreduce' or 'ps' forces one.
+
+    In ps mode the same script runs on every task, TensorFlow-style: on a ps task init() serves
+    the job and then ends the process (status 0; 1 with the error on a failure); on a worker it
+    returns, and DistributedOptimizer sends the gradients to the servers, which run the
+    optimizer. ps_async / max_staleness: as mnist_train's --ps-async / --max-staleness.
+    start_timeout / step_timeout: seconds, as --start-timeout / --step-timeout (default
+    DTRAIN_START_TIMEOUT, else 60, and 60).
 
     stall_warning / stall_timeout: seconds, as mnist_train's --stall-warning / --stall-timeout
     (default DTRAIN_STALL_WARNING / DTRAIN_STALL_TIMEOUT, else 60 and 600)."""
-    if mode != "allreduce":
-        raise NotImplementedError(
-            "dtrain.torch: mode=%r is not available in this version (parameter-server mode for "
-            "PyTorch is not built yet); use mode='allreduce'" % (mode,))
-    if os.environ.get("TF_CONFIG") and '"ps"' in os.environ["TF_CONFIG"]:
-        raise NotImplementedError(
-            "dtrain.torch: TF_CONFIG names ps tasks, but parameter-server mode for PyTorch is not "
-            "built yet in this version")
-    _core.init(-1.0 if stall_warning is None else float(stall_warning),
-               -1.0 if stall_timeout is None else float(stall_timeout))
+    global _ps
+    if _core.is_initialized():
+        return
+    warn = -1.0 if stall_warning is None else float(stall_warning)
+    timeout = -1.0 if stall_timeout is None else float(stall_timeout)
+    if not _wants_ps(mode):
+        if ps_async or max_staleness:
+            raise ValueError("dtrain.torch.init: ps_async and max_staleness are for "
+                             "parameter-server mode (TF_CONFIG with ps tasks, or mode='ps')")
+        _core.init(warn, timeout)
+        return
+    if not os.environ.get("TF_CONFIG"):
+        raise ValueError("dtrain.torch.init(mode='ps') needs TF_CONFIG naming the ps and worker "
+                         "tasks and this task (dtrainrun --mode ps sets it)")
+    info = _core.ps_init(bool(ps_async), int(max_staleness),
+                         -1.0 if start_timeout is None else float(start_timeout),
+                         -1.0 if step_timeout is None else float(step_timeout),
+                         warn, timeout, bool(verbose))
+    if info["role"] == "ps":
+        # A ps task serves until every worker is done, then the process ends: the rest of the
+        # script is the workers'.
+        code = 0
+        try:
+            _core.ps_serve()
+        except Exception as e:  # noqa: BLE001 -- any failure ends the task, saying why
+            sys.stderr.write("dtrain.torch: ps:%d: error: %s\n" % (info["rank"], e))
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _ps = info
+    hook = sys.excepthook
+
+    def excepthook(*args):
+        global _ps_failed
+        _ps_failed = True
+        hook(*args)
+    sys.excepthook = excepthook
+    atexit.register(_ps_exit)
+
+
+def _ps_exit():
+    if _ps is not None:
+        _core.ps_shutdown(not _ps_failed)
 
 
 def shutdown():
+    """Leaves the job. In ps mode a worker tells the servers it is done; they end when every
+    worker is."""
+    global _ps, _ps_optimizer
+    if _ps is not None:
+        _ps = _ps_optimizer = None
+        _core.ps_shutdown(True)
+        return
     _core.shutdown()
 
 
@@ -55,20 +134,27 @@ def is_initialized():
     return _core.is_initialized()
 
 
+def mode():
+    """'allreduce' or 'ps' (after init)."""
+    if not is_initialized():
+        raise ValueError("dtrain.torch is not initialized: call dtrain.torch.init() first")
+    return "ps" if _ps is not None else "allreduce"
+
+
 def rank():
-    return _core.rank()
+    return _ps["rank"] if _ps is not None else _core.rank()
 
 
 def size():
-    return _core.size()
+    return _ps["size"] if _ps is not None else _core.size()
 
 
 def local_rank():
-    return _core.local_rank()
+    return _ps["local_rank"] if _ps is not None else _core.local_rank()
 
 
 def local_size():
-    return _core.local_size()
+    return _ps["local_size"] if _ps is not None else _core.local_size()
 
 
 def _dtype_name(t):
@@ -100,10 +186,26 @@ def _check_agreement(desc, name):
         raise ValueError("dtrain.torch: %s (tensor '%s')" % (e, name)) from None
 
 
+def _ps_sum(values):
+    """ps mode: sums a float64 tensor over the workers in place, through ps:0 (the path the
+    workers' metrics take: fine for metrics and small tensors, not for gradients). Needs the
+    worker's DistributedOptimizer (which joins the servers)."""
+    v = values.contiguous()
+    if _core.ps_sum(v.data_ptr(), v.numel()) and _ps_optimizer is not None:
+        _ps_optimizer._dt_take_params()  # async: the answer to the last push came in first
+    return v
+
+
 def allreduce_(tensor, average=True, name=None):
     """In place: the tensor becomes the sum (or average) over ranks. Returns it."""
     _check_cpu(tensor, "allreduce_")
     name = name or "allreduce"
+    if _ps is not None:
+        _dtype_name(tensor)
+        with torch.no_grad():
+            total = _ps_sum(tensor.detach().to(torch.float64).clone())
+            tensor.copy_(total / size() if average else total)
+        return tensor
     _agree("allreduce", name, tensor)
     work = tensor if tensor.is_contiguous() else tensor.contiguous()
     with torch.no_grad():
@@ -123,6 +225,13 @@ def broadcast_(tensor, root_rank, name=None):
     """In place: every rank's tensor becomes root_rank's. Returns it."""
     _check_cpu(tensor, "broadcast_")
     name = name or "broadcast"
+    if _ps is not None:  # root's values plus zeros: exact in float64
+        _check_root(root_rank)
+        _dtype_name(tensor)
+        with torch.no_grad():
+            mine = tensor.detach().to(torch.float64)
+            tensor.copy_(_ps_sum(mine.clone() if rank() == root_rank else torch.zeros_like(mine)))
+        return tensor
     _agree("broadcast", name, tensor)
     work = tensor if tensor.is_contiguous() else tensor.contiguous()
     with torch.no_grad():
@@ -144,12 +253,29 @@ def allgather(tensor, name=None):
     _check_cpu(tensor, "allgather")
     name = name or "allgather"
     t = tensor.detach().contiguous()
+    if _ps is not None:  # the first dimensions, then every rank's rows in its own place
+        _dtype_name(t)
+        rows = torch.zeros(size(), dtype=torch.float64)
+        rows[rank()] = t.shape[0]
+        rows = _ps_sum(rows).long().tolist()
+        per_row = 1
+        for d in t.shape[1:]:
+            per_row *= d
+        out = torch.zeros(sum(rows) * per_row, dtype=torch.float64)
+        start = sum(rows[:rank()]) * per_row
+        out[start:start + t.numel()] = t.reshape(-1).to(torch.float64)
+        return _ps_sum(out).to(t.dtype).reshape(-1, *t.shape[1:])
     _check_agreement({"operation": "allgather", "tensor": name,
                       "trailing_shape": list(t.shape[1:]), "dtype": str(t.dtype)}, name)
     parts = _core.allgather_bytes(t.numpy().tobytes(), name)
     rows = [torch.frombuffer(bytearray(p), dtype=t.dtype).reshape(-1, *t.shape[1:]) if p else
             torch.empty((0, *t.shape[1:]), dtype=t.dtype) for p in parts]
     return torch.cat(rows, dim=0)
+
+
+def _check_root(root_rank):
+    if not 0 <= int(root_rank) < size():
+        raise ValueError("dtrain.torch: root_rank %d but the job has %d ranks" % (root_rank, size()))
 
 
 def broadcast_object(obj, root_rank=0, name=None):
@@ -159,12 +285,27 @@ def broadcast_object(obj, root_rank=0, name=None):
         buf = io.BytesIO()
         torch.save(obj, buf)
         data = buf.getvalue()
-    out = _core.broadcast_bytes(data, int(root_rank), name or "broadcast_object")
+    if _ps is not None:  # the length, then the bytes (as float64: exact)
+        _check_root(root_rank)
+        n = torch.tensor([float(len(data))], dtype=torch.float64)
+        n = int(broadcast_(n, root_rank).item())
+        b = torch.zeros(n, dtype=torch.float64)
+        if rank() == root_rank:
+            b = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.float64)
+        out = bytes(broadcast_(b, root_rank).to(torch.uint8).tolist())
+    else:
+        out = _core.broadcast_bytes(data, int(root_rank), name or "broadcast_object")
     return torch.load(io.BytesIO(out))
 
 
 def broadcast_parameters(params, root_rank):
-    """root_rank's parameters (a state_dict, or named_parameters()) into every rank's, in place."""
+    """root_rank's parameters (a state_dict, or named_parameters()) into every rank's, in place.
+
+    In ps mode there is nothing to do: when the workers' DistributedOptimizers join the servers,
+    the chief's parameters (and optimizer state) become the servers', and every other worker
+    starts from them."""
+    if _ps is not None:
+        return
     if isinstance(params, dict):
         items = sorted(params.items())
     else:
@@ -176,7 +317,10 @@ def broadcast_parameters(params, root_rank):
 
 
 def broadcast_optimizer_state(optimizer, root_rank):
-    """root_rank's optimizer state and hyperparameters into every rank's optimizer."""
+    """root_rank's optimizer state and hyperparameters into every rank's optimizer (ps mode:
+    nothing to do, the servers hold the optimizer state, the chief's)."""
+    if _ps is not None:
+        return
     state = broadcast_object(optimizer.state_dict(), root_rank, name="optimizer state")
     optimizer.load_state_dict(state)
 
@@ -294,11 +438,159 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         return super(self.__class__, self).step(closure)
 
 
+def _server_optimizer(optimizer):
+    """The optimizer the ps tasks are to run (dtrain's spec) for a wrapped PyTorch optimizer:
+    SGD (with or without momentum), Adam or RMSprop, with PyTorch's update rules; anything the
+    servers cannot reproduce is a ValueError naming it."""
+    groups = optimizer.param_groups
+    name = type(optimizer).__name__
+    keys = [k for k in groups[0] if k != "params"]
+    for g in groups[1:]:
+        for k in keys:
+            if g.get(k) != groups[0].get(k):
+                raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the servers run one "
+                                 "optimizer for all parameters, but parameter groups differ in %s"
+                                 % k)
+    h = groups[0]
+
+    def refuse(what):
+        raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the servers run SGD, "
+                         "momentum SGD, Adam and RMSprop as PyTorch does, without %s (%s has it)"
+                         % (what, name))
+
+    if h.get("weight_decay", 0):
+        refuse("weight_decay")
+    if h.get("maximize", False):
+        refuse("maximize")
+    if isinstance(optimizer, torch.optim.SGD):
+        if h.get("nesterov", False):
+            refuse("nesterov")
+        if h.get("dampening", 0):
+            refuse("dampening")
+        if h.get("momentum", 0):
+            return {"name": "momentum", "learning_rate": h["lr"], "momentum": h["momentum"]}
+        return {"name": "sgd", "learning_rate": h["lr"]}
+    if isinstance(optimizer, torch.optim.Adam) and not isinstance(optimizer, torch.optim.AdamW):
+        if h.get("amsgrad", False):
+            refuse("amsgrad")
+        return {"name": "adam", "learning_rate": h["lr"], "beta1": h["betas"][0],
+                "beta2": h["betas"][1], "epsilon": h["eps"]}
+    if isinstance(optimizer, torch.optim.RMSprop):
+        if h.get("momentum", 0):
+            refuse("momentum")
+        if h.get("centered", False):
+            refuse("centered")
+        return {"name": "rmsprop", "learning_rate": h["lr"], "rho": h["alpha"],
+                "epsilon": h["eps"]}
+    raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the servers run SGD, momentum "
+                     "SGD, Adam or RMSprop; %s is not one of them (use allreduce mode for it)"
+                     % name)
+
+
+# The PyTorch state each server optimizer slot comes from (slot k of every parameter).
+_STATE_SLOTS = {"sgd": [], "momentum": ["momentum_buffer"], "adam": ["exp_avg", "exp_avg_sq"],
+                "rmsprop": ["square_avg"]}
+
+
+def _float_view(address, count):
+    """A float32 tensor over `count` floats at `address` (a buffer the C++ side owns)."""
+    if count == 0:
+        return torch.zeros(0)
+    return torch.frombuffer((ctypes.c_float * count).from_address(address), dtype=torch.float32)
+
+
+class _PsDistributedOptimizer(torch.optim.Optimizer):
+    """ps mode: step() sends the gradient to the servers, which run the optimizer, and takes the
+    updated parameters back; the wrapped optimizer's own update never runs on a worker."""
+
+    def __init__(self, params, named_parameters, backward_passes_per_step, spec, state):
+        super(self.__class__, self).__init__(params)
+        self.state.update(state)
+        if backward_passes_per_step < 1:
+            raise ValueError("backward_passes_per_step must be at least 1")
+        ps = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        names = {id(p): "param.%d" % i for i, p in enumerate(ps)}
+        if named_parameters is not None:
+            names.update({id(p): n for n, p in named_parameters})
+        for p in ps:
+            if p.dtype != torch.float32 or p.device.type != "cpu":
+                raise TypeError("dtrain.torch.DistributedOptimizer: parameter %s is %s on %s; "
+                                "this version trains float32 CPU parameters"
+                                % (names[id(p)], p.dtype, p.device))
+        self._dt_params = ps
+        self._dt_spec = spec
+        self._dt_hyper = self._dt_hyperparameters()
+        count = sum(p.numel() for p in ps)
+        tensors = [{"name": names[id(p)], "shape": list(p.shape)} for p in ps]
+        info = _core.ps_connect(count, json.dumps(tensors), json.dumps(spec))
+        self._dt_flat = _float_view(info["params"], count)
+        self._dt_grads = _float_view(info["grads"], count)
+        steps = 0
+        with torch.no_grad():
+            # What the chief holds (seeded, or loaded from the user's checkpoint, optimizer state
+            # included) becomes the servers'; the other workers then start from it.
+            torch.cat([p.detach().reshape(-1) for p in ps], out=self._dt_flat)
+            state = _float_view(info["state"], info["state_size"])
+            for k, key in enumerate(_STATE_SLOTS[spec["name"]]):
+                off = k * count
+                for p in ps:
+                    st = self.state.get(p, {})
+                    if key in st:
+                        state[off:off + p.numel()].copy_(st[key].reshape(-1))
+                        steps = int(st.get("step", steps))
+                    off += p.numel()
+        _core.ps_start(steps)
+        self._dt_take_params()
+        global _ps_optimizer
+        _ps_optimizer = self
+
+    def _dt_hyperparameters(self):
+        return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+
+    def _dt_take_params(self):
+        with torch.no_grad():
+            off = 0
+            for p in self._dt_params:
+                n = p.numel()
+                p.copy_(self._dt_flat[off:off + n].view_as(p))
+                off += n
+
+    def synchronize(self):
+        if self._dt_hyperparameters() != self._dt_hyper:
+            raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the optimizer's "
+                             "hyperparameters changed after it joined the servers, which run it "
+                             "as %s; a learning-rate schedule is not available in ps mode"
+                             % json.dumps(self._dt_spec))
+        with torch.no_grad():
+            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                       for p in self._dt_params], out=self._dt_grads)
+        _core.ps_step()
+        self._dt_take_params()
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.synchronize()
+        return loss
+
+
 def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_step=1):
     """Wraps `optimizer` so that step() applies the gradient averaged over all ranks (Horovod's
-    hvd.DistributedOptimizer). zero_grad() and step() behave as the wrapped optimizer's."""
+    hvd.DistributedOptimizer). zero_grad() and step() behave as the wrapped optimizer's.
+
+    In ps mode the servers run the optimizer (its hyperparameters read from `optimizer`: SGD,
+    momentum SGD, Adam or RMSprop), and step() exchanges the gradient for the updated
+    parameters; the optimizer state lives on the servers."""
     if not is_initialized():
         raise ValueError("dtrain.torch.DistributedOptimizer: call dtrain.torch.init() first")
+    if _ps is not None:
+        spec = _server_optimizer(optimizer)
+        cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
+                   dict(_PsDistributedOptimizer.__dict__))
+        return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, spec,
+                   optimizer.state)
     cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
                dict(_DistributedOptimizer.__dict__))
     return cls(optimizer.param_groups, named_parameters, backward_passes_per_step,
