@@ -4,6 +4,13 @@
 #   match  examples/python/torch_mnist.py: 2 ranks at batch 25 end with the parameters of one
 #          process at batch 50 (float tolerance 1e-5)
 #   kill   SIGKILL of rank 1 ends the job within 30 s, non-zero, nothing left behind
+#   psapi  parameter-server mode: every call and its errors (tests/torch_ps_api_test.py) under
+#          dtrainrun --mode ps, 2 ps tasks + 2 workers; the ps tasks exit 0
+#   ps     torch_mnist.py, 1 ps + 2 workers (sync): >= 97% test accuracy in 3 epochs on real
+#          MNIST (>= 90% of what one process reaches on generated data without it)
+#   psmatch  2 ps + 2 workers at batch 25 (sync; the servers run Adam) end with the parameters
+#          of one process at batch 50 (float tolerance 1e-5); async and bounded staleness run
+#   pskill SIGKILL of worker 1 ends the ps job within 30 s, non-zero, nothing left behind
 # Exits 77 (skipped) where python3-torch or the module is missing.
 # Usage: python_torch_test.sh BUILD_DIR SOURCE_DIR CASE
 set -uo pipefail
@@ -17,6 +24,21 @@ if ! "$py" -c "import torch" 2>/dev/null; then echo "SKIP: python3-torch is not 
 [[ -f "$build/python/dtrain/torch/__init__.py" ]] || { echo "SKIP: dtrain.torch was not built (pybind11-dev)"; exit 77; }
 mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none --timeout 200 -x PYTHONPATH)
 example=("$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 2 --seed 9)
+# dtrainrun's parameter-server mode, every task on 127.0.0.1 (logs under $tmp).
+psrun() { timeout 220 "$build/bin/dtrainrun" --log-dir "$tmp/logs-$1" --mode ps --num-ps "$2" --num-workers 2 -- "${@:3}"; }
+same_params() {
+  "$py" - "$1" "$2" <<'PY' || fail "parameters differ"
+import sys
+import numpy as np
+a, b = (np.fromfile(p, dtype=np.float32) for p in sys.argv[1:3])
+assert a.shape == b.shape, (a.shape, b.shape)
+diff = float(np.abs(a - b).max())
+print("max |difference| %.2e over %d parameters" % (diff, a.size))
+assert diff < 1e-5, diff
+PY
+}
+real=0
+if [[ -f "$src/data/mnist/train-images-idx3-ubyte" || -f "$src/data/mnist/train-images-idx3-ubyte.gz" ]]; then real=1; fi
 
 case "$case_" in
 api)
@@ -60,6 +82,67 @@ kill)
   sleep 0.5
   [[ -z "$(pgrep -f "$tmp/k" || true)" ]] || fail "processes left behind"
   echo "kill ok: the job ended $((SECONDS - start)) s after SIGKILL of rank 1, exit $rc"
+  ;;
+psapi)
+  psrun api 2 "$py" "$src/tests/torch_ps_api_test.py" \
+    >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "ps api test exited $?"; }
+  [[ $(grep -o "every dtrain.torch ps-mode call checked" "$tmp/out" | wc -l) == 2 ]] || { cat "$tmp/out"; fail "not both workers"; }
+  grep -q "job finished" "$tmp/out" || { cat "$tmp/out"; fail "the ps tasks did not end cleanly"; }
+  echo "psapi ok"
+  ;;
+ps)
+  if ((real)); then
+    data=(--data-folder "$src/data/mnist" --epochs 3); bar=0.97
+  else  # generated data: the bar is what one process reaches, less 10%
+    data=(--synthetic-data 12000 --epochs 3)
+    "$py" "$src/examples/python/torch_mnist.py" "${data[@]}" --batch-size 100 --output-dir "$tmp/one" >"$tmp/one.log" 2>&1 ||
+      { cat "$tmp/one.log"; fail "one process exited $?"; }
+    bar=$("$py" -c "import json,sys; print(0.9 * json.loads(open(sys.argv[1]).read().splitlines()[-1])['test_accuracy'])" "$tmp/one.log")
+  fi
+  start=$SECONDS
+  psrun acc 1 "$py" "$src/examples/python/torch_mnist.py" "${data[@]}" --output-dir "$tmp/ps" \
+    >"$tmp/ps.log" 2>&1 || { cat "$tmp/ps.log"; fail "ps job exited $?"; }
+  grep -q '"mode": "ps", "world_size": 2' "$tmp/ps.log" || { cat "$tmp/ps.log"; fail "not a ps job of 2 workers"; }
+  acc=$(grep -o '"test_accuracy": [0-9.]*' "$tmp/ps.log" | tail -1 | awk '{print $2}')
+  awk -v a="$acc" -v b="$bar" 'BEGIN { exit !(a >= b) }' || { cat "$tmp/ps.log"; fail "test accuracy $acc < $bar"; }
+  [[ -f "$tmp/ps/model.pt" ]] || fail "no model.pt"
+  echo "ps ok: 1 ps + 2 workers reached $acc (bar $bar) in $((SECONDS - start)) s"
+  ;;
+psmatch)
+  "${example[@]}" --batch-size 50 --output-dir "$tmp/one" >"$tmp/one.log" 2>&1 || { cat "$tmp/one.log"; fail "one process exited $?"; }
+  psrun sync 2 "${example[@]}" --batch-size 25 --output-dir "$tmp/two" \
+    >"$tmp/two.log" 2>&1 || { cat "$tmp/two.log"; fail "ps job exited $?"; }
+  echo -n "2 ps + 2 workers x batch 25 (servers' Adam) vs 1 x batch 50 (PyTorch's Adam): "
+  same_params "$tmp/one/params.bin" "$tmp/two/params.bin"
+  for mode in "--ps-async" "--ps-async --max-staleness 1"; do
+    psrun async 2 "${example[@]}" $mode --output-dir "$tmp/async" \
+      >"$tmp/async.log" 2>&1 || { cat "$tmp/async.log"; fail "ps job $mode exited $?"; }
+    grep -q '"mode": "ps"' "$tmp/async.log" || { cat "$tmp/async.log"; fail "$mode: no summary"; }
+    ! grep -q "no answer" "$tmp/async.log" || { cat "$tmp/async.log"; fail "$mode: a worker waited for a server at the end"; }
+  done
+  ;;
+pskill)
+  psrun kill 1 "$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 1000 \
+    --output-dir "$tmp/k" >"$tmp/k.log" 2>&1 & job=$!
+  victim=""
+  for _ in $(seq 150); do
+    for p in $(pgrep -f "torch_mnist.py.*$tmp/k"); do
+      tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -q '"index":1,"type":"worker"' && victim=$p
+    done
+    [[ -n "$victim" ]] && grep -q "epoch 1/" "$tmp/k.log" && break
+    sleep 0.2
+  done
+  [[ -n "$victim" ]] || { cat "$tmp/k.log"; fail "worker 1 never started"; }
+  kill -9 "$victim"
+  start=$SECONDS
+  while kill -0 $job 2>/dev/null && ((SECONDS - start < 30)); do sleep 0.2; done
+  kill -0 $job 2>/dev/null && fail "job still running 30 s after SIGKILL of worker 1"
+  wait $job; rc=$?
+  ((rc != 0)) || fail "exited 0"
+  sleep 0.5
+  [[ -z "$(pgrep -f "$tmp/k" || true)" ]] || fail "processes left behind"
+  grep -q "worker:1" "$tmp/k.log" || { cat "$tmp/k.log"; fail "the launcher did not name worker:1"; }
+  echo "pskill ok: the job ended $((SECONDS - start)) s after SIGKILL of worker 1, exit $rc"
   ;;
 *) fail "unknown case $case_" ;;
 esac

@@ -458,6 +458,11 @@ def _server_optimizer(optimizer):
                          "momentum SGD, Adam and RMSprop as PyTorch does, without %s (%s has it)"
                          % (what, name))
 
+    known = (torch.optim.SGD, torch.optim.Adam, torch.optim.RMSprop)
+    if not isinstance(optimizer, known) or isinstance(optimizer, torch.optim.AdamW):
+        raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the servers run SGD, "
+                         "momentum SGD, Adam or RMSprop; %s is not one of them (use allreduce "
+                         "mode for it)" % name)
     if h.get("weight_decay", 0):
         refuse("weight_decay")
     if h.get("maximize", False):
@@ -470,21 +475,16 @@ def _server_optimizer(optimizer):
         if h.get("momentum", 0):
             return {"name": "momentum", "learning_rate": h["lr"], "momentum": h["momentum"]}
         return {"name": "sgd", "learning_rate": h["lr"]}
-    if isinstance(optimizer, torch.optim.Adam) and not isinstance(optimizer, torch.optim.AdamW):
+    if isinstance(optimizer, torch.optim.Adam):
         if h.get("amsgrad", False):
             refuse("amsgrad")
         return {"name": "adam", "learning_rate": h["lr"], "beta1": h["betas"][0],
                 "beta2": h["betas"][1], "epsilon": h["eps"]}
-    if isinstance(optimizer, torch.optim.RMSprop):
-        if h.get("momentum", 0):
-            refuse("momentum")
-        if h.get("centered", False):
-            refuse("centered")
-        return {"name": "rmsprop", "learning_rate": h["lr"], "rho": h["alpha"],
-                "epsilon": h["eps"]}
-    raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the servers run SGD, momentum "
-                     "SGD, Adam or RMSprop; %s is not one of them (use allreduce mode for it)"
-                     % name)
+    if h.get("momentum", 0):  # RMSprop
+        refuse("momentum")
+    if h.get("centered", False):
+        refuse("centered")
+    return {"name": "rmsprop", "learning_rate": h["lr"], "rho": h["alpha"], "epsilon": h["eps"]}
 
 
 # The PyTorch state each server optimizer slot comes from (slot k of every parameter).
