@@ -9,7 +9,8 @@
 #   ps     torch_mnist.py, 1 ps + 2 workers (sync): >= 97% test accuracy in 3 epochs on real
 #          MNIST (>= 90% of what one process reaches on generated data without it)
 #   psmatch  2 ps + 2 workers at batch 25 (sync; the servers run Adam) end with the parameters
-#          of one process at batch 50 (float tolerance 1e-5); async and bounded staleness run
+#          of one process at batch 50 (float tolerance 1e-5), and bitwise the same under
+#          --secure; async and bounded staleness run to a clean end
 #   pskill SIGKILL of worker 1 ends the ps job within 30 s, non-zero, nothing left behind
 # Exits 77 (skipped) where python3-torch or the module is missing.
 # Usage: python_torch_test.sh BUILD_DIR SOURCE_DIR CASE
@@ -25,7 +26,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then echo "SKIP: python3-torch is not 
 mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none --timeout 200 -x PYTHONPATH)
 example=("$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 2 --seed 9)
 # dtrainrun's parameter-server mode, every task on 127.0.0.1 (logs under $tmp).
-psrun() { timeout 220 "$build/bin/dtrainrun" --log-dir "$tmp/logs-$1" --mode ps --num-ps "$2" --num-workers 2 -- "${@:3}"; }
+psrun() { timeout 220 "$build/bin/dtrainrun" ${PSFLAGS:-} --log-dir "$tmp/logs-$1" --mode ps --num-ps "$2" --num-workers 2 -- "${@:3}"; }
 same_params() {
   "$py" - "$1" "$2" <<'PY' || fail "parameters differ"
 import sys
@@ -114,6 +115,9 @@ psmatch)
     >"$tmp/two.log" 2>&1 || { cat "$tmp/two.log"; fail "ps job exited $?"; }
   echo -n "2 ps + 2 workers x batch 25 (servers' Adam) vs 1 x batch 50 (PyTorch's Adam): "
   same_params "$tmp/one/params.bin" "$tmp/two/params.bin"
+  PSFLAGS=--secure psrun secure 2 "${example[@]}" --batch-size 25 --output-dir "$tmp/secure" \
+    >"$tmp/secure.log" 2>&1 || { cat "$tmp/secure.log"; fail "--secure ps job exited $?"; }
+  cmp -s "$tmp/two/params.bin" "$tmp/secure/params.bin" || fail "--secure (CURVE, no shared memory) changed the parameters"
   for mode in "--ps-async" "--ps-async --max-staleness 1"; do
     psrun async 2 "${example[@]}" $mode --output-dir "$tmp/async" \
       >"$tmp/async.log" 2>&1 || { cat "$tmp/async.log"; fail "ps job $mode exited $?"; }
