@@ -82,8 +82,20 @@ int main(int argc, char** argv) {
         throw dtrain::InputError(
             dtrain::detail::cat("--min-np ", o.min_np, " but the job has ", total, " rank(s)"));
     }
+    if (o.rejoin_workers > 0) {
+      if (plan.mode != "ps")
+        throw dtrain::InputError(
+            "--rejoin-workers is for ps jobs (--mode ps); an allreduce job goes on without a "
+            "failed machine with --min-np");
+      // Every worker but the chief (chief:0, else worker:0) may rejoin.
+      const bool has_chief = std::any_of(plan.tasks.begin(), plan.tasks.end(),
+                                         [](const Task& t) { return t.name == "chief:0"; });
+      for (Task& t : plan.tasks)
+        t.rejoinable = t.name.rfind("worker:", 0) == 0 && (has_chief || t.name != "worker:0");
+    }
     install_stop_handlers();
     Supervisor sup(o.output_dir, o.grace_period_s, o.verbose);
+    sup.allow_rejoins(o.rejoin_workers);
     std::set<std::string> dropped;  // elastic: hosts that failed stay out
     size_t elastic_restarts = 0;
     for (size_t attempt = 0;; ++attempt) {

@@ -27,6 +27,9 @@ struct Task {
   bool mpi_tagged_output = false;
   // >= 0: run pinned to this CPU (local tasks only; --bind-to).
   int cpu = -1;
+  // ps mode with --rejoin-workers: a worker other than the chief; when it fails it is started
+  // again and rejoins the running job instead of ending it.
+  bool rejoinable = false;
 };
 
 struct JobPlan {

@@ -48,6 +48,10 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
                  "elastic: a program printing the available hosts as host[:slots] lines, run "
                  "before every restart (Horovod's name)")
       ->check(CLI::ExistingFile);
+  app.add_option("--rejoin-workers", o.rejoin_workers,
+                 "ps job (--ps-async): a worker other than the chief that fails is started again "
+                 "and rejoins while the others train on, up to N times in all")
+      ->capture_default_str();
   app.add_option("--grace-period", o.grace_period_s,
                  "seconds between SIGTERM and SIGKILL when stopping tasks")
       ->capture_default_str()

@@ -25,6 +25,9 @@ struct LauncherOptions {
   // script prints join at the next restart, up to max_np (0: no cap).
   size_t min_np = 0, max_np = 0;
   std::string host_discovery_script;
+  // ps jobs (asynchronous): a worker other than the chief that fails is started again and
+  // rejoins the running job, up to this many times in all (0: a failure ends the job).
+  size_t rejoin_workers = 0;
   bool dry_run = false;
   bool verbose = false;
   bool secure = false;

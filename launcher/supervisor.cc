@@ -200,9 +200,11 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // Orphans of the tasks (an ssh session whose mpirun is gone) come to us, not to init.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   Sink sink(output_dir_);
-  std::vector<Running> tasks;
+  std::vector<Running> tasks(plan.tasks.size());
   std::vector<Stream> streams;
-  for (const Task& t : plan.tasks) {
+  // Starts task i (again, for a rejoin): its output streams join the others.
+  auto start = [&](size_t i) {
+    const Task& t = plan.tasks[i];
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
       throw Error("pipe failed: " + std::string(std::strerror(errno)));
@@ -211,11 +213,12 @@ RunResult Supervisor::run(const JobPlan& plan) {
     r.pid = spawn(t, out[1], err[1], grace_s_, &r.stdin_fd);
     close(out[1]);
     close(err[1]);
-    streams.push_back({out[0], false, tasks.size(), ""});
-    streams.push_back({err[0], true, tasks.size(), ""});
+    streams.push_back({out[0], false, i, ""});
+    streams.push_back({err[0], true, i, ""});
     if (verbose_) std::fprintf(stderr, "[dtrainrun] started %s (pid %d)\n", t.name.c_str(), r.pid);
-    tasks.push_back(r);
-  }
+    tasks[i] = r;
+  };
+  for (size_t i = 0; i < plan.tasks.size(); ++i) start(i);
   // mpirun's tagged lines ("[1,3]<stdout>:text") belong to worker:3; its own reports name the
   // rank that failed.
   const std::regex tag(R"(^\[\d+,(\d+)\]<(stdout|stderr)>: ?(.*)$)");
@@ -319,6 +322,21 @@ RunResult Supervisor::run(const JobPlan& plan) {
       --alive;
       if (verbose_)
         std::fprintf(stderr, "[dtrainrun] %s %s\n", r.task->name.c_str(), describe(status).c_str());
+      if (code_of(status) != 0 && r.task->rejoinable && rejoins_left_ > 0 && !stopping &&
+          !g_stop_signal) {
+        --rejoins_left_;
+        ++rejoins_;
+        std::fprintf(stderr,
+                     "[dtrainrun] %s %s; starting it again to rejoin the job (rejoin %zu; the "
+                     "other tasks go on)\n",
+                     r.task->name.c_str(), describe(status).c_str(), rejoins_);
+        const size_t i = size_t(&r - tasks.data());
+        kill(-r.pid, SIGKILL);  // anything left of its process group
+        start(i);
+        open_streams += 2;
+        ++alive;
+        continue;
+      }
       if (code_of(status) != 0 && result.failed_task.empty() && !stopping) {
         result.failed_task = r.task->name;
         result.failed_host = r.task->host;

@@ -1,7 +1,8 @@
 // Runs a JobPlan's tasks and watches them. Every line a task prints reaches the console with the
 // task's name in front ("[worker:1] ...") and that task's log file (logs/worker.1/stdout). When a
 // task exits non-zero or dies by a signal, the others are stopped (SIGTERM, then SIGKILL after the
-// grace period) and the run reports that task, its exit code or signal and its last lines. SIGINT
+// grace period) and the run reports that task, its exit code or signal and its last lines (a
+// rejoinable ps worker is started again instead, while rejoins are allowed). SIGINT
 // or SIGTERM to the launcher stops the whole job the same way. Each task runs in a process group
 // of its own and dies with the launcher (PR_SET_PDEATHSIG), so nothing is left behind.
 #pragma once
@@ -29,11 +30,15 @@ class Supervisor {
  public:
   Supervisor(std::string output_dir, double grace_period_s, bool verbose);
   RunResult run(const JobPlan& plan);
+  // Rejoinable tasks (Task::rejoinable) that fail are started again, up to n times in all over
+  // this supervisor's runs, while the others keep running.
+  void allow_rejoins(size_t n) { rejoins_left_ = n; }
 
  private:
   std::string output_dir_;
   double grace_s_;
   bool verbose_;
+  size_t rejoins_left_ = 0, rejoins_ = 0;
 };
 
 // Installs SIGINT/SIGTERM handlers that ask a running Supervisor to stop the job.

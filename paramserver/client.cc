@@ -176,7 +176,8 @@ ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohm
   ranges_ = shard_ranges(model.param_count(), socks_.size());
   const bool chief = opts_.worker_rank == 0;
   nlohmann::json hello = opts_.job;
-  if (chief) hello["resume"] = {chief_resume.epoch, chief_resume.step};
+  if (chief)
+    hello["resume"] = {chief_resume.epoch, chief_resume.step, chief_resume.step_in_epoch};
   ResumePoint resume = chief_resume;
   (void)job;
   // One hello per server: each offers its own shared-memory segment.
@@ -257,8 +258,21 @@ ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohm
       for (size_t s = 0; s < socks_.size(); ++s)
         answers[s] = nlohmann::json::parse(std::string(rs[s].payload));
     }
-    resume.epoch = answers[0]["resume"][0].get<uint64_t>();
-    resume.step = answers[0]["resume"][1].get<uint64_t>();
+    const nlohmann::json& at = answers[0]["resume"];
+    resume.epoch = at[0].get<uint64_t>();
+    resume.step = at[1].get<uint64_t>();
+    resume.step_in_epoch = at.size() > 2 ? at[2].get<uint64_t>() : 0;
+    // This worker died and the launcher started it again (asynchronous jobs): it continues where
+    // the servers saw it last, in the epoch and the metrics sums the others are in.
+    if (answers[0].contains("rejoin")) {
+      const nlohmann::json& re = answers[0]["rejoin"];
+      resume.epoch = re.at("epoch").get<uint64_t>();
+      resume.step = re.at("step").get<uint64_t>();
+      resume.step_in_epoch = re.at("step_in_epoch").get<uint64_t>();
+      sum_key_ = re.at("sum_key").get<uint64_t>();
+      log_info("worker ", opts_.worker_rank, " rejoins the job at step ", resume.step, " (",
+               resume.step_in_epoch, " steps into epoch ", resume.epoch + 1, ")");
+    }
   }
   // Servers that could not map a segment said so; those pairs use payload frames. The names go
   // now: both sides hold their mappings, and nothing is left in /dev/shm whatever happens later.

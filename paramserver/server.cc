@@ -1,5 +1,6 @@
 #include "paramserver/server.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "paramserver/async_policy.h"
@@ -27,7 +28,10 @@ Shard::Shard(const ServerOptions& o)
       params(range.count, 0.0f) {}
 
 Server::Server(zmq::context_t& ctx, ServerOptions opts)
-    : opts_(std::move(opts)), sock_(ctx, zmq::socket_type::router), shm_(opts_.num_workers) {
+    : opts_(std::move(opts)),
+      sock_(ctx, zmq::socket_type::router),
+      shm_(opts_.num_workers),
+      progress_(opts_.num_workers) {
   if (opts_.learn_model) opts_.param_count = 0;  // until a hello says it
   configure();
   configured_ = !opts_.learn_model;
@@ -285,6 +289,8 @@ void Server::handle(const std::string& identity, const Message& m) {
     }
     case MsgType::kPush:
     case MsgType::kPushShm:
+      progress_[h.sender].steps = std::max(progress_[h.sender].steps, h.step + 1);
+      progress_[h.sender].pushed = true;
       if (const float* g = push_floats(identity, m))
         policy_->push(identity, h, g, m.type() == MsgType::kPushShm);
       return;
@@ -321,24 +327,61 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
       return reply_error(identity, h, why);
     }
   }
+  // A worker that said hello from another process before has died and been started again.
+  WorkerProgress& me = progress_[h.sender];
+  const bool rejoin = !me.identity.empty() && me.identity != identity;
+  if (rejoin && (!opts_.async || h.sender == 0)) {
+    const std::string why = detail::cat(
+        opts_.name, ": worker ", name_workers(opts_, {h.sender}), " came back after it died: ",
+        h.sender == 0 ? "the chief cannot rejoin (it initialized the servers and writes the "
+                        "checkpoints); restart the whole job (dtrainrun --max-restarts)"
+                      : "only asynchronous jobs (--ps-async) take a worker back (a synchronous "
+                        "step cannot be pushed twice); restart the whole job (--max-restarts)");
+    log_info(why);
+    return reply_error(identity, h, why);
+  }
+  if (rejoin)
+    log_info(opts_.name, ": worker ", name_workers(opts_, {h.sender}),
+             " rejoined (a new process) after ", me.steps, " steps");
+  me.identity = identity;
   any_worker_ = true;
   // The chief says where training resumes, so workers joining later start there too.
-  if (h.sender == 0 && j.contains("resume") && j["resume"].is_array() && j["resume"].size() == 2) {
-    resume_[0] = j["resume"][0].get<uint64_t>();
-    resume_[1] = j["resume"][1].get<uint64_t>();
+  if (h.sender == 0 && j.contains("resume") && j["resume"].is_array() &&
+      j["resume"].size() >= 2 && j["resume"].size() <= 3) {
+    for (size_t k = 0; k < 3; ++k) {
+      const bool given = k < j["resume"].size() && j["resume"][k].is_number_unsigned();
+      resume_[k] = given ? j["resume"][k].get<uint64_t>() : 0;
+    }
   }
   const bool shm = attach_shm(h.sender, j.value("shm", nlohmann::json()));
-  const nlohmann::json r = {{"initialized", shard_->initialized},
+  nlohmann::json r = {{"initialized", shard_->initialized},
                             {"shm", shm},
-                            {"resume", {resume_[0], resume_[1]}},
+                            {"resume", {resume_[0], resume_[1], resume_[2]}},
                             {"offset", shard_->range.offset},
                             {"count", shard_->range.count}};
+  if (rejoin) r["rejoin"] = rejoin_point(h.sender);
   const std::string s = r.dump();
   reply(identity, h, MsgType::kHelloOk, s.data(), s.size(), s.size());
 }
 
+nlohmann::json Server::rejoin_point(uint32_t w) const {
+  // Every training worker joins one metrics sum per epoch (the Trainer's), so the sums a worker
+  // has joined are the epochs it has finished since the job's resume point.
+  const WorkerProgress& p = progress_[w];
+  const uint64_t steps = p.pushed ? p.steps : resume_[1];
+  const uint64_t in_epoch =
+      p.sums == 0 ? resume_[2] + (steps - resume_[1]) : steps - p.step_at_sum;
+  return {{"epoch", resume_[0] + p.sums},
+          {"step", steps},
+          {"step_in_epoch", in_epoch},
+          {"sum_key", p.sums}};
+}
+
 void Server::handle_sum(const std::string& identity, const Message& m) {
   const Header& h = m.h;
+  WorkerProgress& p = progress_[h.sender];
+  p.sums = std::max(p.sums, h.step + 1);
+  p.step_at_sum = p.pushed ? p.steps : resume_[1];
   SumSlot& slot = sums_[h.step];
   if (slot.values.empty()) {
     slot.values.assign(h.count, 0.0);

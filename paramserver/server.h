@@ -113,7 +113,19 @@ class Server : private PolicyHost {
   zmq::socket_t sock_;
   std::unique_ptr<UpdatePolicy> policy_;
   std::vector<std::unique_ptr<ShmSegment>> shm_;  // per worker; null: payload frames
-  uint64_t resume_[2] = {0, 0};
+  uint64_t resume_[3] = {0, 0, 0};  // the chief's resume point: epoch, step, step in epoch
+  // Where each worker is, for one that comes back (a new process, after the launcher restarted
+  // it: asynchronous jobs only): the ZeroMQ identity of its last hello, the global steps it has
+  // pushed (0: none yet), the metrics sums it has joined and its step count at the last one.
+  struct WorkerProgress {
+    std::string identity;
+    uint64_t steps = 0;
+    bool pushed = false;
+    uint64_t sums = 0, step_at_sum = 0;
+  };
+  std::vector<WorkerProgress> progress_;
+  // The hello reply's "rejoin" for worker w: where it continues.
+  nlohmann::json rejoin_point(uint32_t w) const;
   // sums over workers, by key
   struct SumSlot {
     std::vector<double> values;

@@ -135,10 +135,6 @@ TrainResult Trainer::run() {
   // Not under mpirun: its output forwarding does not keep a carriage-return progress line.
   const bool progress = chief && opts_.print && sync_.world() == 1 && isatty(STDOUT_FILENO) &&
                         read_env().mpi_world_size == 0;
-  if (opts_.checkpoint_every_steps && ps_worker)
-    throw InputError(
-        "--checkpoint-every-steps: parameter-server jobs checkpoint at epoch ends only in this "
-        "version");
 
   if (resume.epoch >= opts_.epochs && chief && opts_.print)
     log_info("nothing to do: the checkpoint is at epoch ", resume.epoch, " of ", opts_.epochs,
@@ -184,9 +180,14 @@ TrainResult Trainer::run() {
         const bool stop = agree_on_stop ? (s + 1) % kStopCheckSteps == 0 && any_rank_stopping()
                                         : stop_requested();
         const size_t every = opts_.checkpoint_every_steps;
-        // ps workers hold no optimizer state (the servers do): no checkpoint of theirs on a stop.
-        if (writer && ((stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps)))
+        // ps mode: the servers hold the parameters and optimizer state; the chief gathers their
+        // shards into its model first (sync: they are those of this step, which no worker can
+        // pass before the chief pushes the next). On a stop the servers are being stopped too, so
+        // a ps job keeps its last periodic checkpoint.
+        if (writer && ((stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps))) {
+          if (ps_worker) sync_.gather_state(model_, opt_);
           write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
+        }
         if (stop) {
           sync_.finish(false);
           throw StopRequested(

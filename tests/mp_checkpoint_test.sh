@@ -4,6 +4,10 @@
 #              parameters and optimizer state of an uninterrupted run, bit for bit, having redone
 #              fewer steps than the checkpoint interval
 #   allreduce  the same with 2 ranks (rank 1 killed; mpirun ends the job)
+#   ps         a parameter-server job (1 ps + 2 workers, sync, through dtrainrun --max-restarts 1)
+#              whose ps task is killed with SIGKILL at a random moment: the launcher restarts it,
+#              the chief resumes from its latest step checkpoint (the servers' shards gathered
+#              into it), and the job ends bit for bit where an uninterrupted one does
 #   sigterm    SIGTERM to a training process: it checkpoints the step it is at and exits 143;
 #              resumed, it ends bit for bit where an uninterrupted run does; then the same with
 #              2 ranks, SIGTERM to both (as mpirun forwards it): they agree on the step to stop at
@@ -65,6 +69,26 @@ local|allreduce)
   grep -q "resuming from .*checkpoint.bin" "$tmp/resume.log" || fail "did not resume"
   params --same "$tmp/whole/model/checkpoint.bin" "$tmp/cut/model/checkpoint.bin" || fail "resumed run differs"
   echo "$case_ ok: killed after the checkpoint at step $ck_step ($ck_in steps into its epoch)"
+  ;;
+ps)
+  launch=("$bin/dtrainrun" --mode ps --num-ps 1 --num-workers 2 --max-restarts 1 --log-dir "$tmp/logs" --
+          "$bin/mnist_train" --synthetic-data 6000 --epochs 20 --seed 3 --checkpoint-every-steps $every)
+  timeout 200 "${launch[@]}" --output-dir "$tmp/whole" >"$tmp/whole.log" 2>&1 || { rc=$?; cat "$tmp/whole.log"; fail "uninterrupted run exited $rc"; }
+  grep -q "restarting" "$tmp/whole.log" && fail "the uninterrupted run restarted"
+  timeout 200 "${launch[@]}" --output-dir "$tmp/cut" >"$tmp/cut.log" 2>&1 &
+  job=$!
+  sleep "$(python3 -c 'import random; print(1.0 + 1.5 * random.random())')"
+  victim="$(pgrep -f "mnist_train.*$tmp/cut" | while read -r p; do
+    tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -q '"type":"ps"' && echo "$p"; done | head -n 1)"
+  [[ -n "$victim" ]] || fail "no ps task to kill (the job ended too early?)"
+  kill -KILL "$victim"
+  wait $job; rc=$?
+  ((rc == 0)) || { cat "$tmp/cut.log"; fail "the restarted job exited $rc"; }
+  grep -q "restarting from the latest checkpoint" "$tmp/cut.log" || { cat "$tmp/cut.log"; fail "the launcher did not restart"; }
+  line="$(grep -o "resuming from .*" "$tmp/cut.log" | head -n 1)"
+  [[ -n "$line" ]] || { cat "$tmp/cut.log"; fail "the chief did not resume from a checkpoint"; }
+  params --same "$tmp/whole/model/checkpoint.bin" "$tmp/cut/model/checkpoint.bin" || fail "resumed ps job differs"
+  echo "ps ok: ps:0 killed; the job went on ${line#resuming from *checkpoint.bin }"
   ;;
 sigterm)
   "${train[@]}" --output-dir "$tmp/whole" >"$tmp/whole.log" 2>&1 || fail "uninterrupted run exited $?"

@@ -8,6 +8,10 @@
 #   sigterm    SIGTERM to the launcher stops the job and leaves no process behind
 #   restart    --max-restarts 1 resumes after a kill and finishes with the accuracy bar
 #   psresume   a ps job resumed from its checkpoint ends where an uninterrupted one does
+#   rejoin     --rejoin-workers 1, an async ps job (1 ps + 3 workers): worker 1 killed mid-training
+#              is started again, rejoins where the servers saw it last, and the job finishes
+#              with the accuracy bar while the other tasks ran on (same processes throughout);
+#              in a sync job the rejoin is refused, saying why, and the job ends
 #   secure     a --secure ps job: the launcher's CURVE keys reach every task and training runs
 #   stall      SIGSTOP of rank 1 of 3: the stall watchdog ends the job within --stall-timeout +
 #              10 s (exit 124), every surviving rank's last line and the launcher's summary name
@@ -213,6 +217,33 @@ psresume)
   a="$(last_loss "$tmp/a/outputs/metrics.jsonl")"; b="$(last_loss "$tmp/b/outputs/metrics.jsonl")"
   [[ "$a" == "$b" ]] || fail "resumed loss $b differs from uninterrupted $a"
   echo "psresume: epoch-2 loss $a both ways"
+  ;;
+rejoin)
+  "${run[@]}" --rejoin-workers 1 --mode ps --num-ps 1 --num-workers 3 -- "${train[@]}" --epochs 3 \
+    --ps-async >"$tmp/console" 2>&1 &
+  job=$!
+  for _ in $(seq 100); do grep -q "epoch 1/3" "$tmp/console" && break; sleep 0.1; done
+  victim="$(pid_of_task '"index":1,"type":"worker"')"
+  others="$(pid_of_task '"index":0,"type":"worker"') $(pid_of_task '"index":2,"type":"worker"') $(pid_of_task '"type":"ps"')"
+  [[ -n "$victim" && $(wc -w <<<"$others") == 3 ]] || fail "tasks not found"
+  kill -9 "$victim"
+  for _ in $(seq 100); do grep -q "rejoins the job at step" "$tmp/console" && break; sleep 0.1; done
+  for p in $others; do kill -0 "$p" 2>/dev/null || fail "task $p did not keep running through the rejoin"; done
+  wait $job || fail "job exited $? after the rejoin"
+  grep -q "worker:1 was killed by signal 9 (Killed); starting it again to rejoin the job" "$tmp/console" || fail "no rejoin line"
+  grep -q "worker 1 (worker:1 (127.0.0.1:[0-9]*)) rejoined (a new process) after [0-9]* steps" "$tmp/console" || fail "the ps task did not see the rejoin"
+  line="$(grep -o "worker 1 rejoins the job at step .*" "$tmp/console")"
+  [[ -n "$line" ]] || fail "worker 1 did not say where it rejoined"
+  check_summary "$tmp/console" 0.96
+  # Synchronous jobs cannot take a worker back: said, and the job ends.
+  "${run[@]}" --rejoin-workers 1 --mode ps --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 20 \
+    --step-timeout 20 >"$tmp/console" 2>&1 &
+  job=$!
+  for _ in $(seq 100); do grep -q "epoch 1/20" "$tmp/console" && break; sleep 0.1; done
+  kill -9 "$(pid_of_task '"index":1,"type":"worker"')"
+  wait $job && fail "a sync job with a lost worker exited 0"
+  grep -q "only asynchronous jobs (--ps-async) take a worker back" "$tmp/console" || fail "no reason given"
+  echo "rejoin ok: $line"
   ;;
 secure)
   "${run[@]}" --mode ps --secure --num-ps 1 --num-workers 2 -- "${train[@]}" --epochs 1 \
