@@ -112,7 +112,6 @@ class Job {
   std::unique_ptr<GradientSync> make_sync(const Model& model, const Optimizer& opt);
 
  private:
-
   JobOptions o_;
   std::string mode_;
   bool ps_task_ = false;

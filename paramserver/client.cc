@@ -176,8 +176,7 @@ ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohm
   ranges_ = shard_ranges(model.param_count(), socks_.size());
   const bool chief = opts_.worker_rank == 0;
   nlohmann::json hello = opts_.job;
-  if (chief)
-    hello["resume"] = {chief_resume.epoch, chief_resume.step, chief_resume.step_in_epoch};
+  if (chief) hello["resume"] = {chief_resume.epoch, chief_resume.step, chief_resume.step_in_epoch};
   ResumePoint resume = chief_resume;
   (void)job;
   // One hello per server: each offers its own shared-memory segment.

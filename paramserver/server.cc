@@ -346,8 +346,8 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
   me.identity = identity;
   any_worker_ = true;
   // The chief says where training resumes, so workers joining later start there too.
-  if (h.sender == 0 && j.contains("resume") && j["resume"].is_array() &&
-      j["resume"].size() >= 2 && j["resume"].size() <= 3) {
+  if (h.sender == 0 && j.contains("resume") && j["resume"].is_array() && j["resume"].size() >= 2 &&
+      j["resume"].size() <= 3) {
     for (size_t k = 0; k < 3; ++k) {
       const bool given = k < j["resume"].size() && j["resume"][k].is_number_unsigned();
       resume_[k] = given ? j["resume"][k].get<uint64_t>() : 0;
@@ -355,10 +355,10 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
   }
   const bool shm = attach_shm(h.sender, j.value("shm", nlohmann::json()));
   nlohmann::json r = {{"initialized", shard_->initialized},
-                            {"shm", shm},
-                            {"resume", {resume_[0], resume_[1], resume_[2]}},
-                            {"offset", shard_->range.offset},
-                            {"count", shard_->range.count}};
+                      {"shm", shm},
+                      {"resume", {resume_[0], resume_[1], resume_[2]}},
+                      {"offset", shard_->range.offset},
+                      {"count", shard_->range.count}};
   if (rejoin) r["rejoin"] = rejoin_point(h.sender);
   const std::string s = r.dump();
   reply(identity, h, MsgType::kHelloOk, s.data(), s.size(), s.size());
@@ -369,8 +369,7 @@ nlohmann::json Server::rejoin_point(uint32_t w) const {
   // has joined are the epochs it has finished since the job's resume point.
   const WorkerProgress& p = progress_[w];
   const uint64_t steps = p.pushed ? p.steps : resume_[1];
-  const uint64_t in_epoch =
-      p.sums == 0 ? resume_[2] + (steps - resume_[1]) : steps - p.step_at_sum;
+  const uint64_t in_epoch = p.sums == 0 ? resume_[2] + (steps - resume_[1]) : steps - p.step_at_sum;
   return {{"epoch", resume_[0] + p.sums},
           {"step", steps},
           {"step_in_epoch", in_epoch},

@@ -18,8 +18,8 @@
 #include "allreduce/allreduce_start.h"
 #include "allreduce/mpi_communicator.h"
 #include "dtrain/flags.h"
-#include "paramserver/client.h"
 #include "dtrain/job.h"
+#include "paramserver/client.h"
 #include "runtime/cluster_spec.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
@@ -176,7 +176,7 @@ struct PsWorker {
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<GradientSync> sync;
   ps::ParameterServerSync* ps = nullptr;  // sync, as what it is
-  Timeline timeline;  // disabled
+  Timeline timeline;                      // disabled
   bool started = false;
 };
 

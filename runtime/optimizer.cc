@@ -75,9 +75,12 @@ OptimizerOptions optimizer_options(const nlohmann::json& j, const std::string& w
   if (!j.contains("name") || !j["name"].is_string())
     throw InputError(where + ": the optimizer has no name");
   o.name = j["name"].get<std::string>();
-  const std::pair<const char*, float*> fields[] = {
-      {"learning_rate", &o.learning_rate}, {"momentum", &o.momentum}, {"beta1", &o.beta1},
-      {"beta2", &o.beta2},                 {"epsilon", &o.epsilon},   {"rho", &o.rho}};
+  const std::pair<const char*, float*> fields[] = {{"learning_rate", &o.learning_rate},
+                                                   {"momentum", &o.momentum},
+                                                   {"beta1", &o.beta1},
+                                                   {"beta2", &o.beta2},
+                                                   {"epsilon", &o.epsilon},
+                                                   {"rho", &o.rho}};
   for (const auto& [key, value] : fields) {
     if (!j.contains(key)) continue;
     if (!j[key].is_number())
