@@ -327,9 +327,10 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
       return reply_error(identity, h, why);
     }
   }
-  // A worker that said hello from another process before has died and been started again.
+  // A worker that trained (pushed, or joined a metrics sum) from another process before has died
+  // and been started again. One that had not begun training is simply starting (again).
   WorkerProgress& me = progress_[h.sender];
-  const bool rejoin = !me.identity.empty() && me.identity != identity;
+  const bool rejoin = !me.identity.empty() && me.identity != identity && (me.pushed || me.sums > 0);
   if (rejoin && (!opts_.async || h.sender == 0)) {
     const std::string why = detail::cat(
         opts_.name, ": worker ", name_workers(opts_, {h.sender}), " came back after it died: ",

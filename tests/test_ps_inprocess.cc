@@ -354,6 +354,66 @@ TEST(PsInProcess, AsyncOverSharedMemoryAppliesEveryPushAndLeavesNoSegmentBehind)
   }
 }
 
+TEST(PsInProcess, AnAsyncWorkerThatComesBackRejoinsWhereTheServersSawItLast) {
+  // dtrainrun --rejoin-workers: worker 1 trains 5 steps, dies (its process, and so its socket,
+  // is gone without a word), and a new process says hello as worker 1: the server tells it its
+  // step and place in the epoch, and it trains on while the chief never stopped.
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.tag = "rejoin-";
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  Server server(ctx, server_opts(j, 0, params));
+  std::thread st([&] { server.run(); });
+  std::atomic<bool> rejoined{false};
+  std::exception_ptr chief_error;
+  std::vector<float> x(8 * 784, 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  std::thread chief([&] {
+    try {
+      auto m = build_mlp(784, {16, 8}, 10);
+      m->init(3);
+      Optimizer opt(OptimizerOptions{}, m->param_count());
+      ParameterServerSync sync(ctx, client_opts(j, 0));
+      Timeline tl;
+      sync.start(*m, opt, {}, {}, tl);
+      for (size_t s = 0; s < 3 || !rejoined; ++s) {
+        m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+        sync.finish_step(*m, opt);
+      }
+      sync.finish(true);
+    } catch (...) {
+      chief_error = std::current_exception();
+    }
+  });
+  auto life = [&](size_t steps) {
+    auto m = build_mlp(784, {16, 8}, 10);
+    m->init(1001);
+    Optimizer opt(OptimizerOptions{}, m->param_count());
+    auto sync = std::make_unique<ParameterServerSync>(ctx, client_opts(j, 1));
+    Timeline tl;
+    const ResumePoint at = sync->start(*m, opt, {}, {}, tl);
+    for (size_t s = 0; s < steps; ++s) {
+      m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+      sync->finish_step(*m, opt);
+    }
+    return std::make_pair(at, std::move(sync));
+  };
+  {
+    auto first = life(5);
+    EXPECT_EQ(first.first.step, 0u);
+  }  // dies: its sockets close, no done
+  auto second = life(0);
+  rejoined = true;
+  EXPECT_EQ(second.first.epoch, 0u);
+  EXPECT_EQ(second.first.step, 5u) << "rejoins after the 5 steps the server saw";
+  EXPECT_EQ(second.first.step_in_epoch, 5u);
+  second.second->finish(true);
+  chief.join();
+  st.join();
+  if (chief_error) std::rethrow_exception(chief_error);
+}
+
 TEST(PsInProcess, AnUnusableSharedMemoryOfferFallsBackToPayloads) {
   // A server that cannot open what a worker offers (here: a name that does not exist, as on
   // another machine) says so, and the pair trains over payload frames.
