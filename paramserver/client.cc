@@ -480,21 +480,39 @@ void ParameterServerSync::sum(double* values, size_t n) {
 void ParameterServerSync::gather_state(Model& model, Optimizer& opt) {
   drain(model);
   if (opts_.worker_rank != 0) return;  // only the chief checkpoints
-  const size_t slots = opt.slots();
-  for (size_t s = 0; s < socks_.size(); ++s)
-    send(s, MsgType::kGetState, 0, ranges_[s].offset, nullptr, 0, 0);
-  auto rs = wait_replies(all_servers(), opts_.step_timeout_s, "fetching state for a checkpoint");
+  const size_t slots = opt.slots(), n = model.param_count();
+  // Area k of server s's range: 0 the parameters, k the optimizer's slot k - 1.
+  auto area = [&](size_t s, size_t k) {
+    const size_t off = ranges_[s].offset;
+    return k == 0 ? model.params() + off : opt.state() + (k - 1) * n + off;
+  };
+  std::vector<size_t> by_shm, by_payload;
+  for (size_t s = 0; s < socks_.size(); ++s) (shm_[s] ? by_shm : by_payload).push_back(s);
   uint64_t steps = 0;
-  for (size_t s = 0; s < socks_.size(); ++s) {
-    const Range& r = ranges_[s];
-    if (rs[s].payload.size() != r.count * (1 + slots) * sizeof(float))
-      throw PeerError(detail::cat(opts_.server_names[s], " sent a state of the wrong size"));
-    const float* p = reinterpret_cast<const float*>(rs[s].payload.data());
-    std::memcpy(model.params() + r.offset, p, r.count * sizeof(float));
-    for (size_t k = 0; k < slots; ++k)
-      std::memcpy(opt.state() + k * model.param_count() + r.offset, p + r.count * (1 + k),
-                  r.count * sizeof(float));
-    steps = rs[s].h.step;
+  for (size_t s : by_payload) send(s, MsgType::kGetState, 0, ranges_[s].offset, nullptr, 0, 0);
+  if (!by_payload.empty()) {
+    auto rs = wait_replies(by_payload, opts_.step_timeout_s, "fetching state for a checkpoint");
+    for (size_t s : by_payload) {
+      const size_t count = ranges_[s].count;
+      if (rs[s].payload.size() != count * (1 + slots) * sizeof(float))
+        throw PeerError(detail::cat(opts_.server_names[s], " sent a state of the wrong size"));
+      const float* p = reinterpret_cast<const float*>(rs[s].payload.data());
+      for (size_t k = 0; k <= slots; ++k)
+        std::memcpy(area(s, k), p + count * k, count * sizeof(float));
+      steps = rs[s].h.step;
+    }
+  }
+  // A server on this machine copies each area into the pair's segment: one memcpy each way
+  // instead of a transfer (a 3 MB state: 6-8 ms through the socket here).
+  for (size_t k = 0; k <= slots && !by_shm.empty(); ++k) {
+    for (size_t s : by_shm) send(s, MsgType::kGetStateShm, k, ranges_[s].offset, nullptr, 0, 0);
+    auto rs = wait_replies(by_shm, opts_.step_timeout_s, "fetching state for a checkpoint");
+    for (size_t s : by_shm) {
+      if (rs[s].h.type != uint16_t(MsgType::kStateShm) || rs[s].h.count != ranges_[s].count)
+        throw PeerError(detail::cat(opts_.server_names[s], " sent a state of the wrong size"));
+      std::memcpy(area(s, k), shm_[s]->params(), ranges_[s].count * sizeof(float));
+      steps = rs[s].h.step;
+    }
   }
   opt.set_steps(steps);
 }

@@ -16,6 +16,8 @@ size_t element_size(MsgType t) {
       return 8;
     case MsgType::kPushShm:
     case MsgType::kParamsShm:
+    case MsgType::kGetStateShm:
+    case MsgType::kStateShm:
       return 0;
     default:
       return 1;
@@ -23,10 +25,10 @@ size_t element_size(MsgType t) {
 }
 
 const char* type_name(uint16_t t) {
-  static const char* names[] = {"?",        "hello",      "hello_ok", "init",      "init_ok",
-                                "push",     "params",     "pull",     "get_state", "state",
-                                "sum",      "sum_result", "done",     "done_ok",   "error",
-                                "push_shm", "params_shm"};
+  static const char* names[] = {"?",        "hello",      "hello_ok",      "init",      "init_ok",
+                                "push",     "params",     "pull",          "get_state", "state",
+                                "sum",      "sum_result", "done",          "done_ok",   "error",
+                                "push_shm", "params_shm", "get_state_shm", "state_shm"};
   return t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 

@@ -38,8 +38,14 @@ enum class MsgType : uint16_t {
   // many, the payload is empty.
   kPushShm = 15,
   kParamsShm = 16,
+  // kGetState through the pair's segment, one area at a time (a step checkpoint's gather costs
+  // a memcpy, not a transfer): the header's step says which, 0 the parameters, k the optimizer's
+  // state slot k - 1; the answer, kStateShm, has copied it into the segment's parameter area
+  // (count floats; its step is the optimizer's step count). No payloads.
+  kGetStateShm = 17,
+  kStateShm = 18,
 };
-constexpr uint16_t kLastType = uint16_t(MsgType::kParamsShm);
+constexpr uint16_t kLastType = uint16_t(MsgType::kStateShm);
 
 struct Header {
   uint32_t magic = kMagic;

@@ -287,6 +287,18 @@ void Server::handle(const std::string& identity, const Message& m) {
       return reply(identity, h, MsgType::kState, s.data(), s.size() * sizeof(float), s.size(),
                    opt.steps());
     }
+    case MsgType::kGetStateShm: {
+      const Optimizer& opt = shard_->opt;
+      const size_t count = shard_->range.count;
+      ShmSegment* seg = shm_[h.sender].get();
+      if (!seg || h.step > opt.slots())
+        return reply_error(
+            identity, h,
+            seg ? "get_state_shm: no such state area" : "get_state_shm: no shared-memory segment");
+      const float* from = h.step == 0 ? shard_->params.data() : opt.state() + (h.step - 1) * count;
+      std::memcpy(seg->params(), from, count * sizeof(float));
+      return reply(identity, h, MsgType::kStateShm, nullptr, 0, count, opt.steps());
+    }
     case MsgType::kPush:
     case MsgType::kPushShm:
       progress_[h.sender].steps = std::max(progress_[h.sender].steps, h.step + 1);
