@@ -184,10 +184,12 @@ TrainResult Trainer::run() {
         // shards into its model first (sync: they are those of this step, which no worker can
         // pass before the chief pushes the next). On a stop the servers are being stopped too, so
         // a ps job keeps its last periodic checkpoint.
-        if (writer && ((stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps))) {
-          if (ps_worker) sync_.gather_state(model_, opt_);
-          write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
-        }
+        // Allreduce ranks gather the optimizer state together (a sharded optimizer keeps only its
+        // piece current; the stop is agreed), the chief writes.
+        const bool checkpoint_here =
+            (stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps);
+        if (checkpoint_here && (writer || !ps_worker)) sync_.gather_state(model_, opt_);
+        if (checkpoint_here && writer) write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
         if (stop) {
           sync_.finish(false);
           throw StopRequested(

@@ -2,6 +2,7 @@
 // HierarchicalAllreduce) across real ranks (run under mpirun with 2 and 3 ranks).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -98,8 +99,10 @@ std::unique_ptr<GradientSync> make_allreduce(Communicator& c, const AllreduceOpt
 }
 
 // Trains `steps` steps with an allreduce strategy; returns the model.
+// state: when given, the optimizer state after gather_state (what a checkpoint holds).
 std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps, size_t bucket,
-                                   uint64_t seed, bool shared = true, bool hierarchical = false) {
+                                   uint64_t seed, bool shared = true, bool hierarchical = false,
+                                   std::vector<float>* state = nullptr) {
   auto& c = world();
   auto m = build_mlp(d.features(), {24, 12}, 10);
   m->init(seed + c.rank());  // different on purpose: start() must broadcast rank 0's
@@ -125,6 +128,10 @@ std::unique_ptr<Model> train_ranks(const Dataset& d, size_t batch, size_t steps,
     if (!shared && bucket < m->param_count() * sizeof(float)) {
       EXPECT_GT(static_cast<BucketedAllreduce&>(sync).last_step_buckets(), 1u);
     }
+  }
+  if (state) {
+    sync.gather_state(*m, opt);
+    *state = opt.state_vector();
   }
   const float* during = m->grads();
   sync.finish(true);
@@ -185,6 +192,27 @@ TEST(AllreduceSync, SharedMemoryAndMpiAllreduceAgree) {
   auto a = train_ranks(d, 8, 12, 1024, 5, true);
   auto b = train_ranks(d, 8, 12, 1024, 5, false);
   expect_paths_agree(*a, *b);
+}
+
+TEST(AllreduceSync, SharedMemoryGathersTheShardedOptimizerState) {
+  // Each rank updates the optimizer state of its own piece only; after gather_state every rank
+  // holds the whole state, the same on every rank, and for 2 ranks bitwise the MPI path's.
+  const Dataset d = make_synthetic(400, 10, 3);
+  std::vector<float> shared_state, mpi_state;
+  train_ranks(d, 8, 12, 1024, 5, true, false, &shared_state);
+  train_ranks(d, 8, 12, 1024, 5, false, false, &mpi_state);
+  ASSERT_EQ(shared_state.size(), mpi_state.size());
+  const uint64_t mine = fnv1a(shared_state.data(), shared_state.size());
+  std::vector<uint64_t> all(world().size());
+  world().allgather(&mine, 1, all.data(), "state hashes");
+  for (size_t r = 1; r < all.size(); ++r) EXPECT_EQ(all[r], all[0]) << "rank " << r << " diverged";
+  double worst = 0;
+  for (size_t i = 0; i < mpi_state.size(); ++i)
+    worst = std::max(worst, double(std::fabs(shared_state[i] - mpi_state[i])));
+  if (world().size() == 2)
+    EXPECT_EQ(shared_state, mpi_state);
+  else
+    EXPECT_LT(worst, 1e-6);
 }
 
 TEST(AllreduceSync, HierarchicalAgreesWithMpiAllreduce) {
