@@ -1,20 +1,48 @@
 #include "allreduce/nccl_communicator.h"
 
 #include <cstdlib>
+#include <mutex>
+#include <vector>
 
 #include "runtime/cuda/cuda_check.h"
 
 namespace dtrain {
 
+struct NcclCommunicator::EventPool {
+  std::mutex m;
+  std::vector<cudaEvent_t> free;
+  cudaEvent_t take() {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      if (!free.empty()) {
+        cudaEvent_t e = free.back();
+        free.pop_back();
+        return e;
+      }
+    }
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return e;
+  }
+  void give(cudaEvent_t e) {
+    std::lock_guard<std::mutex> lock(m);
+    free.push_back(e);
+  }
+  ~EventPool() {
+    for (cudaEvent_t e : free) cudaEventDestroy(e);
+  }
+};
+
 namespace {
 class StreamHandle : public Communicator::Handle {
  public:
-  StreamHandle(cudaStream_t s, cudaStream_t compute) : compute_(compute) {
-    CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  StreamHandle(cudaStream_t s, cudaStream_t compute,
+               std::shared_ptr<NcclCommunicator::EventPool> pool)
+      : compute_(compute), pool_(std::move(pool)), done_(pool_->take()) {
     CUDA_CHECK(cudaEventRecord(done_, s));
   }
   ~StreamHandle() override {
-    if (done_) cudaEventDestroy(done_);
+    if (done_) pool_->give(done_);
   }
   bool test() override {
     const cudaError_t rc = cudaEventQuery(done_);
@@ -27,12 +55,13 @@ class StreamHandle : public Communicator::Handle {
 
  private:
   cudaStream_t compute_;
+  std::shared_ptr<NcclCommunicator::EventPool> pool_;
   cudaEvent_t done_ = nullptr;
 };
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(MpiCommunicator& mpi, int device, cudaStream_t compute)
-    : mpi_(mpi), device_(device), compute_(compute) {
+    : mpi_(mpi), device_(device), compute_(compute), events_(std::make_shared<EventPool>()) {
   CUDA_CHECK(cudaSetDevice(device_));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
@@ -91,7 +120,7 @@ std::unique_ptr<Communicator::Handle> NcclCommunicator::iallreduce_group(
     check(ncclAllReduce(ptr, ptr, n, ncclFloat, nop, comm_, stream_), what, n);
   }
   check(ncclGroupEnd(), what + ": ncclGroupEnd", total);
-  return std::make_unique<StreamHandle>(stream_, compute_);
+  return std::make_unique<StreamHandle>(stream_, compute_, events_);
 }
 
 void NcclCommunicator::broadcast(void* data, size_t bytes, size_t root, const OpName& what) {

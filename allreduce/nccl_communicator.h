@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <memory>
+
 #include "allreduce/communicator.h"
 #include "allreduce/mpi_communicator.h"
 
@@ -46,6 +48,11 @@ class NcclCommunicator : public Communicator {
   cudaStream_t stream() const { return stream_; }
   void check(ncclResult_t rc, const OpName& what, size_t count) const;
 
+  // Events for the handles of collectives, reused: a bucket's handle takes one and gives it back
+  // when it goes, so no event is created or destroyed per bucket per step. Shared with the
+  // handles, which may outlive a failed communicator.
+  struct EventPool;
+
  private:
   void order_after_compute();
   MpiCommunicator& mpi_;
@@ -53,6 +60,7 @@ class NcclCommunicator : public Communicator {
   cudaStream_t compute_, stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;
   ncclComm_t comm_ = nullptr;
+  std::shared_ptr<EventPool> events_;
 };
 
 }  // namespace dtrain

@@ -85,6 +85,10 @@ EnvConfig read_env() {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_REQUIRE_GPU='" + *v + "' must be 0 or 1");
     e.require_gpu = *v == "1";
   }
+  if (auto v = get("DTRAIN_CUDA_SYNC")) {
+    if (*v != "0" && *v != "1") throw InputError("DTRAIN_CUDA_SYNC='" + *v + "' must be 0 or 1");
+    e.cuda_sync = *v == "1";
+  }
   if (auto v = get("DTRAIN_PS_SHM")) {
     if (*v != "0" && *v != "1") throw InputError("DTRAIN_PS_SHM='" + *v + "' must be 0 or 1");
     e.ps_shm = *v == "1";

@@ -18,6 +18,9 @@ struct EnvConfig {
   // DTRAIN_REQUIRE_GPU=1: a GPU test or job that would skip for want of a usable GPU fails
   // instead, naming the reason (scripts/gpu-check.sh sets it).
   bool require_gpu = false;
+  // DTRAIN_CUDA_SYNC=1: the GPU backend waits for every kernel, GEMM and cuDNN call and checks it
+  // there (debugging: a kernel's fault is otherwise reported at the next wait, by another call).
+  bool cuda_sync = false;
   std::optional<uint64_t> job_id;  // DTRAIN_JOB_ID (the launcher sets one per job)
   // --secure: DTRAIN_PS_{SERVER,CLIENT}_{PUBLIC,SECRET}_KEY by full name, and DTRAIN_PS_KEY_FILE
   std::map<std::string, std::string> ps_keys;

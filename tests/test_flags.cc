@@ -109,6 +109,23 @@ TEST(Flags, FusionThresholdTakesBytesOrAUnit) {
   unsetenv("DTRAIN_FUSION_THRESHOLD");
 }
 
+TEST(Flags, CudaSyncIsZeroOrOne) {
+  unsetenv("DTRAIN_CUDA_SYNC");
+  EXPECT_FALSE(read_env().cuda_sync);
+  setenv("DTRAIN_CUDA_SYNC", "1", 1);
+  EXPECT_TRUE(read_env().cuda_sync);
+  setenv("DTRAIN_CUDA_SYNC", "yes", 1);
+  try {
+    read_env();
+    FAIL() << "DTRAIN_CUDA_SYNC=yes was taken";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("DTRAIN_CUDA_SYNC='yes' must be 0 or 1"),
+              std::string::npos)
+        << e.what();
+  }
+  unsetenv("DTRAIN_CUDA_SYNC");
+}
+
 // Every environment variable runtime/env.cc reads (the one place that reads any) has a row in
 // the README's "Environment variables" table.
 TEST(Flags, ReadmeDocumentsEveryEnvironmentVariable) {

@@ -13,6 +13,11 @@ namespace dtrain::cuda {
 [[noreturn]] void fail_call(const char* lib, const char* expr, const char* file, int line,
                             const std::string& why);
 
+// DTRAIN_CUDA_SYNC=1 (read once): after_launch waits for `stream` and fails naming `what` (the
+// kernel or library call just queued) if the GPU reported an error.
+bool sync_after_launch();
+void check_launch(cudaStream_t stream, const char* what, const char* file, int line);
+
 }  // namespace dtrain::cuda
 
 #define CUDA_CHECK(expr)                                                                      \
@@ -23,6 +28,10 @@ namespace dtrain::cuda {
           "CUDA", #expr, __FILE__, __LINE__,                                                  \
           std::string(cudaGetErrorName(dtrain_rc_)) + ": " + cudaGetErrorString(dtrain_rc_)); \
   } while (0)
+
+// After queueing work: the launch's own error at once; with DTRAIN_CUDA_SYNC=1, its execution's.
+#define CUDA_LAUNCHED(stream, what) \
+  ::dtrain::cuda::check_launch((stream), (what), __FILE__, __LINE__)
 
 #define CUBLAS_CHECK(expr)                                                            \
   do {                                                                                \

@@ -1,11 +1,19 @@
 #include <algorithm>
 
-#include "runtime/cuda/cudnn_algo.h"
-
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cudnn_algo.h"
 #include "runtime/cuda/cudnn_conv.h"
 
 namespace dtrain::cuda {
+
+namespace {
+// The launch check of a cuDNN call (CUDA_LAUNCHED on the handle's stream).
+void launched(cudnnHandle_t handle, const char* what, const char* file, int line) {
+  cudaStream_t s = nullptr;
+  CUDNN_CHECK(cudnnGetStream(handle, &s));
+  check_launch(s, what, file, line);
+}
+}  // namespace
 
 namespace {
 int I(size_t v) {
@@ -76,6 +84,7 @@ void CudnnConv2D::forward(const float* x, const float* w, const float* b, float*
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnConvolutionForward(handle_, &one, x_desc_, x, w_desc_, w, conv_desc_, fwd_algo_,
                                       workspace_.data(), workspace_.size() * 4, &zero, y_desc_, y));
+  launched(handle_, "cudnnConvolutionForward", __FILE__, __LINE__);
   CUDNN_CHECK(cudnnAddTensor(handle_, &one, b_desc_, b, &one, y_desc_, y));
 }
 
@@ -90,9 +99,11 @@ void CudnnConv2D::backward_params(const float* x, const float* dy, float* dw, fl
   set_batch(batch);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnConvolutionBackwardBias(handle_, &one, y_desc_, dy, &zero, b_desc_, db));
+  launched(handle_, "cudnnConvolutionBackwardBias", __FILE__, __LINE__);
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, x_desc_, x, y_desc_, dy, conv_desc_,
                                              bwd_filter_algo_, workspace_.data(),
                                              workspace_.size() * 4, &zero, w_desc_, dw));
+  launched(handle_, "cudnnConvolutionBackwardFilter", __FILE__, __LINE__);
 }
 
 void CudnnConv2D::backward_data(const float* dy, const float* w, float* dx, size_t batch) {
@@ -101,6 +112,7 @@ void CudnnConv2D::backward_data(const float* dy, const float* w, float* dx, size
   CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, w_desc_, w, y_desc_, dy, conv_desc_,
                                            bwd_data_algo_, workspace_.data(), workspace_.size() * 4,
                                            &zero, x_desc_, dx));
+  launched(handle_, "cudnnConvolutionBackwardData", __FILE__, __LINE__);
 }
 
 CudnnMaxPool2::CudnnMaxPool2(cudnnHandle_t handle, size_t c, size_t h, size_t w)
@@ -132,6 +144,7 @@ void CudnnMaxPool2::forward(const float* x, float* y, size_t batch) {
   set_batch(batch);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnPoolingForward(handle_, pool_desc_, &one, x_desc_, x, &zero, y_desc_, y));
+  launched(handle_, "cudnnPoolingForward", __FILE__, __LINE__);
 }
 
 void CudnnMaxPool2::backward(const float* x, const float* y, const float* dy, float* dx,
@@ -140,6 +153,7 @@ void CudnnMaxPool2::backward(const float* x, const float* y, const float* dy, fl
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnPoolingBackward(handle_, pool_desc_, &one, y_desc_, y, y_desc_, dy, x_desc_, x,
                                    &zero, x_desc_, dx));
+  launched(handle_, "cudnnPoolingBackward", __FILE__, __LINE__);
 }
 
 }  // namespace dtrain::cuda

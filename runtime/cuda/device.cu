@@ -1,5 +1,6 @@
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device.h"
+#include "runtime/env.h"
 
 namespace dtrain::cuda {
 
@@ -9,6 +10,24 @@ void fail_call(const char* lib, const char* expr, const char* file, int line,
   cudaGetDevice(&dev);
   throw Error(detail::cat(lib, " call failed on device ", dev, " (", file, ":", line, "): ", expr,
                           ": ", why));
+}
+
+bool sync_after_launch() {
+  static const bool on = read_env().cuda_sync;
+  return on;
+}
+
+void check_launch(cudaStream_t stream, const char* what, const char* file, int line) {
+  const cudaError_t queued = cudaGetLastError();
+  if (queued != cudaSuccess)
+    fail_call("CUDA", what, file, line,
+              std::string(cudaGetErrorName(queued)) + ": " + cudaGetErrorString(queued));
+  if (!sync_after_launch()) return;
+  const cudaError_t ran = cudaStreamSynchronize(stream);
+  if (ran != cudaSuccess)
+    fail_call("CUDA", what, file, line,
+              std::string("(DTRAIN_CUDA_SYNC=1: failed while running) ") + cudaGetErrorName(ran) +
+                  ": " + cudaGetErrorString(ran));
 }
 
 int device_count(std::string* why) {

@@ -21,7 +21,7 @@ void launch(size_t n, const F& f, cudaStream_t s) {
   constexpr unsigned kThreads = 256;
   const unsigned blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
   for_each_kernel<<<blocks, kThreads, 0, s>>>(n, f);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_LAUNCHED(s, __PRETTY_FUNCTION__);  // names the functor (its type is in the signature)
 }
 
 struct ColumnSum {
@@ -59,6 +59,7 @@ void Blas::gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float 
                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
                            static_cast<int>(m), static_cast<int>(k), &alpha, b, ldb > 0 ? ldb : 1,
                            a, lda > 0 ? lda : 1, &beta, c, static_cast<int>(n)));
+  CUDA_LAUNCHED(stream_, "cublasSgemm");
 }
 
 void Blas::gemm_ld(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
@@ -69,6 +70,7 @@ void Blas::gemm_ld(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, flo
       handle_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
       static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
       static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c, static_cast<int>(ldc)));
+  CUDA_LAUNCHED(stream_, "cublasSgemm (leading dimensions)");
 }
 
 void broadcast_rows(float* y, const float* b, size_t rows, size_t cols, cudaStream_t s) {
