@@ -19,6 +19,13 @@
 
 namespace dtrain::ps {
 
+// Where a server waits for other workers (a synchronous step, a metrics sum, a bounded-staleness
+// push) it names the missing ones after --step-timeout and answers the waiting workers with that;
+// a worker gives it this much longer before giving up on the server itself, so the message that
+// names the culprit arrives first (with equal timeouts the two raced, and a partition could end
+// the job naming the server instead of the worker that was cut off).
+constexpr double kServerSpeaksFirstS = 2.0;
+
 ParameterServerSync::ParameterServerSync(zmq::context_t& ctx, ClientOptions opts)
     : GradientSync({"ps", opts.worker_rank, opts.num_workers}), opts_(std::move(opts)) {
   if (opts_.servers.empty()) throw InputError("parameter-server mode needs at least one ps task");
@@ -341,7 +348,7 @@ uint32_t ParameterServerSync::push(size_t s, uint64_t offset, size_t count, cons
 }
 
 void ParameterServerSync::apply_params_reply(Model& model) {
-  auto rs = wait_replies(all_servers(), opts_.step_timeout_s,
+  auto rs = wait_replies(all_servers(), opts_.step_timeout_s + kServerSpeaksFirstS,
                          WaitFor("step", pending_step_, " push/pull"));
   for (size_t s = 0; s < socks_.size(); ++s)
     take_params(s, rs[s], ranges_[s].offset, ranges_[s].count, model.params());
@@ -411,14 +418,14 @@ void ParameterServerSync::finish_sync_step(Model& model) {
         outstanding.erase(it);
       }
     }
-    if (!outstanding.empty() && seconds_since(t0) > opts_.step_timeout_s) {
+    if (!outstanding.empty() && seconds_since(t0) > opts_.step_timeout_s + kServerSpeaksFirstS) {
       std::set<size_t> silent;
       for (auto& [key, i] : outstanding) silent.insert(key.first);
       std::string names;
       for (size_t s : silent) names += (names.empty() ? "" : ", ") + opts_.server_names[s];
       throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": step ", step_,
-                                     ": no answer from ", names, " within ", opts_.step_timeout_s,
-                                     " s"));
+                                     ": no answer from ", names, " within ",
+                                     opts_.step_timeout_s + kServerSpeaksFirstS, " s"));
     }
   }
   span("wait", t_wait);  // for the servers' updated parameters, taken as they come
@@ -471,7 +478,7 @@ void ParameterServerSync::sum(double* values, size_t n) {
   if (push_outstanding_)
     throw Error("ParameterServerSync::sum with a push outstanding (call gather_state first)");
   send(0, MsgType::kSum, sum_key_++, 0, values, n * sizeof(double), n);
-  auto rs = wait_replies({0}, opts_.step_timeout_s, "summing metrics");
+  auto rs = wait_replies({0}, opts_.step_timeout_s + kServerSpeaksFirstS, "summing metrics");
   if (rs[0].payload.size() != n * sizeof(double))
     throw PeerError("metrics sum: reply of the wrong size");
   std::memcpy(values, rs[0].payload.data(), n * sizeof(double));

@@ -230,10 +230,21 @@ void Server::check_timeouts() {
   // Workers also meet between steps, to sum the epoch's metrics: one that died there is named
   // the same way (any mode).
   for (auto& [key, slot] : sums_) {
-    if (slot.waiting.empty() || seconds_since(slot.started) <= opts_.step_timeout_s) continue;
+    if (slot.waiting.empty()) continue;
+    const double waited = seconds_since(slot.started);
     std::vector<size_t> missing;
     for (size_t w = 0; w < opts_.num_workers; ++w)
       if (!slot.from.count(uint32_t(w)) && !shard_->done.count(uint32_t(w))) missing.push_back(w);
+    if (waited <= opts_.step_timeout_s) {
+      const double warn = opts_.stall_warning_s;
+      if (warn > 0 && waited >= slot.warned_after_s + warn) {
+        slot.warned_after_s = waited;
+        log_info("stall: ", opts_.name, ": the metrics sum ", key, " has waited ",
+                 static_cast<int>(waited), " s for worker(s) ", name_workers(opts_, missing),
+                 " (timeout ", opts_.step_timeout_s, " s)");
+      }
+      continue;
+    }
     const std::string why = detail::cat(opts_.name, ": metrics sum: no answer from worker(s) ",
                                         name_workers(opts_, missing), " after ",
                                         opts_.step_timeout_s, " s; the worker(s) may have died");

@@ -131,6 +131,7 @@ class Server : private PolicyHost {
     std::vector<double> values;
     std::set<uint32_t> from;
     std::chrono::steady_clock::time_point started;
+    double warned_after_s = 0;  // the last stall warning, seconds after started
     std::vector<std::pair<std::string, Header>> waiting;
   };
   std::map<uint64_t, SumSlot> sums_;

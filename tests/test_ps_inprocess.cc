@@ -484,6 +484,43 @@ TEST(PsInProcess, AWorkerMissingFromAMetricsSumIsReportedNotWaitedForForever) {
   EXPECT_NE(error.find("worker(s) 1"), std::string::npos) << error;
 }
 
+TEST(PsInProcess, AWorkerWaitingInASumHearsWhoIsMissingNotThatTheServerIsSilent) {
+  // The server names the worker missing from a metrics sum after --step-timeout; the waiting
+  // worker gives it longer than that (kServerSpeaksFirstS), so its error names the culprit,
+  // worker 1, rather than the server (with equal timeouts the two raced; seen on the simulated
+  // cluster when a partition hit an epoch's end).
+  zmq::context_t ctx;
+  Job j;
+  j.tag = "sumfirst-";
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  ServerOptions so = server_opts(j, 0, params);
+  so.step_timeout_s = 1;
+  Server server(ctx, so);
+  std::thread t([&] {
+    try {
+      server.run();
+    } catch (const TimeoutError&) {
+    }
+  });
+  auto m = build_mlp(784, {16, 8}, 10);
+  m->init(3);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  ClientOptions co = client_opts(j, 0);
+  co.step_timeout_s = 1;
+  ParameterServerSync sync(ctx, co);
+  Timeline tl;
+  sync.start(*m, opt, {}, {}, tl);
+  double v[2] = {1, 2};
+  std::string error;
+  try {
+    sync.sum(v, 2);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  t.join();
+  EXPECT_NE(error.find("no answer from worker(s) 1"), std::string::npos) << error;
+}
+
 TEST(PsInProcess, SecureRefusesClientsWithoutTheJobsKey) {
   if (!zmq_has("curve")) GTEST_SKIP() << "this libzmq has no CURVE support";
   zmq::context_t ctx;
