@@ -313,7 +313,6 @@ void Server::handle(const std::string& identity, const Message& m) {
     case MsgType::kPush:
     case MsgType::kPushShm:
       progress_[h.sender].steps = std::max(progress_[h.sender].steps, h.step + 1);
-      progress_[h.sender].pushed = true;
       if (const float* g = push_floats(identity, m))
         policy_->push(identity, h, g, m.type() == MsgType::kPushShm);
       return;
@@ -353,7 +352,8 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
   // A worker that trained (pushed, or joined a metrics sum) from another process before has died
   // and been started again. One that had not begun training is simply starting (again).
   WorkerProgress& me = progress_[h.sender];
-  const bool rejoin = !me.identity.empty() && me.identity != identity && (me.pushed || me.sums > 0);
+  const bool rejoin =
+      !me.identity.empty() && me.identity != identity && (me.steps > 0 || me.sums > 0);
   if (rejoin && (!opts_.async || h.sender == 0)) {
     const std::string why = detail::cat(
         opts_.name, ": worker ", name_workers(opts_, {h.sender}), " came back after it died: ",
@@ -388,11 +388,15 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
   reply(identity, h, MsgType::kHelloOk, s.data(), s.size(), s.size());
 }
 
+uint64_t Server::steps_of(uint32_t w) const {
+  return progress_[w].steps > 0 ? progress_[w].steps : resume_[1];
+}
+
 nlohmann::json Server::rejoin_point(uint32_t w) const {
   // Every training worker joins one metrics sum per epoch (the Trainer's), so the sums a worker
   // has joined are the epochs it has finished since the job's resume point.
   const WorkerProgress& p = progress_[w];
-  const uint64_t steps = p.pushed ? p.steps : resume_[1];
+  const uint64_t steps = steps_of(w);
   const uint64_t in_epoch = p.sums == 0 ? resume_[2] + (steps - resume_[1]) : steps - p.step_at_sum;
   return {{"epoch", resume_[0] + p.sums},
           {"step", steps},
@@ -404,7 +408,7 @@ void Server::handle_sum(const std::string& identity, const Message& m) {
   const Header& h = m.h;
   WorkerProgress& p = progress_[h.sender];
   p.sums = std::max(p.sums, h.step + 1);
-  p.step_at_sum = p.pushed ? p.steps : resume_[1];
+  p.step_at_sum = steps_of(h.sender);
   SumSlot& slot = sums_[h.step];
   if (slot.values.empty()) {
     slot.values.assign(h.count, 0.0);

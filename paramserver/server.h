@@ -119,11 +119,12 @@ class Server : private PolicyHost {
   // pushed (0: none yet), the metrics sums it has joined and its step count at the last one.
   struct WorkerProgress {
     std::string identity;
-    uint64_t steps = 0;
-    bool pushed = false;
+    uint64_t steps = 0;  // global steps done (a push of step t makes it t + 1)
     uint64_t sums = 0, step_at_sum = 0;
   };
   std::vector<WorkerProgress> progress_;
+  // Worker w's global steps: those it pushed, or the job's resume step if none yet.
+  uint64_t steps_of(uint32_t w) const;
   // The hello reply's "rejoin" for worker w: where it continues.
   nlohmann::json rejoin_point(uint32_t w) const;
   // sums over workers, by key

@@ -38,6 +38,29 @@ print("max |difference| %.2e over %d parameters" % (diff, a.size))
 assert diff < 1e-5, diff
 PY
 }
+# kill_one ENV_TEXT WHO: the job $job (torch_mnist.py writing $tmp/k.log) loses, by SIGKILL once
+# its first epoch is done, the process whose environment holds ENV_TEXT; the job must end within
+# 30 s, non-zero, leaving nothing behind.
+kill_one() {
+  local victim="" p start rc
+  for _ in $(seq 150); do
+    for p in $(pgrep -f "torch_mnist.py.*$tmp/k"); do
+      tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -qF "$1" && victim=$p
+    done
+    [[ -n "$victim" ]] && grep -q "epoch 1/" "$tmp/k.log" && break
+    sleep 0.2
+  done
+  [[ -n "$victim" ]] || { cat "$tmp/k.log"; fail "$2 never started"; }
+  kill -9 "$victim"
+  start=$SECONDS
+  while kill -0 $job 2>/dev/null && ((SECONDS - start < 30)); do sleep 0.2; done
+  kill -0 $job 2>/dev/null && fail "job still running 30 s after SIGKILL of $2"
+  wait $job; rc=$?
+  ((rc != 0)) || fail "exited 0"
+  sleep 0.5
+  [[ -z "$(pgrep -f "$tmp/k" || true)" ]] || fail "processes left behind"
+  echo "$case_ ok: the job ended $((SECONDS - start)) s after SIGKILL of $2, exit $rc"
+}
 real=0
 if [[ -f "$src/data/mnist/train-images-idx3-ubyte" || -f "$src/data/mnist/train-images-idx3-ubyte.gz" ]]; then real=1; fi
 
@@ -65,24 +88,7 @@ PY
 kill)
   "${mpi[@]}" -np 2 "$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 1000 \
     --output-dir "$tmp/k" >"$tmp/k.log" 2>&1 & job=$!
-  victim=""
-  for _ in $(seq 150); do
-    for p in $(pgrep -f "torch_mnist.py.*$tmp/k"); do
-      tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -q OMPI_COMM_WORLD_RANK=1 && victim=$p
-    done
-    [[ -n "$victim" ]] && grep -q "epoch 1/" "$tmp/k.log" && break
-    sleep 0.2
-  done
-  [[ -n "$victim" ]] || { cat "$tmp/k.log"; fail "rank 1 never started"; }
-  kill -9 "$victim"
-  start=$SECONDS
-  while kill -0 $job 2>/dev/null && ((SECONDS - start < 30)); do sleep 0.2; done
-  kill -0 $job 2>/dev/null && fail "job still running 30 s after SIGKILL of rank 1"
-  wait $job; rc=$?
-  ((rc != 0)) || fail "exited 0"
-  sleep 0.5
-  [[ -z "$(pgrep -f "$tmp/k" || true)" ]] || fail "processes left behind"
-  echo "kill ok: the job ended $((SECONDS - start)) s after SIGKILL of rank 1, exit $rc"
+  kill_one OMPI_COMM_WORLD_RANK=1 "rank 1"
   ;;
 psapi)
   psrun api 2 "$py" "$src/tests/torch_ps_api_test.py" \
@@ -128,25 +134,8 @@ psmatch)
 pskill)
   psrun kill 1 "$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 1000 \
     --output-dir "$tmp/k" >"$tmp/k.log" 2>&1 & job=$!
-  victim=""
-  for _ in $(seq 150); do
-    for p in $(pgrep -f "torch_mnist.py.*$tmp/k"); do
-      tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -q '"index":1,"type":"worker"' && victim=$p
-    done
-    [[ -n "$victim" ]] && grep -q "epoch 1/" "$tmp/k.log" && break
-    sleep 0.2
-  done
-  [[ -n "$victim" ]] || { cat "$tmp/k.log"; fail "worker 1 never started"; }
-  kill -9 "$victim"
-  start=$SECONDS
-  while kill -0 $job 2>/dev/null && ((SECONDS - start < 30)); do sleep 0.2; done
-  kill -0 $job 2>/dev/null && fail "job still running 30 s after SIGKILL of worker 1"
-  wait $job; rc=$?
-  ((rc != 0)) || fail "exited 0"
-  sleep 0.5
-  [[ -z "$(pgrep -f "$tmp/k" || true)" ]] || fail "processes left behind"
+  kill_one '"index":1,"type":"worker"' "worker 1"
   grep -q "worker:1" "$tmp/k.log" || { cat "$tmp/k.log"; fail "the launcher did not name worker:1"; }
-  echo "pskill ok: the job ended $((SECONDS - start)) s after SIGKILL of worker 1, exit $rc"
   ;;
 *) fail "unknown case $case_" ;;
 esac

@@ -120,6 +120,17 @@ size_t one_worker_step(zmq::context_t& ctx, const Job& j) {
   return shm;
 }
 
+// Runs `server` on a thread of its own; a TimeoutError it ends with goes into *error.
+std::thread serve(Server& server, std::string* error) {
+  return std::thread([&server, error] {
+    try {
+      server.run();
+    } catch (const TimeoutError& e) {
+      if (error) *error = e.what();
+    }
+  });
+}
+
 // Runs the job; returns each worker's final parameters.
 std::vector<std::vector<float>> run_job(zmq::context_t& ctx, const Job& j) {
   const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
@@ -457,13 +468,7 @@ TEST(PsInProcess, AWorkerMissingFromAMetricsSumIsReportedNotWaitedForForever) {
   so.step_timeout_s = 1;
   Server server(ctx, so);
   std::string error;
-  std::thread t([&] {
-    try {
-      server.run();
-    } catch (const TimeoutError& e) {
-      error = e.what();
-    }
-  });
+  std::thread t = serve(server, &error);
   zmq::socket_t raw = connect_raw(ctx, j);
   Header h;
   h.type = uint16_t(MsgType::kSum);
@@ -496,12 +501,7 @@ TEST(PsInProcess, AWorkerWaitingInASumHearsWhoIsMissingNotThatTheServerIsSilent)
   ServerOptions so = server_opts(j, 0, params);
   so.step_timeout_s = 1;
   Server server(ctx, so);
-  std::thread t([&] {
-    try {
-      server.run();
-    } catch (const TimeoutError&) {
-    }
-  });
+  std::thread t = serve(server, nullptr);
   auto m = build_mlp(784, {16, 8}, 10);
   m->init(3);
   Optimizer opt(OptimizerOptions{}, m->param_count());

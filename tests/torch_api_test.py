@@ -1,20 +1,10 @@
 """Every call of dtrain.torch's API, run by tests/python_torch_test.sh under mpirun with 2 ranks
 (and the errors a user can make). Exits non-zero with the failing check's message."""
-import os
-import sys
 
 import torch
 
 import dtrain.torch as dt
-
-
-def expect_raises(kind, text, f, *args, **kwargs):
-    try:
-        f(*args, **kwargs)
-    except kind as e:
-        assert text in str(e), "%s: message %r lacks %r" % (f.__name__, str(e), text)
-        return str(e)
-    raise AssertionError("%s did not raise %s" % (f.__name__, kind.__name__))
+from torch_checks import expect_raises
 
 
 assert not dt.is_initialized()

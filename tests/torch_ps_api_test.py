@@ -8,15 +8,7 @@ import os
 import torch
 
 import dtrain.torch as dt
-
-
-def expect_raises(kind, text, f, *args, **kwargs):
-    try:
-        f(*args, **kwargs)
-    except kind as e:
-        assert text in str(e), "%s: message %r lacks %r" % (f.__name__, str(e), text)
-        return str(e)
-    raise AssertionError("%s did not raise %s" % (f.__name__, kind.__name__))
+from torch_checks import expect_raises
 
 
 task = json.loads(os.environ["TF_CONFIG"])["task"]

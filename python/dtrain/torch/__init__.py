@@ -20,6 +20,7 @@ import atexit
 import ctypes
 import io
 import json
+import math
 import os
 import sys
 
@@ -258,9 +259,7 @@ def allgather(tensor, name=None):
         rows = torch.zeros(size(), dtype=torch.float64)
         rows[rank()] = t.shape[0]
         rows = _ps_sum(rows).long().tolist()
-        per_row = 1
-        for d in t.shape[1:]:
-            per_row *= d
+        per_row = math.prod(t.shape[1:])
         out = torch.zeros(sum(rows) * per_row, dtype=torch.float64)
         start = sum(rows[:rank()]) * per_row
         out[start:start + t.numel()] = t.reshape(-1).to(torch.float64)
