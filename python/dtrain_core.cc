@@ -57,9 +57,49 @@ void init(double stall_warning_s, double stall_timeout_s) {
                        env.network_interfaces.empty() ? "" : env.network_interfaces[0]);
 }
 
+// The shared windows handed to Python (SharedWindow): freed here, before MPI ends, whatever
+// Python still holds (MPI_Win_free is collective: every rank frees them in the same order).
+std::vector<std::shared_ptr<Communicator::SharedSlots>> g_windows;
+
 void shutdown() {
   py::gil_scoped_release release;
+  g_windows.clear();
   g_comm.reset();
+}
+
+// A window of shared memory among the job's ranks (all on this machine), for the
+// DistributedOptimizer's sharded step: each rank's slot address and a fence (a barrier with memory
+// synchronization), as SharedMemoryAllreduce uses them.
+class SharedWindow {
+ public:
+  explicit SharedWindow(std::weak_ptr<Communicator::SharedSlots> s) : s_(std::move(s)) {}
+  uintptr_t slot(size_t rank) { return reinterpret_cast<uintptr_t>(live()->slot(rank)); }
+  void fence(const std::string& what) {
+    auto s = live();
+    py::gil_scoped_release release;
+    s->fence(OpName(what));
+  }
+
+ private:
+  std::shared_ptr<Communicator::SharedSlots> live() {
+    auto s = s_.lock();
+    if (!s) throw InputError("dtrain.torch: this shared window ended with dtrain.torch.shutdown()");
+    return s;
+  }
+  std::weak_ptr<Communicator::SharedSlots> s_;
+};
+
+// None when the ranks span machines (or there is one rank); `bytes` may differ between ranks.
+py::object node_shared(size_t bytes, const std::string& name) {
+  MpiCommunicator& c = comm();
+  std::unique_ptr<Communicator::SharedSlots> s;
+  {
+    py::gil_scoped_release release;
+    s = c.node_shared(bytes, OpName(name));
+  }
+  if (!s) return py::none();
+  g_windows.push_back(std::move(s));
+  return py::cast(SharedWindow(g_windows.back()));
 }
 
 size_t elem_size(const std::string& dtype) {
@@ -358,6 +398,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("allgather_bytes", &allgather_bytes);
   m.def("check_agreement", &check_agreement);
   m.def("abort", [](int code) { comm().abort(code); });
+  py::class_<SharedWindow>(m, "SharedWindow")
+      .def("slot", &SharedWindow::slot)
+      .def("fence", &SharedWindow::fence);
+  m.def("node_shared", &node_shared);
+  // DTRAIN_ALLREDUCE_SHM as mnist_train reads it: false turns the shared-memory path off.
+  m.def("allreduce_shm", [] { return read_env().allreduce_shm; });
   // DTRAIN_FUSION_THRESHOLD as mnist_train reads it (units and all), default 64 MB.
   m.def("fusion_threshold", [] {
     return read_env().fusion_threshold_bytes.value_or(AllreduceOptions{}.fusion_threshold_bytes);

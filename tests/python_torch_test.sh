@@ -3,6 +3,9 @@
 #   api    every API call and its errors (tests/torch_api_test.py), 2 ranks
 #   match  examples/python/torch_mnist.py: 2 ranks at batch 25 end with the parameters of one
 #          process at batch 50 (float tolerance 1e-5)
+#   shard  the sharded one-machine step (tests/torch_shard_test.py) equals the bucketed MPI path
+#          (DTRAIN_ALLREDUCE_SHM=0) bitwise with 2 ranks (parameters, .grad, optimizer state),
+#          and within 1e-5 of each array's largest value with 3 (MPI adds 3 ranks in another order)
 #   kill   SIGKILL of rank 1 ends the job within 30 s, non-zero, nothing left behind
 #   psapi  parameter-server mode: every call and its errors (tests/torch_ps_api_test.py) under
 #          dtrainrun --mode ps, 2 ps tasks + 2 workers; the ps tasks exit 0
@@ -84,6 +87,33 @@ print("2 ranks x batch 25 vs 1 x batch 50: max |difference| %.2e over %d paramet
 assert diff < 1e-5, diff
 PY
   grep -q '"world_size": 2' "$tmp/two.log" || fail "not 2 ranks"
+  ;;
+shard)
+  for np_ in 2 3; do
+    for shm in 1 0; do
+      "${mpi[@]}" -np $np_ -x DTRAIN_ALLREDUCE_SHM=$shm "$py" "$src/tests/torch_shard_test.py" "$tmp/s$np_$shm.npz" \
+        >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "$np_ ranks, DTRAIN_ALLREDUCE_SHM=$shm: exited $?"; }
+      [[ $(grep -o "every case checked" "$tmp/out" | wc -l) == "$np_" ]] || { cat "$tmp/out"; fail "not all $np_ ranks"; }
+    done
+    "$py" - "$tmp/s${np_}1.npz" "$tmp/s${np_}0.npz" $((np_ == 2 ? 0 : 1)) <<'PY' || fail "$np_ ranks: the sharded step differs"
+import sys
+import numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+tol = 1e-5 if sys.argv[3] == "1" else 0.0
+assert sorted(a.files) == sorted(b.files), (a.files, b.files)
+worst = 0.0
+for k in a.files:
+    assert a[k].shape == b[k].shape, (k, a[k].shape, b[k].shape)
+    if a[k].dtype.kind == "U":
+        assert (a[k] == b[k]).all(), (k, a[k], b[k])
+        continue
+    # relative to the array's largest magnitude
+    d = float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)) if a[k].size else 0.0
+    assert d <= tol, (k, d)
+    worst = max(worst, d)
+print("sharded vs bucketed: %d arrays, max relative difference %.1e (tolerance %g)" % (len(a.files), worst, tol))
+PY
+  done
   ;;
 kill)
   "${mpi[@]}" -np 2 "$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 1000 \

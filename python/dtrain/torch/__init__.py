@@ -17,6 +17,7 @@ are CPU tensors (float32; float64 too for allreduce). Errors are Python exceptio
 dtrain's messages; a mismatch between ranks names the rank and the tensor.
 """
 import atexit
+import collections
 import ctypes
 import io
 import json
@@ -437,6 +438,310 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         return super(self.__class__, self).step(closure)
 
 
+# The state tensors (shaped like the parameter) of the optimizers the sharded step runs, which
+# update every element on its own: sharding them changes no value.
+_SHARDED_STATE = {torch.optim.SGD: ["momentum_buffer"],
+                  torch.optim.Adam: ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+                  torch.optim.AdamW: ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+                  torch.optim.RMSprop: ["square_avg", "momentum_buffer", "grad_avg"]}
+
+
+class _ShardedDistributedOptimizer(torch.optim.Optimizer):
+    """The one-machine path (SharedMemoryAllreduce's, for PyTorch): ranks that share a machine
+    average through shared memory and shard the optimizer's work, as ZeRO's first stage.
+
+    At the first step the parameters move into one flat buffer per rank (each parameter a view
+    of it) and their gradients into this rank's slot of a shared window, where backward then
+    accumulates them. step(): after a fence each rank sums every slot over its own contiguous
+    piece of the parameters (rank order, then times 1/size, as the MPI path averages), runs the
+    wrapped optimizer's own step() on that piece only (one flat view per parameter group, the
+    group's hyperparameters read at every step), and publishes the updated piece; after a second
+    fence it copies the other pieces of the parameters and of the averaged gradient. The
+    optimizer state lives in the shared window, one region per state tensor, each rank updating
+    its piece: `optimizer.state` and state_dict() hold every parameter's whole state, read
+    without any collective. Each rank does 1/size of the optimizer's work; after step() the
+    parameters, `.grad` (the average) and the state are what the unsharded path gives."""
+
+    def __init__(self, params, named_parameters, backward_passes_per_step, state_keys):
+        super(self.__class__, self).__init__(params)
+        self._dt_params = [p for g in self.param_groups for p in g["params"]]
+        if named_parameters is not None:
+            names = {id(p): n for n, p in named_parameters}
+            missing = [p for p in self._dt_params if id(p) not in names]
+            if missing:
+                raise ValueError("dtrain.torch.DistributedOptimizer: named_parameters lacks %d of "
+                                 "the optimizer's parameters" % len(missing))
+        else:
+            names = {id(p): "param.%d" % i for i, p in enumerate(self._dt_params)}
+        if backward_passes_per_step < 1:
+            raise ValueError("backward_passes_per_step must be at least 1")
+        self._dt_names = names
+        self._dt_keys = state_keys
+        self._dt_window = None  # set up at the first step (a collective every rank makes)
+        self._dt_synced = False
+        self._dt_step = 0
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _dt_setup(self):
+        layout = {self._dt_names[id(p)]: list(p.shape) for p in self._dt_params}
+        desc = {"operation": "DistributedOptimizer", "parameters": len(layout)}
+        desc.update({"shape of " + n: s for n, s in layout.items()})
+        _check_agreement(desc, "DistributedOptimizer's parameters")
+        world, me = _core.size(), _core.rank()
+        self._dt_offset = {}
+        n = 0
+        for p in self._dt_params:
+            self._dt_offset[id(p)] = n
+            n += p.numel()
+        self._dt_n = n
+        # Rank k's piece: [bounds[k], bounds[k + 1]), cut at 16 floats (64 bytes).
+        self._dt_bounds = [min(n, (k * n // world) // 16 * 16) for k in range(world)] + [n]
+        regions = 2 + len(self._dt_keys)  # the averaged gradient, the parameters, the state
+        win = _core.node_shared(4 * n + (4 * n * regions if me == 0 else 0),
+                                "DistributedOptimizer's shared window")
+        self._dt_window = win
+        self._dt_slots = [_float_view(win.slot(k), n) for k in range(world)]
+        common = _float_view(win.slot(0) + 4 * n, n * regions)
+        self._dt_avg = common[0:n]
+        self._dt_published = common[n:2 * n]
+        self._dt_region = {k: common[(2 + j) * n:(3 + j) * n] for j, k in enumerate(self._dt_keys)}
+        self._dt_flat = torch.empty(n)
+        self._dt_attach(force=True)
+        lo, hi = self._dt_bounds[me], self._dt_bounds[me + 1]
+        self._dt_lo, self._dt_hi = lo, hi
+        # One flat view of this rank's piece per parameter group (empty where the group lies
+        # elsewhere: every rank steps every group, so each knows every group's state keys).
+        self._dt_shard_groups = []
+        self._dt_shard_ranges = []
+        for g in self.param_groups:
+            g0 = self._dt_offset[id(g["params"][0])] if g["params"] else 0
+            g1 = g0 + sum(p.numel() for p in g["params"])
+            a, b = max(lo, g0), min(hi, g1)
+            b = max(a, b)
+            sp = torch.nn.Parameter(self._dt_flat[a:b])
+            self._dt_shard_ranges.append((a, b))
+            self._dt_shard_groups.append(dict(g, params=[sp]))
+        self._dt_shard_state = collections.defaultdict(dict)
+        self._dt_views = {}  # (group, state key): the view of this rank's piece in the region
+        self._dt_built = False  # self.state holds the whole state
+        if any(self.state.values()):
+            self._dt_adopt_full_state()  # load_state_dict before the first step
+        else:
+            self.state.clear()
+
+    def _dt_attach(self, force=False):
+        """Makes every parameter a view of the flat buffer and its .grad a view of this rank's
+        slot (again, where something replaced either since the last step)."""
+        mine = self._dt_slots[_core.rank()]
+        flat_at, slot_at = self._dt_flat.data_ptr(), mine.data_ptr()
+        with torch.no_grad():
+            for p in self._dt_params:
+                off, k = self._dt_offset[id(p)], p.numel()
+                if force or p.data_ptr() != flat_at + 4 * off:
+                    self._dt_flat[off:off + k].copy_(p.detach().reshape(-1))
+                    p.data = self._dt_flat[off:off + k].view_as(p)
+                g = p.grad
+                if g is None or g.data_ptr() != slot_at + 4 * off:
+                    if g is None:
+                        mine[off:off + k].zero_()  # unused this step: a zero gradient, as Horovod
+                    else:
+                        mine[off:off + k].copy_(g.detach().reshape(-1))
+                    p.grad = mine[off:off + k].view_as(p)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _dt_adopt_shard_state(self):
+        """The optimizer creates its state on the first step (or replaces a tensor): it moves
+        into the shared regions. Then `self.state` is rebuilt: every parameter's whole state as
+        views of those regions."""
+        changed = False
+        for gi, (g, (a, b)) in enumerate(zip(self._dt_shard_groups, self._dt_shard_ranges)):
+            sp = g["params"][0]
+            st = self._dt_shard_state.get(sp, {})
+            for key, v in list(st.items()):
+                if not isinstance(v, torch.Tensor) or key == "step":
+                    continue
+                view = self._dt_views.get((gi, key))
+                if v is view:
+                    continue
+                if key not in self._dt_region or v.shape != sp.shape:
+                    raise RuntimeError("dtrain.torch.DistributedOptimizer: %s keeps state '%s' "
+                                       "that the sharded step does not know; set "
+                                       "DTRAIN_ALLREDUCE_SHM=0" % (type(self).__name__, key))
+                view = self._dt_views[(gi, key)] = self._dt_region[key][a:b]
+                with torch.no_grad():
+                    view.copy_(v)
+                st[key] = view
+                changed = True
+        if changed or not self._dt_built or self._dt_has_numbers():
+            self._dt_build_full_state()
+
+    def _dt_has_numbers(self):
+        """Some state is a number (RMSprop's step): the whole state's copies need refreshing."""
+        return any(isinstance(v, (int, float))
+                   for st in self._dt_shard_state.values() for v in st.values())
+
+    def _dt_build_full_state(self):
+        full = {}
+        for g, sg in zip(self.param_groups, self._dt_shard_groups):
+            st = self._dt_shard_state.get(sg["params"][0])
+            if not st:
+                continue
+            for p in g["params"]:
+                off, k = self._dt_offset[id(p)], p.numel()
+                ps = {}
+                for key, v in st.items():
+                    if key in self._dt_region and isinstance(v, torch.Tensor) and key != "step":
+                        ps[key] = self._dt_region[key][off:off + k].view_as(p)
+                    else:
+                        ps[key] = v  # the step count: the piece's own (the same tensor), or a number
+                full[p] = ps
+        self.state.clear()
+        self.state.update(full)
+        self._dt_built = True
+
+    def _dt_adopt_full_state(self):
+        """A whole state (loaded, or broadcast) into the shared regions and the pieces' state.
+        Every rank writes every region: ranks load the same state (broadcast_optimizer_state),
+        and none is inside a step meanwhile."""
+        self._dt_shard_state = collections.defaultdict(dict)
+        for gi, (g, sg, (a, b)) in enumerate(
+                zip(self.param_groups, self._dt_shard_groups, self._dt_shard_ranges)):
+            have = [p for p in g["params"] if self.state.get(p)]
+            if not have:
+                continue
+            st = {}
+            with torch.no_grad():
+                for p in have:
+                    off, k = self._dt_offset[id(p)], p.numel()
+                    for key, v in self.state[p].items():
+                        if key in self._dt_region and isinstance(v, torch.Tensor) and key != "step":
+                            self._dt_region[key][off:off + k].copy_(v.reshape(-1))
+            for key, v in self.state[have[0]].items():
+                if key in self._dt_region and isinstance(v, torch.Tensor) and key != "step":
+                    st[key] = self._dt_views[(gi, key)] = self._dt_region[key][a:b]
+                elif isinstance(v, torch.Tensor):
+                    st[key] = v.clone()
+                else:
+                    st[key] = v
+            self._dt_shard_state[sg["params"][0]] = st
+        self._dt_build_full_state()
+
+    def state_dict(self):
+        """Every parameter's whole state (copies: nothing in it refers to the shared window)."""
+        state = self.state
+        self.state = collections.defaultdict(dict, {
+            p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+            for p, st in state.items()})
+        try:
+            return super(self.__class__, self).state_dict()
+        finally:
+            self.state = state
+
+    def load_state_dict(self, state_dict):
+        super(self.__class__, self).load_state_dict(state_dict)
+        if self._dt_window is not None:
+            # load_state_dict made new group dicts: the pieces follow their hyperparameters.
+            self._dt_adopt_full_state()
+
+    def add_param_group(self, param_group):
+        if getattr(self, "_dt_window", None) is not None or getattr(self, "_dt_params", None):
+            raise ValueError("dtrain.torch.DistributedOptimizer: parameter groups cannot be added "
+                             "after wrapping (the sharded step has laid out the parameters); add "
+                             "them to the optimizer before dtrain.torch.DistributedOptimizer")
+        super(self.__class__, self).add_param_group(param_group)
+
+    # -- the step -------------------------------------------------------------------------------
+    def _dt_reduce(self):
+        if self._dt_window is None:
+            self._dt_setup()
+        else:
+            self._dt_attach()
+        self._dt_window.fence("gradients of step %d" % self._dt_step)
+        lo, hi = self._dt_lo, self._dt_hi
+        out = self._dt_avg[lo:hi]
+        slots = self._dt_slots
+        if hi > lo:
+            torch.add(slots[0][lo:hi], slots[1][lo:hi], out=out)
+            for s in slots[2:]:
+                out.add_(s[lo:hi])
+            out.mul_(1.0 / len(slots))
+
+    def _dt_copy_others(self, dst, src):
+        me = _core.rank()
+        b = self._dt_bounds
+        for k in range(len(b) - 1):
+            if k != me and b[k + 1] > b[k]:
+                dst[b[k]:b[k + 1]].copy_(src[b[k]:b[k + 1]])
+
+    def synchronize(self):
+        """Puts the gradient averaged over all ranks into every parameter's .grad (to clip it,
+        say, before step())."""
+        if self._dt_synced:
+            return
+        self._dt_reduce()
+        self._dt_window.fence("averaged gradients of step %d" % self._dt_step)
+        mine = self._dt_slots[_core.rank()]
+        with torch.no_grad():
+            mine.copy_(self._dt_avg)
+        self._dt_synced = True
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        synced = self._dt_synced
+        if not synced:
+            self._dt_reduce()
+        else:
+            self._dt_attach()
+        lo, hi = self._dt_lo, self._dt_hi
+        mine = self._dt_slots[_core.rank()]
+        for g, sg, (a, b) in zip(self.param_groups, self._dt_shard_groups, self._dt_shard_ranges):
+            for key, v in g.items():
+                if key != "params":
+                    sg[key] = v
+            # after synchronize() the gradient in .grad (perhaps clipped), else the average
+            sg["params"][0].grad = mine[a:b] if synced else self._dt_avg[a:b]
+        groups, state = self.param_groups, self.state
+        self.param_groups, self.state = self._dt_shard_groups, self._dt_shard_state
+        try:
+            super(self.__class__, self).step()
+        finally:
+            self.param_groups, self.state = groups, state
+        self._dt_adopt_shard_state()
+        with torch.no_grad():
+            self._dt_published[lo:hi].copy_(self._dt_flat[lo:hi])
+            self._dt_window.fence("parameters of step %d" % self._dt_step)
+            self._dt_copy_others(self._dt_flat, self._dt_published)
+            if not synced:
+                mine.copy_(self._dt_avg)
+        self._dt_synced = False
+        self._dt_step += 1
+        return loss
+
+
+def _sharded_state_keys(optimizer):
+    """The state keys of the sharded step when it can run here (one machine, several ranks, an
+    optimizer it knows, float32 CPU parameters that all train), else None."""
+    keys = _SHARDED_STATE.get(type(optimizer))
+    if keys is None or _core.size() < 2 or not _core.allreduce_shm():
+        return None
+    if _core.local_size() != _core.size():
+        return None
+    for g in optimizer.param_groups:
+        if not g["params"]:
+            return None
+        for p in g["params"]:
+            if (p.numel() == 0 or p.dtype != torch.float32 or p.device.type != "cpu" or not p.requires_grad or
+                    p.is_sparse):
+                return None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if len({id(p) for p in params}) != len(params) or not params:
+        return None
+    return keys
+
+
 def _server_optimizer(optimizer):
     """The optimizer the ps tasks are to run (dtrain's spec) for a wrapped PyTorch optimizer:
     SGD (with or without momentum), Adam or RMSprop, with PyTorch's update rules; anything the
@@ -590,6 +895,11 @@ def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_s
                    dict(_PsDistributedOptimizer.__dict__))
         return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, spec,
                    optimizer.state)
+    keys = _sharded_state_keys(optimizer)
+    if keys is not None:
+        cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
+                   dict(_ShardedDistributedOptimizer.__dict__))
+        return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, keys)
     cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
                dict(_DistributedOptimizer.__dict__))
     return cls(optimizer.param_groups, named_parameters, backward_passes_per_step,
