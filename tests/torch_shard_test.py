@@ -105,6 +105,8 @@ for name, make in cases.items():
     if on_shards:
         expect_raises(ValueError, "cannot be added after wrapping", opt.add_param_group,
                       {"params": [torch.nn.Parameter(torch.zeros(2))]})
+    if name == "adam":
+        kept = (model, opt)
     flat = torch.from_numpy(saved[name])
     assert torch.equal(dt.allreduce(flat, average=False, name=name), flat * world), \
         "%s: ranks diverged" % name
@@ -112,4 +114,15 @@ for name, make in cases.items():
 if r == 0:
     np.savez(sys.argv[1], **saved)
 dt.shutdown()
+# After shutdown (the shared window is gone) the model, .grad and the optimizer state stay
+# readable; stepping is refused.
+model, opt = kept
+assert np.array_equal(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy(),
+                      saved["adam.grad"]), "adam: .grad changed at shutdown"
+sd = opt.state_dict()
+assert np.array_equal(torch.cat([v.reshape(-1) for i in sorted(sd["state"])
+                                 for k, v in sorted(sd["state"][i].items())]).numpy(),
+                      saved["adam.state"]), "adam: the state changed at shutdown"
+if sharded:
+    expect_raises(ValueError, "cannot step any more", opt.step)
 print("rank %d: sharded=%s, every case checked" % (r, sharded), flush=True)

@@ -9,12 +9,15 @@
     dt.broadcast_optimizer_state(opt, root_rank=0)
     ... loss.backward(); opt.step() ...
 
-Run it under dtrainrun or mpirun (`dtrainrun -np 2 -- python3 train.py`). Gradients are averaged
-across ranks as backward produces them: parameters are cut into buckets of the fusion threshold
-(DTRAIN_FUSION_THRESHOLD, default 64 MB, as Horovod's HOROVOD_FUSION_THRESHOLD), and a bucket
-leaves on dtrain's background allreduce thread as soon as all its gradients are there. Tensors
-are CPU tensors (float32; float64 too for allreduce). Errors are Python exceptions carrying
-dtrain's messages; a mismatch between ranks names the rank and the tensor.
+Run it under dtrainrun or mpirun (`dtrainrun -np 2 -- python3 train.py`). With every rank on one
+machine and SGD, Adam, AdamW or RMSprop, step() is sharded: gradients accumulate in shared
+memory and each rank averages and steps its own piece of the parameters with the wrapped
+optimizer (_ShardedDistributedOptimizer). Otherwise gradients are averaged as backward produces
+them: parameters are cut into buckets of the fusion threshold (DTRAIN_FUSION_THRESHOLD, default
+64 MB, as Horovod's HOROVOD_FUSION_THRESHOLD), and a bucket leaves on dtrain's background
+allreduce thread as soon as all its gradients are there. Tensors are CPU tensors (float32;
+float64 too for allreduce). Errors are Python exceptions carrying dtrain's messages; a mismatch
+between ranks names the rank and the tensor.
 """
 import atexit
 import collections
@@ -24,6 +27,7 @@ import json
 import math
 import os
 import sys
+import weakref
 
 import torch
 
@@ -38,6 +42,7 @@ __all__ = ["init", "shutdown", "is_initialized", "mode", "rank", "size", "local_
 _ps = None  # parameter-server mode: what _core.ps_init said about this task
 _ps_failed = False  # an uncaught exception ended the script (the servers are not told "done")
 _ps_optimizer = None  # ps mode: the worker's DistributedOptimizer (it owns the model's copy)
+_sharded_optimizers = weakref.WeakSet()  # allreduce mode: those holding a shared window
 
 
 def _wants_ps(mode):
@@ -129,6 +134,8 @@ def shutdown():
         _ps = _ps_optimizer = None
         _core.ps_shutdown(True)
         return
+    for opt in list(_sharded_optimizers):
+        opt._dt_detach()  # their .grad and state leave the shared window, which ends now
     _core.shutdown()
 
 
@@ -478,6 +485,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         self._dt_names = names
         self._dt_keys = state_keys
         self._dt_window = None  # set up at the first step (a collective every rank makes)
+        self._dt_closed = False  # dtrain.torch.shutdown() came
         self._dt_synced = False
         self._dt_step = 0
 
@@ -500,6 +508,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         win = _core.node_shared(4 * n + (4 * n * regions if me == 0 else 0),
                                 "DistributedOptimizer's shared window")
         self._dt_window = win
+        _sharded_optimizers.add(self)
         self._dt_slots = [_float_view(win.slot(k), n) for k in range(world)]
         common = _float_view(win.slot(0) + 4 * n, n * regions)
         self._dt_avg = common[0:n]
@@ -547,6 +556,21 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
                     else:
                         mine[off:off + k].copy_(g.detach().reshape(-1))
                     p.grad = mine[off:off + k].view_as(p)
+
+    def _dt_detach(self):
+        """At dtrain.torch.shutdown(): .grad and the state become private copies (the window is
+        freed); the optimizer can still be saved and read, but not stepped."""
+        with torch.no_grad():
+            for p in self._dt_params:
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
+            for st in self.state.values():
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor):
+                        st[k] = v.clone()
+        self._dt_window = None
+        self._dt_closed = True
+        _sharded_optimizers.discard(self)
 
     # -- state ----------------------------------------------------------------------------------
     def _dt_adopt_shard_state(self):
@@ -639,7 +663,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         super(self.__class__, self).load_state_dict(state_dict)
-        if self._dt_window is not None:
+        if self._dt_window is not None and not self._dt_closed:
             # load_state_dict made new group dicts: the pieces follow their hyperparameters.
             self._dt_adopt_full_state()
 
@@ -652,6 +676,9 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
 
     # -- the step -------------------------------------------------------------------------------
     def _dt_reduce(self):
+        if self._dt_closed:
+            raise ValueError("dtrain.torch.DistributedOptimizer: dtrain.torch.shutdown() has ended "
+                             "the job; this optimizer cannot step any more")
         if self._dt_window is None:
             self._dt_setup()
         else:
@@ -690,7 +717,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        synced = self._dt_synced
+        synced = self._dt_synced and not self._dt_closed
         if not synced:
             self._dt_reduce()
         else:
