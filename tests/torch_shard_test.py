@@ -72,7 +72,11 @@ for name, make in cases.items():
         if step == 5:
             for g in opt.param_groups:
                 g["lr"] *= 0.5
-        opt.step()
+        if step == 3:
+            with opt.skip_synchronize():  # Horovod's way after synchronize()
+                opt.step()
+        else:
+            opt.step()
         if step == 4:
             sd = opt.state_dict()
             opt.load_state_dict(sd)
@@ -111,6 +115,13 @@ for name, make in cases.items():
     assert torch.equal(dt.allreduce(flat, average=False, name=name), flat * world), \
         "%s: ranks diverged" % name
 
+if sharded:  # skip_synchronize() without synchronize(): no averaged gradient to step with
+    torch.manual_seed(1)
+    model = Net()
+    opt = dt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+    model(torch.ones(2, 37), 0).sum().backward()
+    with opt.skip_synchronize():
+        expect_raises(ValueError, "needs synchronize() first", opt.step)
 if r == 0:
     np.savez(sys.argv[1], **saved)
 dt.shutdown()

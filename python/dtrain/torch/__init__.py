@@ -21,6 +21,7 @@ between ranks names the rank and the tensor.
 """
 import atexit
 import collections
+import contextlib
 import ctypes
 import io
 import json
@@ -440,8 +441,18 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._dt_next = 0
         self._dt_step += 1
 
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        """Horovod's: step() inside applies .grad as it is (after your own synchronize())."""
+        self._dt_skip = True
+        try:
+            yield
+        finally:
+            self._dt_skip = False
+
     def step(self, closure=None):
-        self.synchronize()
+        if not getattr(self, "_dt_skip", False):
+            self.synchronize()
         return super(self.__class__, self).step(closure)
 
 
@@ -486,6 +497,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         self._dt_keys = state_keys
         self._dt_window = None  # set up at the first step (a collective every rank makes)
         self._dt_closed = False  # dtrain.torch.shutdown() came
+        self._dt_skip = False  # inside skip_synchronize()
         self._dt_synced = False
         self._dt_step = 0
 
@@ -700,6 +712,16 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             if k != me and b[k + 1] > b[k]:
                 dst[b[k]:b[k + 1]].copy_(src[b[k]:b[k + 1]])
 
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        """Horovod's: step() inside applies the gradient synchronize() averaged (perhaps
+        clipped since); step() after synchronize() does the same without it."""
+        self._dt_skip = True
+        try:
+            yield
+        finally:
+            self._dt_skip = False
+
     def synchronize(self):
         """Puts the gradient averaged over all ranks into every parameter's .grad (to clip it,
         say, before step())."""
@@ -718,6 +740,10 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         synced = self._dt_synced and not self._dt_closed
+        if self._dt_skip and not synced:
+            raise ValueError("dtrain.torch.DistributedOptimizer: step() inside skip_synchronize() "
+                             "needs synchronize() first (each rank steps its piece of the "
+                             "parameters with the averaged gradient)")
         if not synced:
             self._dt_reduce()
         else:
