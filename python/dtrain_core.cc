@@ -89,17 +89,25 @@ class SharedWindow {
   std::weak_ptr<Communicator::SharedSlots> s_;
 };
 
-// None when the ranks span machines (or there is one rank); `bytes` may differ between ranks.
-py::object node_shared(size_t bytes, const std::string& name) {
+// Among the ranks of this rank's machine (slot k: local rank k's); `bytes` may differ between
+// ranks. A collective of those ranks.
+SharedWindow local_shared(size_t bytes, const std::string& name) {
   MpiCommunicator& c = comm();
   std::unique_ptr<Communicator::SharedSlots> s;
   {
     py::gil_scoped_release release;
-    s = c.node_shared(bytes, OpName(name));
+    s = c.local_shared(bytes, OpName(name));
   }
-  if (!s) return py::none();
+  if (!s) throw Error("dtrain.torch: " + name + ": no shared memory on this machine");
   g_windows.push_back(std::move(s));
-  return py::cast(SharedWindow(g_windows.back()));
+  return SharedWindow(g_windows.back());
+}
+
+// Sums float32s in place among the ranks with this rank's local rank, one per machine.
+void cross_allreduce(uintptr_t ptr, size_t count, const std::string& name) {
+  MpiCommunicator& c = comm();
+  py::gil_scoped_release release;
+  c.cross_allreduce(reinterpret_cast<float*>(ptr), count, OpName(name));
 }
 
 size_t elem_size(const std::string& dtype) {
@@ -401,9 +409,12 @@ PYBIND11_MODULE(_core, m) {
   py::class_<SharedWindow>(m, "SharedWindow")
       .def("slot", &SharedWindow::slot)
       .def("fence", &SharedWindow::fence);
-  m.def("node_shared", &node_shared);
-  // DTRAIN_ALLREDUCE_SHM as mnist_train reads it: false turns the shared-memory path off.
+  m.def("local_shared", &local_shared);
+  m.def("cross_allreduce", &cross_allreduce);
+  // DTRAIN_ALLREDUCE_SHM and DTRAIN_HIERARCHICAL as mnist_train reads them: false turns the
+  // shared-memory path off; None (unset), True or False.
   m.def("allreduce_shm", [] { return read_env().allreduce_shm; });
+  m.def("hierarchical", [] { return read_env().hierarchical; });
   // DTRAIN_FUSION_THRESHOLD as mnist_train reads it (units and all), default 64 MB.
   m.def("fusion_threshold", [] {
     return read_env().fusion_threshold_bytes.value_or(AllreduceOptions{}.fusion_threshold_bytes);

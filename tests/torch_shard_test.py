@@ -136,4 +136,5 @@ assert np.array_equal(torch.cat([v.reshape(-1) for i in sorted(sd["state"])
                       saved["adam.state"]), "adam: the state changed at shutdown"
 if sharded:
     expect_raises(ValueError, "cannot step any more", opt.step)
-print("rank %d: sharded=%s, every case checked" % (r, sharded), flush=True)
+print("rank %d: sharded=%s, hierarchical=%s, every case checked"
+      % (r, hasattr(opt, "_dt_shard_groups"), getattr(opt, "_dt_hierarchical", None)), flush=True)

@@ -13,6 +13,9 @@
 #              during the job, none in logs/ or outputs/, no key file left on any node; a worker
 #              with a key pair other than the job's is refused, named in the server's log
 #   badpath    a program missing on one node (both modes): exit non-zero naming the node
+#   torch      dtrain.torch 2 nodes x 2 ranks (tests/torch_shard_test.py): every rank takes the
+#              hierarchical sharded step and ends within 1e-5 (relative) of the bucketed path
+#              (DTRAIN_ALLREDUCE_SHM=0) on parameters, .grad and optimizer state
 #   slurm      inside a Slurm allocation (SLURM_JOB_NODELIST=dtn[1-2] and tasks per node, as
 #              sbatch sets them) dtrainrun places both modes' tasks without -H
 #   partition  dtn2's link down during training (both modes): the job ends within its timeout +
@@ -190,6 +193,42 @@ badpath)
   grep -q "on dtn2" console.mpi || { cat console.mpi; fail "allreduce: the summary does not name dtn2"; }
   no_leftovers "badpath allreduce"
   echo "badpath ok"
+  ;;
+torch)
+  # dtrain.torch across nodes: 2 x 2 ranks take the hierarchical sharded step (local sums in each
+  # node's shared memory, an allreduce of each piece between the nodes) and end where the
+  # bucketed path (DTRAIN_ALLREDUCE_SHM=0, one MPI_Allreduce over the 4 ranks) does.
+  /usr/bin/python3 -c "import torch" 2>/dev/null || { echo "SKIP: python3-torch is not installed"; exit 77; }
+  [[ -f "$bin/../python/dtrain/torch/__init__.py" ]] || { echo "SKIP: dtrain.torch was not built"; exit 77; }
+  py=(/usr/bin/env PYTHONPATH="$bin/../python:$src/tests" /usr/bin/python3 "$src/tests/torch_shard_test.py")
+  for shm in 1 0; do
+    on_node 1 "${run[@]}" --output-dir t$shm --node-count 2 --process-count-per-node 2 -H dtn1,dtn2 \
+      -- /usr/bin/env DTRAIN_ALLREDUCE_SHM=$shm "${py[@]}" "$tmp/t$shm.npz" >console.t$shm 2>&1 ||
+      fail "dtrain.torch 2x2 (DTRAIN_ALLREDUCE_SHM=$shm) exited $?"
+    [[ $(grep -o "every case checked" console.t$shm | wc -l) == 4 ]] || fail "not all 4 ranks (DTRAIN_ALLREDUCE_SHM=$shm)"
+  done
+  for r in 0 1 2 3; do
+    grep -q "rank $r: sharded=True, hierarchical=True, every case checked" console.t1 ||
+      fail "rank $r did not take the hierarchical sharded step"
+  done
+  grep -q "rank 0: sharded=False, hierarchical=None, every case checked" console.t0 || fail "DTRAIN_ALLREDUCE_SHM=0 was not bucketed"
+  /usr/bin/python3 - t1.npz t0.npz <<'PY' || fail "dtrain.torch: the hierarchical sharded step differs"
+import sys
+import numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+assert sorted(a.files) == sorted(b.files), (a.files, b.files)
+worst = 0.0
+for k in a.files:
+    assert a[k].shape == b[k].shape, (k, a[k].shape, b[k].shape)
+    if a[k].dtype.kind == "U":
+        assert (a[k] == b[k]).all(), (k, a[k], b[k])
+        continue
+    d = float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)) if a[k].size else 0.0
+    assert d <= 1e-5, (k, d)
+    worst = max(worst, d)
+print("2 nodes x 2: hierarchical sharded vs bucketed, %d arrays, max relative difference %.1e" % (len(a.files), worst))
+PY
+  no_leftovers torch
   ;;
 slurm)
   # Inside a Slurm allocation (its variables as sbatch sets them; no controller needed), no -H:

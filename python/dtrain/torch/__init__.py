@@ -478,10 +478,17 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
     optimizer state lives in the shared window, one region per state tensor, each rank updating
     its piece: `optimizer.state` and state_dict() hold every parameter's whole state, read
     without any collective. Each rank does 1/size of the optimizer's work; after step() the
-    parameters, `.grad` (the average) and the state are what the unsharded path gives."""
+    parameters, `.grad` (the average) and the state are what the unsharded path gives.
 
-    def __init__(self, params, named_parameters, backward_passes_per_step, state_keys):
+    Across machines (hierarchical, as HierarchicalAllreduce): the pieces are cut among the ranks
+    of each machine, and between the local sum and the optimizer the machines' sums of each piece
+    are added up by an allreduce among the ranks holding that piece (one per machine); every
+    machine then runs the same update on the same numbers."""
+
+    def __init__(self, params, named_parameters, backward_passes_per_step, state_keys,
+                 hierarchical):
         super(self.__class__, self).__init__(params)
+        self._dt_hierarchical = hierarchical
         self._dt_params = [p for g in self.param_groups for p in g["params"]]
         if named_parameters is not None:
             names = {id(p): n for n, p in named_parameters}
@@ -507,7 +514,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         desc = {"operation": "DistributedOptimizer", "parameters": len(layout)}
         desc.update({"shape of " + n: s for n, s in layout.items()})
         _check_agreement(desc, "DistributedOptimizer's parameters")
-        world, me = _core.size(), _core.rank()
+        world, me = _core.local_size(), _core.local_rank()  # pieces among this machine's ranks
         self._dt_offset = {}
         n = 0
         for p in self._dt_params:
@@ -517,7 +524,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         # Rank k's piece: [bounds[k], bounds[k + 1]), cut at 16 floats (64 bytes).
         self._dt_bounds = [min(n, (k * n // world) // 16 * 16) for k in range(world)] + [n]
         regions = 2 + len(self._dt_keys)  # the averaged gradient, the parameters, the state
-        win = _core.node_shared(4 * n + (4 * n * regions if me == 0 else 0),
+        win = _core.local_shared(4 * n + (4 * n * regions if me == 0 else 0),
                                 "DistributedOptimizer's shared window")
         self._dt_window = win
         _sharded_optimizers.add(self)
@@ -553,7 +560,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
     def _dt_attach(self, force=False):
         """Makes every parameter a view of the flat buffer and its .grad a view of this rank's
         slot (again, where something replaced either since the last step)."""
-        mine = self._dt_slots[_core.rank()]
+        mine = self._dt_slots[_core.local_rank()]
         flat_at, slot_at = self._dt_flat.data_ptr(), mine.data_ptr()
         with torch.no_grad():
             for p in self._dt_params:
@@ -699,14 +706,19 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         lo, hi = self._dt_lo, self._dt_hi
         out = self._dt_avg[lo:hi]
         slots = self._dt_slots
-        if hi > lo:
+        if len(slots) == 1:
+            out.copy_(slots[0][lo:hi])
+        elif hi > lo:
             torch.add(slots[0][lo:hi], slots[1][lo:hi], out=out)
             for s in slots[2:]:
                 out.add_(s[lo:hi])
-            out.mul_(1.0 / len(slots))
+        if self._dt_hierarchical:  # the machines' sums of this piece, added up among them
+            _core.cross_allreduce(out.data_ptr(), hi - lo, "gradients of step %d" % self._dt_step)
+        if hi > lo:
+            out.mul_(1.0 / _core.size())
 
     def _dt_copy_others(self, dst, src):
-        me = _core.rank()
+        me = _core.local_rank()
         b = self._dt_bounds
         for k in range(len(b) - 1):
             if k != me and b[k + 1] > b[k]:
@@ -729,7 +741,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             return
         self._dt_reduce()
         self._dt_window.fence("averaged gradients of step %d" % self._dt_step)
-        mine = self._dt_slots[_core.rank()]
+        mine = self._dt_slots[_core.local_rank()]
         with torch.no_grad():
             mine.copy_(self._dt_avg)
         self._dt_synced = True
@@ -749,7 +761,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         else:
             self._dt_attach()
         lo, hi = self._dt_lo, self._dt_hi
-        mine = self._dt_slots[_core.rank()]
+        mine = self._dt_slots[_core.local_rank()]
         for g, sg, (a, b) in zip(self.param_groups, self._dt_shard_groups, self._dt_shard_ranges):
             for key, v in g.items():
                 if key != "params":
@@ -775,24 +787,49 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
 
 
 def _sharded_state_keys(optimizer):
-    """The state keys of the sharded step when it can run here (one machine, several ranks, an
-    optimizer it knows, float32 CPU parameters that all train), else None."""
+    """The state keys of the sharded step when this rank can take it (several ranks, an optimizer
+    it knows, float32 CPU parameters that all train, DTRAIN_ALLREDUCE_SHM not 0), else None."""
     keys = _SHARDED_STATE.get(type(optimizer))
     if keys is None or _core.size() < 2 or not _core.allreduce_shm():
-        return None
-    if _core.local_size() != _core.size():
         return None
     for g in optimizer.param_groups:
         if not g["params"]:
             return None
         for p in g["params"]:
-            if (p.numel() == 0 or p.dtype != torch.float32 or p.device.type != "cpu" or not p.requires_grad or
-                    p.is_sparse):
+            if (p.numel() == 0 or p.dtype != torch.float32 or p.device.type != "cpu" or
+                    not p.requires_grad or p.is_sparse):
                 return None
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if len({id(p) for p in params}) != len(params) or not params:
         return None
     return keys
+
+
+def _sharded_plan(optimizer):
+    """(state keys, hierarchical) when every rank takes the sharded step, else None: on one
+    machine, or across machines that hold the same number of ranks, more than one each
+    (DTRAIN_HIERARCHICAL=1: any number; 0: never across machines), as mnist_train chooses its
+    allreduce. A collective (every rank's DistributedOptimizer makes it), so every rank takes the
+    same path whatever its own optimizer."""
+    if _core.size() < 2:
+        return None
+    keys = _sharded_state_keys(optimizer)
+    mine = json.dumps({"sharded": keys is not None, "local_size": _core.local_size()})
+    every = [json.loads(b) for b in _core.allgather_bytes(mine, "DistributedOptimizer's path")]
+    even = len({e["local_size"] for e in every}) == 1
+    hierarchical = _core.hierarchical()
+    one_machine = _core.local_size() == _core.size()
+    if hierarchical and not even:
+        raise ValueError("dtrain.torch.DistributedOptimizer: DTRAIN_HIERARCHICAL=1 needs the same "
+                         "number of ranks on every machine (this rank's machine has %d of the "
+                         "job's %d)" % (_core.local_size(), _core.size()))
+    if not all(e["sharded"] for e in every):
+        return None
+    if one_machine:
+        return keys, False
+    if hierarchical or (hierarchical is None and even and _core.local_size() > 1):
+        return keys, True
+    return None
 
 
 def _server_optimizer(optimizer):
@@ -948,11 +985,11 @@ def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_s
                    dict(_PsDistributedOptimizer.__dict__))
         return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, spec,
                    optimizer.state)
-    keys = _sharded_state_keys(optimizer)
-    if keys is not None:
+    plan = _sharded_plan(optimizer)
+    if plan is not None:
         cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
                    dict(_ShardedDistributedOptimizer.__dict__))
-        return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, keys)
+        return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, *plan)
     cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
                dict(_DistributedOptimizer.__dict__))
     return cls(optimizer.param_groups, named_parameters, backward_passes_per_step,
