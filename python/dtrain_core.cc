@@ -338,13 +338,23 @@ py::dict ps_connect(size_t count, const std::string& tensors_json,
   return d;
 }
 
-void ps_start(uint64_t steps) {
+// Returns where this worker continues (ResumePoint): zeros, except for a worker the launcher
+// started again (--rejoin-workers), which continues where the servers saw it last.
+py::dict ps_start(uint64_t steps) {
   if (!g_ps) throw InputError("dtrain.torch (ps mode): ps_connect first");
   PsWorker& w = *g_ps;
   w.opt->set_steps(steps);
-  py::gil_scoped_release release;
-  w.sync->start(*w.model, *w.opt, nlohmann::json::object(), ResumePoint{}, w.timeline);
+  ResumePoint at;
+  {
+    py::gil_scoped_release release;
+    at = w.sync->start(*w.model, *w.opt, nlohmann::json::object(), ResumePoint{}, w.timeline);
+  }
   w.started = true;
+  py::dict d;
+  d["epoch"] = at.epoch;
+  d["step"] = at.step;
+  d["step_in_epoch"] = at.step_in_epoch;
+  return d;
 }
 
 // One step: the gradient in the grads buffer goes to the servers, the new parameters come back

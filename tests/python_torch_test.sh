@@ -14,6 +14,10 @@
 #   psmatch  2 ps + 2 workers at batch 25 (sync; the servers run Adam) end with the parameters
 #          of one process at batch 50 (float tolerance 1e-5), and bitwise the same under
 #          --secure; async and bounded staleness run to a clean end
+#   psrejoin  an async ps job (1 ps + 3 workers, dtrainrun --rejoin-workers 1): worker 1 SIGKILLed
+#          in epoch 2 is started again, takes dt.resume_point() (it continues inside the epoch
+#          where the servers saw it last), the other tasks keep running, and the job finishes
+#          (>= 96% on real MNIST, as launcher_rejoin; >= 90% of one process on generated data)
 #   pskill SIGKILL of worker 1 ends the ps job within 30 s, non-zero, nothing left behind
 # Exits 77 (skipped) where python3-torch or the module is missing.
 # Usage: python_torch_test.sh BUILD_DIR SOURCE_DIR CASE
@@ -160,6 +164,44 @@ psmatch)
     grep -q '"mode": "ps"' "$tmp/async.log" || { cat "$tmp/async.log"; fail "$mode: no summary"; }
     ! grep -q "no answer" "$tmp/async.log" || { cat "$tmp/async.log"; fail "$mode: a worker waited for a server at the end"; }
   done
+  ;;
+psrejoin)
+  if ((real)); then
+    data=(--data-folder "$src/data/mnist" --epochs 3); bar=0.96  # as launcher_rejoin: an async job with a restart
+  else
+    data=(--synthetic-data 12000 --epochs 3)
+    "$py" "$src/examples/python/torch_mnist.py" "${data[@]}" --batch-size 150 --output-dir "$tmp/one" >"$tmp/one.log" 2>&1 ||
+      { cat "$tmp/one.log"; fail "one process exited $?"; }
+    bar=$("$py" -c "import json,sys; print(0.9 * json.loads(open(sys.argv[1]).read().splitlines()[-1])['test_accuracy'])" "$tmp/one.log")
+  fi
+  timeout 220 "$build/bin/dtrainrun" --log-dir "$tmp/logs-rejoin" --rejoin-workers 1 --mode ps --num-ps 1 \
+    --num-workers 3 -- "$py" "$src/examples/python/torch_mnist.py" "${data[@]}" --ps-async \
+    --output-dir "$tmp/k" >"$tmp/k.log" 2>&1 & job=$!
+  victim="" others=""
+  for _ in $(seq 300); do
+    grep -q "epoch 1/" "$tmp/k.log" && break
+    sleep 0.1
+  done
+  sleep 0.5  # into epoch 2
+  for p in $(pgrep -f "torch_mnist.py.*$tmp/k"); do
+    env_="$(tr '\0' '\n' </proc/$p/environ 2>/dev/null)"
+    grep -q '^TF_CONFIG=' <<<"$env_" || continue  # the launcher and timeout
+    if grep -qF '"index":1,"type":"worker"' <<<"$env_"; then victim=$p; else others+=" $p"; fi
+  done
+  [[ -n "$victim" && $(wc -w <<<"$others") == 3 ]] || { cat "$tmp/k.log"; fail "tasks not found (victim '$victim', others '$others')"; }
+  kill -9 "$victim"
+  for _ in $(seq 150); do grep -q "worker 1 continues at epoch" "$tmp/k.log" && break; sleep 0.1; done
+  for p in $others; do kill -0 "$p" 2>/dev/null || { cat "$tmp/k.log"; fail "task $p did not keep running through the rejoin"; }; done
+  wait $job || { cat "$tmp/k.log"; fail "job exited $? after the rejoin"; }
+  grep -q "worker:1 was killed by signal 9 (Killed); starting it again to rejoin the job" "$tmp/k.log" || { cat "$tmp/k.log"; fail "no rejoin line"; }
+  line="$(grep -o "worker 1 rejoins the job at step .*" "$tmp/k.log")"
+  [[ -n "$line" ]] || { cat "$tmp/k.log"; fail "worker 1 did not say where it rejoined"; }
+  grep -q "worker 1 continues at epoch 2, after [1-9][0-9]* of its steps" "$tmp/k.log" || { cat "$tmp/k.log"; fail "the script did not continue where it rejoined"; }
+  acc=$(grep -o '"test_accuracy": [0-9.]*' "$tmp/k.log" | tail -1 | awk '{print $2}')
+  awk -v a="$acc" -v b="$bar" 'BEGIN { exit !(a >= b) }' || { cat "$tmp/k.log"; fail "test accuracy $acc < $bar"; }
+  sleep 0.5
+  [[ -z "$(pgrep -f "$tmp/k" || true)" ]] || fail "processes left behind"
+  echo "psrejoin ok: $line; reached $acc (bar $bar)"
   ;;
 pskill)
   psrun kill 1 "$py" "$src/examples/python/torch_mnist.py" --synthetic-data 3000 --epochs 1000 \

@@ -92,12 +92,19 @@ def main():
     steps = len(x_train) // gb
     if args.max_steps_per_epoch:
         steps = min(steps, args.max_steps_per_epoch)
+    # A ps worker started again after it died (dtrainrun --rejoin-workers) continues where the
+    # servers saw it last; everyone else starts at the beginning.
+    start = dt.resume_point()
+    if start["step"]:
+        print("worker %d continues at epoch %d, after %d of its steps"
+              % (rank, start["epoch"] + 1, start["step_in_epoch"]), flush=True)
     samples, seconds, acc = 0, 0.0, 0.0
-    for epoch in range(args.epochs):
+    for epoch in range(start["epoch"], args.epochs):
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(args.seed + epoch))
         t0 = time.perf_counter()
         total = 0.0
-        for s in range(steps):
+        first = start["step_in_epoch"] if epoch == start["epoch"] else 0
+        for s in range(first, steps):
             idx = order[s * gb + rank * b:s * gb + (rank + 1) * b]
             opt.zero_grad()
             loss = loss_fn(model(x_train[idx]), y_train[idx])
@@ -107,12 +114,14 @@ def main():
         secs = time.perf_counter() - t0
         with torch.no_grad():
             acc = (model(x_test).argmax(1) == y_test).float().mean().item()
-        mean_loss = dt.allreduce(torch.tensor([total / steps]), name="epoch loss").item()
-        samples += steps * gb
+        mean_loss = dt.allreduce(torch.tensor([total / max(1, steps - first)]),
+                                 name="epoch loss").item()
+        samples += (steps - first) * gb
         seconds += secs
         if rank == 0:
             print("epoch %d/%d  loss %.4f  test_acc %.4f  %.0f samples/s  (%.2f s)"
-                  % (epoch + 1, args.epochs, mean_loss, acc, steps * gb / secs, secs), flush=True)
+                  % (epoch + 1, args.epochs, mean_loss, acc, (steps - first) * gb / secs, secs),
+                  flush=True)
     if rank == 0:
         os.makedirs(args.output_dir, exist_ok=True)
         torch.save(model.state_dict(), os.path.join(args.output_dir, "model.pt"))

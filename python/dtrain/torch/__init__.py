@@ -34,7 +34,7 @@ import torch
 
 from dtrain import _core
 
-__all__ = ["init", "shutdown", "is_initialized", "mode", "rank", "size", "local_rank", "local_size",
+__all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank", "size", "local_rank", "local_size",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
            "DistributedOptimizer"]
@@ -44,6 +44,7 @@ _ps = None  # parameter-server mode: what _core.ps_init said about this task
 _ps_failed = False  # an uncaught exception ended the script (the servers are not told "done")
 _ps_optimizer = None  # ps mode: the worker's DistributedOptimizer (it owns the model's copy)
 _sharded_optimizers = weakref.WeakSet()  # allreduce mode: those holding a shared window
+_resume = None  # ps mode: where this worker continues (set when its DistributedOptimizer joins)
 
 
 def _wants_ps(mode):
@@ -142,6 +143,21 @@ def shutdown():
 
 def is_initialized():
     return _core.is_initialized()
+
+
+def resume_point():
+    """Where this process's training continues: {"epoch": epochs done, "step": optimizer steps
+    done, "step_in_epoch": steps of the current epoch done}. All zeros, except for a ps-mode
+    worker that the launcher started again after it died (`dtrainrun --ps-async ...
+    --rejoin-workers N`): once its DistributedOptimizer has joined the servers, it gets the place
+    where they saw it last, so the script can skip what it had trained (the parameters are
+    already the servers' current ones) and meet the other workers at the next metrics sum."""
+    if not is_initialized():
+        raise ValueError("dtrain.torch.resume_point: call dtrain.torch.init() first")
+    if _ps is not None and _resume is None:
+        raise ValueError("dtrain.torch.resume_point: in ps mode the worker learns it when its "
+                         "DistributedOptimizer joins the servers: create that first")
+    return dict(_resume or {"epoch": 0, "step": 0, "step_in_epoch": 0})
 
 
 def mode():
@@ -933,9 +949,9 @@ class _PsDistributedOptimizer(torch.optim.Optimizer):
                         state[off:off + p.numel()].copy_(st[key].reshape(-1))
                         steps = int(st.get("step", steps))
                     off += p.numel()
-        _core.ps_start(steps)
+        global _ps_optimizer, _resume
+        _resume = dict(_core.ps_start(steps))
         self._dt_take_params()
-        global _ps_optimizer
         _ps_optimizer = self
 
     def _dt_hyperparameters(self):
