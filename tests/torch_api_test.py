@@ -12,6 +12,7 @@ expect_raises(ValueError, "call dtrain.torch.init() first", dt.rank)
 expect_raises(ValueError, "needs TF_CONFIG", dt.init, mode="ps")  # ps mode: see torch_ps_api_test.py
 dt.init()
 assert dt.is_initialized()
+assert dt.resume_point() == {"epoch": 0, "step": 0, "step_in_epoch": 0}, dt.resume_point()
 r, n = dt.rank(), dt.size()
 assert n == 2 and r in (0, 1), (r, n)
 assert dt.local_size() == 2 and dt.local_rank() == r

@@ -43,8 +43,10 @@ expect_raises(ValueError, "groups differ in lr", dt.DistributedOptimizer,
                                {"params": model[2].parameters(), "lr": 0.2}], lr=0.1))
 
 # Momentum SGD: the chief's parameters become everyone's when the optimizer joins the servers.
+expect_raises(ValueError, "create that first", dt.resume_point)
 sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
 opt = dt.DistributedOptimizer(sgd, named_parameters=model.named_parameters())
+assert dt.resume_point() == {"epoch": 0, "step": 0, "step_in_epoch": 0}, dt.resume_point()
 dt.broadcast_parameters(model.state_dict(), root_rank=0)  # nothing to do in ps mode
 dt.broadcast_optimizer_state(opt, root_rank=0)
 flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
