@@ -99,24 +99,8 @@ shard)
         >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "$np_ ranks, DTRAIN_ALLREDUCE_SHM=$shm: exited $?"; }
       [[ $(grep -o "every case checked" "$tmp/out" | wc -l) == "$np_" ]] || { cat "$tmp/out"; fail "not all $np_ ranks"; }
     done
-    "$py" - "$tmp/s${np_}1.npz" "$tmp/s${np_}0.npz" $((np_ == 2 ? 0 : 1)) <<'PY' || fail "$np_ ranks: the sharded step differs"
-import sys
-import numpy as np
-a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
-tol = 1e-5 if sys.argv[3] == "1" else 0.0
-assert sorted(a.files) == sorted(b.files), (a.files, b.files)
-worst = 0.0
-for k in a.files:
-    assert a[k].shape == b[k].shape, (k, a[k].shape, b[k].shape)
-    if a[k].dtype.kind == "U":
-        assert (a[k] == b[k]).all(), (k, a[k], b[k])
-        continue
-    # relative to the array's largest magnitude
-    d = float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)) if a[k].size else 0.0
-    assert d <= tol, (k, d)
-    worst = max(worst, d)
-print("sharded vs bucketed: %d arrays, max relative difference %.1e (tolerance %g)" % (len(a.files), worst, tol))
-PY
+    "$py" "$src/tests/compare_npz.py" "$tmp/s${np_}1.npz" "$tmp/s${np_}0.npz" $((np_ == 2 ? 0 : 1))e-5 \
+      "$np_ ranks, sharded vs bucketed" || fail "$np_ ranks: the sharded step differs"
   done
   ;;
 kill)

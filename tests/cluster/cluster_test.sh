@@ -212,22 +212,8 @@ torch)
       fail "rank $r did not take the hierarchical sharded step"
   done
   grep -q "rank 0: sharded=False, hierarchical=None, every case checked" console.t0 || fail "DTRAIN_ALLREDUCE_SHM=0 was not bucketed"
-  /usr/bin/python3 - t1.npz t0.npz <<'PY' || fail "dtrain.torch: the hierarchical sharded step differs"
-import sys
-import numpy as np
-a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
-assert sorted(a.files) == sorted(b.files), (a.files, b.files)
-worst = 0.0
-for k in a.files:
-    assert a[k].shape == b[k].shape, (k, a[k].shape, b[k].shape)
-    if a[k].dtype.kind == "U":
-        assert (a[k] == b[k]).all(), (k, a[k], b[k])
-        continue
-    d = float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)) if a[k].size else 0.0
-    assert d <= 1e-5, (k, d)
-    worst = max(worst, d)
-print("2 nodes x 2: hierarchical sharded vs bucketed, %d arrays, max relative difference %.1e" % (len(a.files), worst))
-PY
+  /usr/bin/python3 "$src/tests/compare_npz.py" t1.npz t0.npz 1e-5 "2 nodes x 2, hierarchical sharded vs bucketed" ||
+    fail "dtrain.torch: the hierarchical sharded step differs"
   no_leftovers torch
   ;;
 slurm)
