@@ -5,16 +5,27 @@ this under mpirun both ways and compares what rank 0 saves (usage: torch_shard_t
 Every optimizer the sharded step runs, with what users do around step(): set_to_none gradients,
 a parameter unused in some steps, synchronize() then gradient clipping, state_dict() and
 load_state_dict(), broadcast_optimizer_state(), parameter groups with their own learning rate,
-and a learning rate changed between steps. Rank 0 saves the parameters, .grad and the whole
-optimizer state (through state_dict()) after every case. In-process checks: which path ran,
-`optimizer.state` holding every parameter's whole state, a state_dict() that refers to no shared
-memory, add_param_group refused, an optimizer the sharded step does not know (Adagrad) taking
-the bucketed path."""
+and a learning rate changed between steps; rank 0 alone calling synchronize() before some
+steps; the state replaced by the user (a new tensor, state.clear(), a new dict); foreach=True
+updates that add weight decay into the gradient in place; backward_passes_per_step=2. Rank 0
+saves the parameters, .grad and the whole optimizer state (through state_dict()) after every
+case. In-process checks: which path ran, `optimizer.state` holding every parameter's whole state,
+a state_dict() that refers to no shared memory, add_param_group refused, an optimizer the sharded
+step does not know (Adagrad) taking the bucketed path, .grad identical on every rank, a backward
+pass beyond backward_passes_per_step refused (both paths), .grad of an optimizer collected before
+shutdown() still readable after it; on the sharded path the errors: ranks stepping two optimizers
+in different orders, ranks wrapping different optimizers, a state to load that lacks a
+parameter's state or has two step counts in a group (the optimizer left as it was), state_dict()
+between synchronize() and step()."""
+import collections
+import gc
 import io
 import os
 import sys
 
 import numpy as np
+import weakref
+
 import torch
 
 import dtrain.torch as dt
@@ -54,18 +65,28 @@ cases = {
                                           {"params": list(m.b.parameters()) +
                                            list(m.unused.parameters())}], lr=1e-3),
     "adagrad": lambda m: torch.optim.Adagrad(m.parameters(), lr=1e-2),  # the bucketed path
+    "sync0": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+    "reset": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3),
+    "foreach": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=0.01,
+                                          foreach=True),
+    "passes2": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
 }
 saved = {}
 for name, make in cases.items():
     torch.manual_seed(1)
     model = Net()
-    opt = dt.DistributedOptimizer(make(model), named_parameters=model.named_parameters())
+    opt = dt.DistributedOptimizer(make(model), named_parameters=model.named_parameters(),
+                                  backward_passes_per_step=2 if name == "passes2" else 1)
     dt.broadcast_optimizer_state(opt, root_rank=0)  # before the first step: nothing yet
     gen = torch.Generator().manual_seed(5)
     for step in range(7):
         x = torch.randn(world, 8, 37, generator=gen)
         opt.zero_grad(set_to_none=step == 2)
         model(x[r], step).pow(2).mean().backward()
+        if name == "passes2":
+            model(x[(r + 1) % world] * 0.5, step).pow(2).mean().backward()
+        if name == "sync0" and r == 0 and step in (1, 6):
+            opt.synchronize()  # the other ranks' step() averages with it
         if step == 3:
             opt.synchronize()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
@@ -82,6 +103,13 @@ for name, make in cases.items():
             opt.load_state_dict(sd)
         if step == 5:
             dt.broadcast_optimizer_state(opt, root_rank=0)
+        if name == "reset" and step == 1:
+            first = next(model.parameters())
+            opt.state[first]["exp_avg"] = opt.state[first]["exp_avg"] * 0.5
+        if name == "reset" and step == 2:
+            opt.state.clear()
+        if name == "reset" and step == 3:
+            opt.state = collections.defaultdict(dict)
     on_shards = hasattr(opt, "_dt_shard_groups")
     assert on_shards == (sharded and name != "adagrad"), (name, on_shards)
     params = list(model.parameters())
@@ -99,7 +127,11 @@ for name, make in cases.items():
     assert buf.tell() < state_bytes + 20000, "%s: a state_dict of %d bytes saves as %d" % (
         name, state_bytes, buf.tell())
     saved[name] = torch.cat([p.detach().reshape(-1) for p in params]).numpy().copy()
-    saved[name + ".grad"] = torch.cat([p.grad.reshape(-1) for p in params]).numpy().copy()
+    grad = torch.cat([p.grad.reshape(-1) for p in params])
+    assert torch.equal(dt.allreduce(grad, average=False, name=name + ".grad"), grad * world), \
+        "%s: .grad differs between ranks" % name
+    if name != "foreach":  # the bucketed path's .grad holds the weight decay foreach added
+        saved[name + ".grad"] = grad.numpy().copy()
     tensors = [v.reshape(-1) for i in sorted(sd["state"]) for k, v in sorted(sd["state"][i].items())
                if isinstance(v, torch.Tensor)]
     saved[name + ".state"] = torch.cat(tensors).numpy().copy() if tensors else np.zeros(0)
@@ -115,16 +147,90 @@ for name, make in cases.items():
     assert torch.equal(dt.allreduce(flat, average=False, name=name), flat * world), \
         "%s: ranks diverged" % name
 
-if sharded:  # skip_synchronize() without synchronize(): no averaged gradient to step with
+# A backward pass beyond backward_passes_per_step is refused (its gradient would be lost on the
+# bucketed path: its bucket has left); step() then goes on as usual.
+torch.manual_seed(1)
+model = Net()
+opt = dt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+model(torch.ones(2, 37), 0).sum().backward()
+expect_raises(ValueError, "more than backward_passes_per_step=1",
+              lambda: model(torch.ones(2, 37), 0).sum().backward())
+opt.step()
+
+# An optimizer collected before shutdown(): its parameters' .grad still point into its shared
+# window until then, and are copies after it.
+torch.manual_seed(1)
+dropped = Net()
+opt = dt.DistributedOptimizer(torch.optim.Adam(dropped.parameters(), lr=1e-3))
+for _ in range(2):
+    opt.zero_grad()
+    dropped(torch.ones(2, 37), 1).sum().backward()
+    opt.step()
+dropped_grad = [p.grad.clone() for p in dropped.parameters()]
+gone = weakref.ref(opt)
+del opt
+gc.collect()
+assert gone() is None, "the optimizer was not collected"
+
+if sharded:
     torch.manual_seed(1)
     model = Net()
     opt = dt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
     model(torch.ones(2, 37), 0).sum().backward()
-    with opt.skip_synchronize():
+    with opt.skip_synchronize():  # without synchronize(): no averaged gradient to step with
         expect_raises(ValueError, "needs synchronize() first", opt.step)
+    opt.synchronize()
+    expect_raises(ValueError, "state_dict() between synchronize() and step()", opt.state_dict)
+    opt.step()
+
+    # A state to load that the sharded step cannot hold: refused, the optimizer as it was.
+    torch.manual_seed(1)
+    model = Net()
+    opt = dt.DistributedOptimizer(torch.optim.Adam(model.parameters(), lr=1e-3),
+                                  named_parameters=model.named_parameters())
+    model(torch.ones(2, 37), 1).sum().backward()
+    opt.step()
+    good = opt.state_dict()
+    bad = opt.state_dict()
+    del bad["state"][1]
+    expect_raises(ValueError, "a.weight has optimizer state and a.bias has none",
+                  opt.load_state_dict, bad)
+    bad = opt.state_dict()
+    bad["state"][2]["step"] = torch.tensor(99.0)
+    expect_raises(ValueError, "a.weight is at step 1.0 and b.weight at step 99.0",
+                  opt.load_state_dict, bad)
+    now = opt.state_dict()
+    assert all(torch.equal(now["state"][i][k], good["state"][i][k])
+               for i in good["state"] for k in good["state"][i]), "a refused load changed the state"
+    model(torch.ones(2, 37), 1).sum().backward()
+    opt.step()  # and it still steps
+
+    # Two optimizers stepped in different orders: the fences see it (on each machine: across
+    # machines the ranks of one machine are out of step with the other's in a hang, which the
+    # stall watchdog names, not here).
+    torch.manual_seed(1)
+    model = Net()
+    first = dt.DistributedOptimizer(torch.optim.SGD(model.a.parameters(), lr=0.1))
+    second = dt.DistributedOptimizer(torch.optim.SGD(model.b.parameters(), lr=0.1))
+    model(torch.ones(2, 37), 0).sum().backward()
+    first.step()
+    second.step()
+    model(torch.ones(2, 37), 0).sum().backward()
+    msg = expect_raises(ValueError, "is not at this optimizer's fence",
+                        (first if dt.local_rank() == 0 else second).step)
+    assert "step its optimizers in the same order" in msg, msg
+
+    # Ranks wrapping different optimizers cannot share one window.
+    torch.manual_seed(1)
+    model = Net()
+    kind = torch.optim.Adam if r == 0 else torch.optim.SGD
+    expect_raises(ValueError, "has optimizer %s where rank 0 has Adam" % (
+        "SGD" if world > 1 else "Adam"), dt.DistributedOptimizer, kind(model.parameters(), lr=0.1))
 if r == 0:
     np.savez(sys.argv[1], **saved)
 dt.shutdown()
+assert all(torch.equal(p.grad, g) for p, g in zip(dropped.parameters(), dropped_grad)), \
+    ".grad of a collected optimizer changed at shutdown"
 # After shutdown (the shared window is gone) the model, .grad and the optimizer state stay
 # readable; stepping is refused.
 model, opt = kept

@@ -43,7 +43,12 @@ __all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank",
 _ps = None  # parameter-server mode: what _core.ps_init said about this task
 _ps_failed = False  # an uncaught exception ended the script (the servers are not told "done")
 _ps_optimizer = None  # ps mode: the worker's DistributedOptimizer (it owns the model's copy)
-_sharded_optimizers = weakref.WeakSet()  # allreduce mode: those holding a shared window
+# allreduce mode: per shared window of the sharded step, (its optimizer, its parameters) as weak
+# references; shutdown() turns what still points into a window into private copies.
+_sharded_windows = []
+# id(parameter) -> its newest DistributedOptimizer (a weak reference): a parameter wrapped again
+# counts its backward passes for the new wrapper only.
+_grad_owner = {}
 _resume = None  # ps mode: where this worker continues (set when its DistributedOptimizer joins)
 
 
@@ -136,8 +141,17 @@ def shutdown():
         _ps = _ps_optimizer = None
         _core.ps_shutdown(True)
         return
-    for opt in list(_sharded_optimizers):
-        opt._dt_detach()  # their .grad and state leave the shared window, which ends now
+    for opt_ref, param_refs in _sharded_windows:  # the windows end now: leave them
+        opt = opt_ref()
+        if opt is not None:
+            opt._dt_detach()  # .grad and the optimizer state
+            continue
+        with torch.no_grad():  # the optimizer is gone, its parameters' .grad still there
+            for ref in param_refs:
+                p = ref()
+                if p is not None and p.grad is not None:
+                    p.grad = p.grad.clone()
+    _sharded_windows.clear()
     _core.shutdown()
 
 
@@ -390,6 +404,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._dt_step = 0
         self._dt_hooks = []
         for p in ps:
+            _grad_owner[id(p)] = weakref.ref(self)
             if p.dtype != torch.float32 or p.device.type != "cpu":
                 raise TypeError("dtrain.torch.DistributedOptimizer: parameter %s is %s on %s; "
                                 "this version averages float32 CPU gradients"
@@ -400,8 +415,12 @@ class _DistributedOptimizer(torch.optim.Optimizer):
 
     def _dt_make_hook(self, p):
         def hook(*_):
+            if _grad_owner.get(id(p), lambda: None)() is not self:
+                return  # wrapped again since: the newest wrapper averages it
             c = self._dt_counts.get(id(p), 0) + 1
             self._dt_counts[id(p)] = c
+            if c > self._dt_passes:  # its bucket has left: this gradient would be lost
+                raise ValueError(_too_many_passes(self._dt_names[id(p)], c, self._dt_passes))
             if c == self._dt_passes:
                 b = self._dt_bucket_of[id(p)]
                 self._dt_ready[b] += 1
@@ -480,6 +499,18 @@ _SHARDED_STATE = {torch.optim.SGD: ["momentum_buffer"],
                   torch.optim.RMSprop: ["square_avg", "momentum_buffer", "grad_avg"]}
 
 
+_HEADER = 64  # bytes before each rank's slot in the sharded step's window: its fence tags
+_PHASES = ("gradients", "averaged gradients", "parameters")
+
+
+
+
+def _too_many_passes(name, count, passes):
+    return ("dtrain.torch.DistributedOptimizer: parameter %s got its gradient %d times before "
+            "step(), more than backward_passes_per_step=%d; raise backward_passes_per_step to "
+            "accumulate gradients locally" % (name, count, passes))
+
+
 class _ShardedDistributedOptimizer(torch.optim.Optimizer):
     """The one-machine path (SharedMemoryAllreduce's, for PyTorch): ranks that share a machine
     average through shared memory and shard the optimizer's work, as ZeRO's first stage.
@@ -490,11 +521,16 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
     piece of the parameters (rank order, then times 1/size, as the MPI path averages), runs the
     wrapped optimizer's own step() on that piece only (one flat view per parameter group, the
     group's hyperparameters read at every step), and publishes the updated piece; after a second
-    fence it copies the other pieces of the parameters and of the averaged gradient. The
-    optimizer state lives in the shared window, one region per state tensor, each rank updating
-    its piece: `optimizer.state` and state_dict() hold every parameter's whole state, read
-    without any collective. Each rank does 1/size of the optimizer's work; after step() the
-    parameters, `.grad` (the average) and the state are what the unsharded path gives.
+    fence it copies the other pieces of the parameters and of the averaged gradient (.grad).
+    synchronize() (to clip the average before step()) needs the whole average before the update:
+    a rank in it says so at the first fence, and then every rank makes a middle fence, so ranks
+    may call it or not. Each fence checks that every rank is at the same one (a tag per rank in
+    the window's header), so ranks that call step() different numbers of times, or step two
+    optimizers in different orders, get a ValueError instead of mixed-up numbers. The optimizer
+    state lives in the shared window, one region per state tensor, each rank updating its piece:
+    `optimizer.state` and state_dict() hold every parameter's whole state, read without any
+    collective. Each rank does 1/size of the optimizer's work; after step() the parameters,
+    `.grad` (the average) and the state are what the unsharded path gives.
 
     Across machines (hierarchical, as HierarchicalAllreduce): the pieces are cut among the ranks
     of each machine, and between the local sum and the optimizer the machines' sums of each piece
@@ -523,6 +559,28 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         self._dt_skip = False  # inside skip_synchronize()
         self._dt_synced = False
         self._dt_step = 0
+        self._dt_fences = 0
+        self._dt_passes = backward_passes_per_step
+        self._dt_counts = {}  # backward passes per parameter since the last synchronize()
+        self._dt_hooks = []
+        me = weakref.ref(self)  # the hooks must not keep the optimizer alive
+        for p in self._dt_params:
+            _grad_owner[id(p)] = me
+            acc = p.expand_as(p).grad_fn.next_functions[0][0]
+            acc.register_hook(_ShardedDistributedOptimizer._dt_make_hook(me, id(p)))
+            self._dt_hooks.append(acc)
+
+    @staticmethod
+    def _dt_make_hook(ref, key):
+        def hook(*_):
+            opt = ref()
+            if opt is None or _grad_owner.get(key) is not ref:
+                return  # gone, or the parameter was wrapped again since
+            c = opt._dt_counts.get(key, 0) + 1
+            opt._dt_counts[key] = c
+            if c > opt._dt_passes:
+                raise ValueError(_too_many_passes(opt._dt_names[key], c, opt._dt_passes))
+        return hook
 
     # -- set-up ---------------------------------------------------------------------------------
     def _dt_setup(self):
@@ -540,12 +598,14 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         # Rank k's piece: [bounds[k], bounds[k + 1]), cut at 16 floats (64 bytes).
         self._dt_bounds = [min(n, (k * n // world) // 16 * 16) for k in range(world)] + [n]
         regions = 2 + len(self._dt_keys)  # the averaged gradient, the parameters, the state
-        win = _core.local_shared(4 * n + (4 * n * regions if me == 0 else 0),
+        win = _core.local_shared(_HEADER + 4 * n + (4 * n * regions if me == 0 else 0),
                                 "DistributedOptimizer's shared window")
         self._dt_window = win
-        _sharded_optimizers.add(self)
-        self._dt_slots = [_float_view(win.slot(k), n) for k in range(world)]
-        common = _float_view(win.slot(0) + 4 * n, n * regions)
+        _sharded_windows.append((weakref.ref(self), [weakref.ref(p) for p in self._dt_params]))
+        self._dt_headers = [(ctypes.c_int64 * 2).from_address(win.slot(k)) for k in range(world)]
+        self._dt_headers[me][0] = self._dt_headers[me][1] = -2
+        self._dt_slots = [_float_view(win.slot(k) + _HEADER, n) for k in range(world)]
+        common = _float_view(win.slot(0) + _HEADER + 4 * n, n * regions)
         self._dt_avg = common[0:n]
         self._dt_published = common[n:2 * n]
         self._dt_region = {k: common[(2 + j) * n:(3 + j) * n] for j, k in enumerate(self._dt_keys)}
@@ -568,6 +628,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         self._dt_shard_state = collections.defaultdict(dict)
         self._dt_views = {}  # (group, state key): the view of this rank's piece in the region
         self._dt_built = False  # self.state holds the whole state
+        self._dt_seen = None  # what self.state held after the last step (to see it replaced)
         if any(self.state.values()):
             self._dt_adopt_full_state()  # load_state_dict before the first step
         else:
@@ -605,7 +666,6 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
                         st[k] = v.clone()
         self._dt_window = None
         self._dt_closed = True
-        _sharded_optimizers.discard(self)
 
     # -- state ----------------------------------------------------------------------------------
     def _dt_adopt_shard_state(self):
@@ -633,11 +693,33 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
                 changed = True
         if changed or not self._dt_built or self._dt_has_numbers():
             self._dt_build_full_state()
+        self._dt_seen = self._dt_state_now()
 
     def _dt_has_numbers(self):
         """Some state is a number (RMSprop's step): the whole state's copies need refreshing."""
         return any(isinstance(v, (int, float))
                    for st in self._dt_shard_state.values() for v in st.values())
+
+    def _dt_state_now(self):
+        """What `self.state` holds, by identity: the dict, each parameter's dict, each value."""
+        return (self.state, len(self.state),
+                [(p, st, len(st), list(st.items())) for p, st in self.state.items()])
+
+    def _dt_state_replaced(self):
+        """The user replaced some of `self.state` since the last step (cleared it, assigned a
+        new dict, put a new tensor in), rather than changing its tensors in place."""
+        state, count, dicts = self._dt_seen
+        if self.state is not state or len(self.state) != count:
+            return True
+        for p, st, n, items in dicts:
+            if self.state.get(p) is not st or len(st) != n:
+                return True
+            for k, v in items:
+                now = st.get(k)
+                if now is not v and not (isinstance(v, (int, float)) and
+                                         isinstance(now, (int, float)) and now == v):
+                    return True
+        return False
 
     def _dt_build_full_state(self):
         full = {}
@@ -658,10 +740,50 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         self.state.update(full)
         self._dt_built = True
 
-    def _dt_adopt_full_state(self):
-        """A whole state (loaded, or broadcast) into the shared regions and the pieces' state.
-        Every rank writes every region: ranks load the same state (broadcast_optimizer_state),
-        and none is inside a step meanwhile."""
+    def _dt_check_full_state(self):
+        """The sharded step keeps one state per parameter group's piece: every parameter of a
+        group has state or none has, with the same keys and the same step count."""
+        for gi, g in enumerate(self.param_groups):
+            have = [p for p in g["params"] if self.state.get(p)]
+            if not have:
+                continue
+            lack = [p for p in g["params"] if not self.state.get(p)]
+            first = self.state[have[0]]
+            if lack:
+                raise ValueError(
+                    "dtrain.torch.DistributedOptimizer: in parameter group %d, parameter %s has "
+                    "optimizer state and %s has none (a state saved where %s never had a "
+                    "gradient?); the sharded step keeps state for every parameter of a group: "
+                    "give it one, or set DTRAIN_ALLREDUCE_SHM=0"
+                    % (gi, self._dt_names[id(have[0])], self._dt_names[id(lack[0])],
+                       self._dt_names[id(lack[0])]))
+            for p in have[1:]:
+                st = self.state[p]
+                if sorted(st) != sorted(first):
+                    raise ValueError(
+                        "dtrain.torch.DistributedOptimizer: in parameter group %d, parameter %s "
+                        "has optimizer state %s and %s has %s; the sharded step needs the same "
+                        "keys for every parameter of a group (or DTRAIN_ALLREDUCE_SHM=0)"
+                        % (gi, self._dt_names[id(have[0])], sorted(first), self._dt_names[id(p)],
+                           sorted(st)))
+                a, b = first.get("step"), st.get("step")
+                a = a.item() if isinstance(a, torch.Tensor) else a
+                b = b.item() if isinstance(b, torch.Tensor) else b
+                if a != b:
+                    raise ValueError(
+                        "dtrain.torch.DistributedOptimizer: in parameter group %d, parameter %s "
+                        "is at step %s and %s at step %s; the sharded step keeps one step count "
+                        "per parameter group (or set DTRAIN_ALLREDUCE_SHM=0)"
+                        % (gi, self._dt_names[id(have[0])], a, self._dt_names[id(p)], b))
+
+    def _dt_adopt_full_state(self, own_piece=False):
+        """A whole state (loaded, broadcast, or replaced by the user) into the shared regions and
+        the pieces' state. A loaded state: this rank writes every region (ranks load the same
+        state, broadcast_optimizer_state does, or rank 0 loads it before broadcasting it, and
+        none is inside a step meanwhile). A state the user replaced (own_piece): this rank writes
+        its own piece only, as its step does; each rank replaces its own, and one computed from
+        the shared state (state[p][k] * 0.5) must not be read back after another rank wrote."""
+        self._dt_check_full_state()
         self._dt_shard_state = collections.defaultdict(dict)
         for gi, (g, sg, (a, b)) in enumerate(
                 zip(self.param_groups, self._dt_shard_groups, self._dt_shard_ranges)):
@@ -672,9 +794,12 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             with torch.no_grad():
                 for p in have:
                     off, k = self._dt_offset[id(p)], p.numel()
+                    lo, hi = (max(off, a), min(off + k, b)) if own_piece else (off, off + k)
+                    if hi <= lo:
+                        continue
                     for key, v in self.state[p].items():
                         if key in self._dt_region and isinstance(v, torch.Tensor) and key != "step":
-                            self._dt_region[key][off:off + k].copy_(v.reshape(-1))
+                            self._dt_region[key][lo:hi].copy_(v.reshape(-1)[lo - off:hi - off])
             for key, v in self.state[have[0]].items():
                 if key in self._dt_region and isinstance(v, torch.Tensor) and key != "step":
                     st[key] = self._dt_views[(gi, key)] = self._dt_region[key][a:b]
@@ -684,9 +809,17 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
                     st[key] = v
             self._dt_shard_state[sg["params"][0]] = st
         self._dt_build_full_state()
+        self._dt_seen = self._dt_state_now()
+
+    def _dt_refuse_while_synced(self, what):
+        if self._dt_synced:
+            raise ValueError("dtrain.torch.DistributedOptimizer: %s between synchronize() and "
+                             "step(): the other ranks may be updating their pieces of the "
+                             "optimizer state; call it after step()" % what)
 
     def state_dict(self):
         """Every parameter's whole state (copies: nothing in it refers to the shared window)."""
+        self._dt_refuse_while_synced("state_dict()")
         state = self.state
         self.state = collections.defaultdict(dict, {
             p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
@@ -697,10 +830,17 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             self.state = state
 
     def load_state_dict(self, state_dict):
+        self._dt_refuse_while_synced("load_state_dict()")
+        before = dict(self.__dict__)
         super(self.__class__, self).load_state_dict(state_dict)
-        if self._dt_window is not None and not self._dt_closed:
-            # load_state_dict made new group dicts: the pieces follow their hyperparameters.
-            self._dt_adopt_full_state()
+        try:
+            self._dt_check_full_state()
+            if self._dt_window is not None and not self._dt_closed:
+                # load_state_dict made new group dicts: the pieces follow their hyperparameters.
+                self._dt_adopt_full_state()
+        except ValueError:
+            self.__dict__.update(before)  # the optimizer as it was
+            raise
 
     def add_param_group(self, param_group):
         if getattr(self, "_dt_window", None) is not None or getattr(self, "_dt_params", None):
@@ -710,7 +850,35 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         super(self.__class__, self).add_param_group(param_group)
 
     # -- the step -------------------------------------------------------------------------------
-    def _dt_reduce(self):
+    def _dt_fence(self, phase, syncing=False):
+        """A fence of the window, checking that every rank of this machine is at the same one:
+        each writes (step, phase) and whether it is in synchronize() into its header first (two
+        places, alternating: a rank that has passed this fence cannot overwrite what the others
+        still read). Returns whether some rank is in synchronize()."""
+        me = _core.local_rank()
+        tag = self._dt_step * len(_PHASES) + phase
+        at = self._dt_fences % 2
+        self._dt_headers[me][at] = 2 * tag + int(syncing)
+        self._dt_window.fence("%s of step %d" % (_PHASES[phase], self._dt_step))
+        self._dt_fences += 1
+        some = False
+        for k, h in enumerate(self._dt_headers):
+            other = h[at]
+            some = some or bool(other & 1)
+            if k != me and other >> 1 != tag:
+                other >>= 1
+                where = ("no fence of this optimizer yet" if other < 0 else "%s of step %d" % (
+                    _PHASES[other % len(_PHASES)], other // len(_PHASES)))
+                raise ValueError(
+                    "dtrain.torch.DistributedOptimizer: local rank %d of this machine is not at "
+                    "this optimizer's fence for %s of step %d (its last: %s): every rank must "
+                    "call step() the same number of times, and step its optimizers in the same "
+                    "order" % (k, _PHASES[phase], self._dt_step, where))
+        return some
+
+    def _dt_reduce(self, syncing):
+        """The first fence, then this rank's piece of the averaged gradient. Returns whether some
+        rank is in synchronize() (then every rank makes the second fence)."""
         if self._dt_closed:
             raise ValueError("dtrain.torch.DistributedOptimizer: dtrain.torch.shutdown() has ended "
                              "the job; this optimizer cannot step any more")
@@ -718,7 +886,9 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             self._dt_setup()
         else:
             self._dt_attach()
-        self._dt_window.fence("gradients of step %d" % self._dt_step)
+            if self._dt_built and self._dt_state_replaced():
+                self._dt_adopt_full_state(own_piece=True)
+        some_sync = self._dt_fence(0, syncing)
         lo, hi = self._dt_lo, self._dt_hi
         out = self._dt_avg[lo:hi]
         slots = self._dt_slots
@@ -732,6 +902,8 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
             _core.cross_allreduce(out.data_ptr(), hi - lo, "gradients of step %d" % self._dt_step)
         if hi > lo:
             out.mul_(1.0 / _core.size())
+        self._dt_counts = {}
+        return some_sync
 
     def _dt_copy_others(self, dst, src):
         me = _core.local_rank()
@@ -752,14 +924,14 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
 
     def synchronize(self):
         """Puts the gradient averaged over all ranks into every parameter's .grad (to clip it,
-        say, before step())."""
+        say, before step()). Some ranks may call it and others not: step() on those makes the
+        same fences."""
         if self._dt_synced:
             return
-        self._dt_reduce()
-        self._dt_window.fence("averaged gradients of step %d" % self._dt_step)
-        mine = self._dt_slots[_core.local_rank()]
+        self._dt_reduce(True)
+        self._dt_fence(1)
         with torch.no_grad():
-            mine.copy_(self._dt_avg)
+            self._dt_slots[_core.local_rank()].copy_(self._dt_avg)
         self._dt_synced = True
 
     def step(self, closure=None):
@@ -767,23 +939,25 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        synced = self._dt_synced and not self._dt_closed
-        if self._dt_skip and not synced:
+        if self._dt_skip and not (self._dt_synced and not self._dt_closed):
             raise ValueError("dtrain.torch.DistributedOptimizer: step() inside skip_synchronize() "
                              "needs synchronize() first (each rank steps its piece of the "
                              "parameters with the averaged gradient)")
-        if not synced:
-            self._dt_reduce()
-        else:
-            self._dt_attach()
+        synced = self._dt_synced and not self._dt_closed
+        if synced:
+            self._dt_attach()  # .grad replaced since synchronize() (clipped into a new tensor)
+        elif self._dt_reduce(False):
+            self._dt_fence(1)  # another rank is in synchronize()
         lo, hi = self._dt_lo, self._dt_hi
         mine = self._dt_slots[_core.local_rank()]
+        grad = mine if synced else self._dt_avg  # after synchronize() .grad, perhaps clipped
         for g, sg, (a, b) in zip(self.param_groups, self._dt_shard_groups, self._dt_shard_ranges):
             for key, v in g.items():
                 if key != "params":
                     sg[key] = v
-            # after synchronize() the gradient in .grad (perhaps clipped), else the average
-            sg["params"][0].grad = mine[a:b] if synced else self._dt_avg[a:b]
+            # PyTorch 1.13's foreach updates add weight decay (and Nesterov momentum) into the
+            # gradient in place: they get a copy, so .grad stays the average on every piece.
+            sg["params"][0].grad = grad[a:b].clone() if g.get("foreach") else grad[a:b]
         groups, state = self.param_groups, self.state
         self.param_groups, self.state = self._dt_shard_groups, self._dt_shard_state
         try:
@@ -793,7 +967,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
         self._dt_adopt_shard_state()
         with torch.no_grad():
             self._dt_published[lo:hi].copy_(self._dt_flat[lo:hi])
-            self._dt_window.fence("parameters of step %d" % self._dt_step)
+            self._dt_fence(2)
             self._dt_copy_others(self._dt_flat, self._dt_published)
             if not synced:
                 mine.copy_(self._dt_avg)
@@ -830,10 +1004,22 @@ def _sharded_plan(optimizer):
     if _core.size() < 2:
         return None
     keys = _sharded_state_keys(optimizer)
-    mine = json.dumps({"sharded": keys is not None, "local_size": _core.local_size()})
+    hierarchical = _core.hierarchical()
+    mine = json.dumps({"sharded": keys is not None, "local_size": _core.local_size(),
+                       "optimizer": type(optimizer).__name__, "keys": keys,
+                       "DTRAIN_HIERARCHICAL": hierarchical})
     every = [json.loads(b) for b in _core.allgather_bytes(mine, "DistributedOptimizer's path")]
     even = len({e["local_size"] for e in every}) == 1
-    hierarchical = _core.hierarchical()
+    # What every rank must agree on, decided from what all sent (so all raise, or none): the
+    # setting that picks the path, and on the sharded step the optimizer (one window's layout).
+    agree = ("DTRAIN_HIERARCHICAL",) + (
+        ("optimizer", "keys") if all(e["sharded"] for e in every) else ())
+    for r, e in enumerate(every):
+        for what in agree:
+            if e[what] != every[0][what]:
+                raise ValueError("dtrain.torch.DistributedOptimizer: rank %d has %s %s where rank "
+                                 "0 has %s; every rank must wrap the same kind of optimizer, with "
+                                 "the same environment" % (r, what, e[what], every[0][what]))
     one_machine = _core.local_size() == _core.size()
     if hierarchical and not even:
         raise ValueError("dtrain.torch.DistributedOptimizer: DTRAIN_HIERARCHICAL=1 needs the same "
