@@ -871,9 +871,9 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
                     _PHASES[other % len(_PHASES)], other // len(_PHASES)))
                 raise ValueError(
                     "dtrain.torch.DistributedOptimizer: local rank %d of this machine is not at "
-                    "this optimizer's fence for %s of step %d (its last: %s): every rank must "
-                    "call step() the same number of times, and step its optimizers in the same "
-                    "order" % (k, _PHASES[phase], self._dt_step, where))
+                    "this optimizer's fence for %s of step %d (its last fence here: %s): every "
+                    "rank must call step() the same number of times, and step its optimizers in "
+                    "the same order" % (k, _PHASES[phase], self._dt_step, where))
         return some
 
     def _dt_reduce(self, syncing):
