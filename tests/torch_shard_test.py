@@ -7,9 +7,9 @@ a parameter unused in some steps, synchronize() then gradient clipping, state_di
 load_state_dict(), broadcast_optimizer_state(), parameter groups with their own learning rate,
 and a learning rate changed between steps; rank 0 alone calling synchronize() before some
 steps; the state replaced by the user (a new tensor, state.clear(), a new dict); foreach=True
-updates that add weight decay into the gradient in place; backward_passes_per_step=2. Rank 0
-saves the parameters, .grad and the whole optimizer state (through state_dict()) after every
-case. In-process checks: which path ran, `optimizer.state` holding every parameter's whole state,
+updates that add weight decay into the gradient in place; backward_passes_per_step=2; an
+optimizer stepped before wrapping (its state goes on). Rank 0 saves the parameters, .grad and the
+whole optimizer state (through state_dict()) after every case. In-process checks: which path ran, `optimizer.state` holding every parameter's whole state,
 a state_dict() that refers to no shared memory, add_param_group refused, an optimizer the sharded
 step does not know (Adagrad) taking the bucketed path, .grad identical on every rank, a backward
 pass beyond backward_passes_per_step refused (both paths), .grad of an optimizer collected before
@@ -70,12 +70,20 @@ cases = {
     "foreach": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=0.01,
                                           foreach=True),
     "passes2": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+    "prestate": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3),  # stepped before wrapping
 }
 saved = {}
 for name, make in cases.items():
     torch.manual_seed(1)
     model = Net()
-    opt = dt.DistributedOptimizer(make(model), named_parameters=model.named_parameters(),
+    opt = make(model)
+    if name == "prestate":  # two steps of its own (the same on every rank), then wrapped
+        for _ in range(2):
+            model(torch.ones(4, 37), 1).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+        assert opt.state[model.a.weight]["step"].item() == 2
+    opt = dt.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
                                   backward_passes_per_step=2 if name == "passes2" else 1)
     dt.broadcast_optimizer_state(opt, root_rank=0)  # before the first step: nothing yet
     gen = torch.Generator().manual_seed(5)
@@ -110,6 +118,8 @@ for name, make in cases.items():
             opt.state.clear()
         if name == "reset" and step == 3:
             opt.state = collections.defaultdict(dict)
+    if name == "prestate":
+        assert opt.state[model.a.weight]["step"].item() == 2 + 7, "the state before wrapping was lost"
     on_shards = hasattr(opt, "_dt_shard_groups")
     assert on_shards == (sharded and name != "adagrad"), (name, on_shards)
     params = list(model.parameters())

@@ -162,6 +162,9 @@ cluster_down() {
     ip netns del "$ns" 2>/dev/null
   done
   ip netns del "$CLUSTER_PREFIX-sw" 2>/dev/null
+  # Open MPI's session directories of the nodes (named after their hostnames, which only this
+  # cluster uses): a job the test killed on purpose cannot remove its own.
+  for ((i = 1; i <= CLUSTER_NODES; ++i)); do rm -rf /tmp/ompi.dtn$i.*; done
   [[ -n "$CLUSTER_DIR" ]] && rm -rf "$CLUSTER_DIR"
   CLUSTER_NODES=0
   return $rc

@@ -539,7 +539,7 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, named_parameters, backward_passes_per_step, state_keys,
                  hierarchical):
-        super(self.__class__, self).__init__(params)
+        super(self.__class__, self).__init__(params)  # the state follows (DistributedOptimizer)
         self._dt_hierarchical = hierarchical
         self._dt_params = [p for g in self.param_groups for p in g["params"]]
         if named_parameters is not None:
@@ -1191,8 +1191,13 @@ def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_s
     if plan is not None:
         cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
                    dict(_ShardedDistributedOptimizer.__dict__))
-        return cls(optimizer.param_groups, named_parameters, backward_passes_per_step, *plan)
-    cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
-               dict(_DistributedOptimizer.__dict__))
-    return cls(optimizer.param_groups, named_parameters, backward_passes_per_step,
-               _core.fusion_threshold())
+        wrapped = cls(optimizer.param_groups, named_parameters, backward_passes_per_step, *plan)
+    else:
+        cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
+                   dict(_DistributedOptimizer.__dict__))
+        wrapped = cls(optimizer.param_groups, named_parameters, backward_passes_per_step,
+                      _core.fusion_threshold())
+    # The state the optimizer already has (loaded from a checkpoint, or steps taken before
+    # wrapping) goes on with it (Horovod's wrapper starts from an empty state).
+    wrapped.state.update(optimizer.state)
+    return wrapped
