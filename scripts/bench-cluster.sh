@@ -5,6 +5,8 @@
 #   2x1        one rank on each node (flat MPI_Allreduce over TCP)
 #   2x2-flat   two ranks on each node, DTRAIN_HIERARCHICAL=0
 #   2x2-hier   two ranks on each node, the hierarchical allreduce
+#   2x3-flat, 2x3-hier   the same with three ranks on each node (6 ranks: not a power of two,
+#              where Open MPI's allreduce algorithm for one flat communicator changes)
 #   ps-1node   1 ps + 2 workers on dtn1 (sync)     ps-2nodes  ps:0 and worker:0 on dtn1, worker:1
 #              on dtn2 (the ps transport across the link)
 # each with the links uncapped and capped by tbf (--cap, default 1gbit), in alternating rounds
@@ -53,6 +55,8 @@ run_config() {  # name -> samples/s
     2x1) hosts=dtn1:1,dtn2:1 ;;
     2x2-flat) hosts=dtn1:2,dtn2:2; export DTRAIN_HIERARCHICAL=0 ;;
     2x2-hier) hosts=dtn1:2,dtn2:2; export DTRAIN_HIERARCHICAL=1 ;;
+    2x3-flat) hosts=dtn1:3,dtn2:3; export DTRAIN_HIERARCHICAL=0 ;;
+    2x3-hier) hosts=dtn1:3,dtn2:3; export DTRAIN_HIERARCHICAL=1 ;;
   esac
   rm -rf job
   local launch=(-H "$hosts")
@@ -73,7 +77,7 @@ for l in open(sys.argv[1]):
 print(s["samples_per_sec"])' console
 }
 
-configs=(1x1 1x2 2x1 2x2-flat 2x2-hier ps-1node ps-2nodes)
+configs=(1x1 1x2 2x1 2x2-flat 2x2-hier 2x3-flat 2x3-hier ps-1node ps-2nodes)
 declare -A sps
 for ((r = 0; r < repeats; r++)); do
   for link in none "$cap"; do
@@ -95,13 +99,14 @@ cpu, rows = sys.argv[1], {}
 for line in sys.stdin:
     link, c, *v = line.split()
     rows[(link, c)] = statistics.median(float(x) for x in v)
-ranks = {"1x1": 1, "1x2": 2, "2x1": 2, "2x2-flat": 4, "2x2-hier": 4, "ps-1node": 2, "ps-2nodes": 2}
+ranks = {"1x1": 1, "1x2": 2, "2x1": 2, "2x2-flat": 4, "2x2-hier": 4, "2x3-flat": 6, "2x3-hier": 6,
+         "ps-1node": 2, "ps-2nodes": 2}
 for (link, c), s in rows.items():
     j = {"bench": "cluster", "config": c, "link": "uncapped" if link == "none" else link,
          "ranks": ranks[c], "samples_per_sec": round(s),
          "weak_scaling_efficiency": round(s / (ranks[c] * rows[(link, "1x1")]), 3), "cpu": cpu}
-    if c == "2x2-hier":
-        j["hierarchical_over_flat"] = round(s / rows[(link, "2x2-flat")], 3)
+    if c.endswith("-hier"):
+        j["hierarchical_over_flat"] = round(s / rows[(link, c[:-4] + "flat")], 3)
     if c == "ps-2nodes":
         j["over_ps_1node"] = round(s / rows[(link, "ps-1node")], 3)
     print(json.dumps(j))
@@ -119,7 +124,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"bench": "cluster"' in l]
-configs = ["1x1", "1x2", "2x1", "2x2-flat", "2x2-hier", "ps-1node", "ps-2nodes"]
+configs = ["1x1", "1x2", "2x1", "2x2-flat", "2x2-hier", "2x3-flat", "2x3-hier", "ps-1node",
+           "ps-2nodes"]
 links = sorted({r["link"] for r in rows}, key=lambda l: l != "uncapped")
 fig, ax = plt.subplots(figsize=(10, 4))
 w = 0.8 / len(links)
