@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # dtrain.torch (python/dtrain/torch) under mpirun, with Debian's python3-torch:
 #   api    every API call and its errors (tests/torch_api_test.py), 2 ranks
+#   edge   what Horovod scripts do around the optimizer (tests/torch_edge_test.py), 2 ranks, on
+#          the sharded and the bucketed path: a rank stepping without backward, a parameter
+#          used on one rank with a collective before step(), unpicklable broadcast_object,
+#          allreduce's average=None/op=/gradient, list broadcast_parameters, sparse gradients,
+#          init() after shutdown()
 #   match  examples/python/torch_mnist.py: 2 ranks at batch 25 end with the parameters of one
 #          process at batch 50 (float tolerance 1e-5)
 #   shard  the sharded one-machine step (tests/torch_shard_test.py) equals the bucketed MPI path
@@ -76,6 +81,14 @@ api)
   "${mpi[@]}" -np 2 "$py" "$src/tests/torch_api_test.py" >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "api test exited $?"; }
   [[ $(grep -o "every dtrain.torch call checked" "$tmp/out" | wc -l) == 2 ]] || { cat "$tmp/out"; fail "not both ranks"; }
   echo "api ok"
+  ;;
+edge)
+  for shm in 1 0; do
+    "${mpi[@]}" -np 2 -x DTRAIN_ALLREDUCE_SHM=$shm "$py" "$src/tests/torch_edge_test.py" >"$tmp/out" 2>&1 ||
+      { cat "$tmp/out"; fail "edge test (DTRAIN_ALLREDUCE_SHM=$shm) exited $?"; }
+    [[ $(grep -o "every edge case checked" "$tmp/out" | wc -l) == 2 ]] || { cat "$tmp/out"; fail "not both ranks"; }
+  done
+  echo "edge ok"
   ;;
 match)
   "${example[@]}" --batch-size 50 --output-dir "$tmp/one" >"$tmp/one.log" 2>&1 || { cat "$tmp/one.log"; fail "one process exited $?"; }

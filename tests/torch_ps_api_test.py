@@ -92,6 +92,35 @@ for step in range(5):
 diff = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), ref.parameters()))
 assert diff < 1e-6, "ps-mode momentum SGD differs from PyTorch's by %g" % diff
 
+# What a worker cannot do in ps mode (the servers run the optimizer and hold its state): said.
+expect_raises(ValueError, "no averaged gradient to clip", opt.synchronize)
+
+
+def in_skip_synchronize():
+    with opt.skip_synchronize():
+        pass
+
+
+expect_raises(ValueError, "no averaged gradient to step with", in_skip_synchronize)
+expect_raises(ValueError, "the optimizer state stays with the servers", opt.state_dict)
+expect_raises(ValueError, "load the state into the optimizer before", opt.load_state_dict, {})
+# A checkpoint loaded into the chief's model after wrapping would not reach the servers.
+if r == 0:
+    kept = model[0].bias.detach().clone()
+    with torch.no_grad():
+        model[0].bias.add_(1.0)
+    expect_raises(ValueError, "0.bias changed since the DistributedOptimizer gave it to the servers",
+                  dt.broadcast_parameters, model.state_dict(), 0)
+    with torch.no_grad():
+        model[0].bias.copy_(kept)
+# Buffers (BatchNorm's running statistics, its integer batch count) are broadcast.
+bn = torch.nn.BatchNorm1d(3)
+with torch.no_grad():
+    bn.running_mean.fill_(r + 5.0)
+bn.num_batches_tracked.fill_(r + 7)
+dt.broadcast_parameters(bn.state_dict(), root_rank=0)
+assert torch.equal(bn.running_mean, torch.full((3,), 5.0)) and int(bn.num_batches_tracked) == 7
+
 # A learning-rate schedule cannot reach the servers: said, not ignored.
 opt.param_groups[0]["lr"] = 0.01
 model(torch.ones(1, 6)).sum().backward()

@@ -35,6 +35,7 @@ import torch
 from dtrain import _core
 
 __all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank", "size", "local_rank", "local_size",
+           "Average", "Sum",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
            "DistributedOptimizer"]
@@ -49,6 +50,12 @@ _sharded_windows = []
 # id(parameter) -> its newest DistributedOptimizer (a weak reference): a parameter wrapped again
 # counts its backward passes for the new wrapper only.
 _grad_owner = {}
+_bucketed = []  # allreduce mode: weak references to the bucketed DistributedOptimizers, in order
+_ended = False  # shutdown() came: MPI (or the ps connection) cannot start again in this process
+
+# Horovod's reduction ops for allreduce(op=...).
+Average = "average"
+Sum = "sum"
 _resume = None  # ps mode: where this worker continues (set when its DistributedOptimizer joins)
 
 
@@ -90,6 +97,10 @@ def init(mode=None, ps_async=False, max_staleness=0, stall_warning=None, stall_t
     global _ps
     if _core.is_initialized():
         return
+    if _ended:
+        raise ValueError("dtrain.torch.init() after dtrain.torch.shutdown(): a process joins the "
+                         "job once (MPI cannot start again after it ended); call shutdown() at the "
+                         "end of the script")
     warn = -1.0 if stall_warning is None else float(stall_warning)
     timeout = -1.0 if stall_timeout is None else float(stall_timeout)
     if not _wants_ps(mode):
@@ -136,7 +147,9 @@ def _ps_exit():
 def shutdown():
     """Leaves the job. In ps mode a worker tells the servers it is done; they end when every
     worker is."""
-    global _ps, _ps_optimizer
+    global _ps, _ps_optimizer, _ended
+    if _core.is_initialized() or _ps is not None:
+        _ended = True
     if _ps is not None:
         _ps = _ps_optimizer = None
         _core.ps_shutdown(True)
@@ -236,10 +249,24 @@ def _ps_sum(values):
     return v
 
 
-def allreduce_(tensor, average=True, name=None):
+def _averages(average, op, what):
+    """Horovod's average= (None: the default, an average) and op= (dtrain.torch.Average or Sum)."""
+    if op is not None:
+        if average is not None:
+            raise ValueError("dtrain.torch.%s: give average= or op=, not both" % what)
+        if op not in (Average, Sum):
+            raise ValueError("dtrain.torch.%s: op must be dtrain.torch.Average or dtrain.torch.Sum, "
+                             "not %r" % (what, op))
+        return op == Average
+    return True if average is None else bool(average)
+
+
+def allreduce_(tensor, average=None, name=None, op=None):
     """In place: the tensor becomes the sum (or average) over ranks. Returns it."""
     _check_cpu(tensor, "allreduce_")
+    average = _averages(average, op, "allreduce_")
     name = name or "allreduce"
+    _flush_buckets()
     if _ps is not None:
         _dtype_name(tensor)
         with torch.no_grad():
@@ -255,9 +282,27 @@ def allreduce_(tensor, average=True, name=None):
     return tensor
 
 
-def allreduce(tensor, average=True, name=None):
-    """The sum (or average) of `tensor` over ranks, as a new tensor."""
+class _AllreduceGrad(torch.autograd.Function):
+    """allreduce with a gradient, as Horovod's: the gradient is allreduced the same way."""
+
+    @staticmethod
+    def forward(ctx, tensor, average, name):
+        ctx.average, ctx.name = average, name
+        return allreduce_(tensor.detach().clone(), average=average, name=name)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return allreduce_(grad.detach().clone(), average=ctx.average,
+                          name=ctx.name + " (gradient)"), None, None
+
+
+def allreduce(tensor, average=None, name=None, op=None):
+    """The sum (or average: the default) of `tensor` over ranks, as a new tensor; autograd
+    passes through it (the gradient is allreduced the same way)."""
     _check_cpu(tensor, "allreduce")
+    average = _averages(average, op, "allreduce")
+    if tensor.requires_grad and torch.is_grad_enabled():
+        return _AllreduceGrad.apply(tensor, average, name or "allreduce")
     return allreduce_(tensor.detach().clone(), average=average, name=name)
 
 
@@ -265,9 +310,11 @@ def broadcast_(tensor, root_rank, name=None):
     """In place: every rank's tensor becomes root_rank's. Returns it."""
     _check_cpu(tensor, "broadcast_")
     name = name or "broadcast"
+    _flush_buckets()
     if _ps is not None:  # root's values plus zeros: exact in float64
         _check_root(root_rank)
-        _dtype_name(tensor)
+        if tensor.is_floating_point() or tensor.is_complex():
+            _dtype_name(tensor)  # integers (BatchNorm's num_batches_tracked) are exact too
         with torch.no_grad():
             mine = tensor.detach().to(torch.float64)
             tensor.copy_(_ps_sum(mine.clone() if rank() == root_rank else torch.zeros_like(mine)))
@@ -292,6 +339,7 @@ def allgather(tensor, name=None):
     dimension may differ between ranks; the others must agree)."""
     _check_cpu(tensor, "allgather")
     name = name or "allgather"
+    _flush_buckets()
     t = tensor.detach().contiguous()
     if _ps is not None:  # the first dimensions, then every rank's rows in its own place
         _dtype_name(t)
@@ -317,12 +365,18 @@ def _check_root(root_rank):
 
 
 def broadcast_object(obj, root_rank=0, name=None):
-    """Any picklable object (tensors included) from root_rank to every rank."""
+    """Any picklable object (tensors included) from root_rank to every rank. An object the root
+    cannot pickle is a ValueError on every rank (not the others left waiting)."""
+    _check_root(root_rank)
+    _flush_buckets()
     data = b""
     if rank() == root_rank:
         buf = io.BytesIO()
-        torch.save(obj, buf)
-        data = buf.getvalue()
+        try:
+            torch.save(obj, buf)
+            data = b"\0" + buf.getvalue()
+        except Exception as e:  # noqa: BLE001 -- told to every rank below
+            data = b"\1" + ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")
     if _ps is not None:  # the length, then the bytes (as float64: exact)
         _check_root(root_rank)
         n = torch.tensor([float(len(data))], dtype=torch.float64)
@@ -333,25 +387,47 @@ def broadcast_object(obj, root_rank=0, name=None):
         out = bytes(broadcast_(b, root_rank).to(torch.uint8).tolist())
     else:
         out = _core.broadcast_bytes(data, int(root_rank), name or "broadcast_object")
-    return torch.load(io.BytesIO(out))
+    if out[:1] != b"\0":
+        raise ValueError("dtrain.torch.broadcast_object: rank %d could not pickle the object: %s"
+                         % (root_rank, out[1:].decode("utf-8", "replace")))
+    try:
+        return torch.load(io.BytesIO(out[1:]), weights_only=False)
+    except TypeError:  # a torch without weights_only (it loaded everything then)
+        return torch.load(io.BytesIO(out[1:]))
 
 
 def broadcast_parameters(params, root_rank):
-    """root_rank's parameters (a state_dict, or named_parameters()) into every rank's, in place.
+    """root_rank's parameters (a state_dict, named_parameters(), or a list of tensors) into
+    every rank's, in place.
 
-    In ps mode there is nothing to do: when the workers' DistributedOptimizers join the servers,
-    the chief's parameters (and optimizer state) become the servers', and every other worker
-    starts from them."""
-    if _ps is not None:
-        return
+    In ps mode the parameters the DistributedOptimizer trains are the servers' (the chief's when
+    it joined them): they are not sent again, and the chief's must still be those (a checkpoint
+    loaded into the model after wrapping would be lost: that is a ValueError; load it before).
+    The other tensors (buffers such as BatchNorm's running statistics) are broadcast."""
+    _check_root(root_rank)
     if isinstance(params, dict):
-        items = sorted(params.items())
+        items = sorted(params.items(), key=lambda kv: kv[0])
     else:
-        items = sorted(params)
+        items = [p if isinstance(p, tuple) else ("tensor %d" % i, p) for i, p in enumerate(params)]
+        items = sorted(items, key=lambda kv: kv[0])
+    trained = {}
+    if _ps is not None:
+        if _ps_optimizer is None:
+            return  # the chief's parameters become everyone's when the optimizers join
+        trained = _ps_optimizer._dt_server_copies()
     for name, p in items:
         if not isinstance(p, torch.Tensor):
             raise TypeError("dtrain.torch.broadcast_parameters: %s is not a tensor" % name)
-        broadcast_(p.data if p.requires_grad else p, root_rank, name="parameter " + name)
+        t = p.data if p.requires_grad else p
+        if t.data_ptr() in trained:
+            if rank() == root_rank and not torch.equal(t, trained[t.data_ptr()]):
+                raise ValueError("dtrain.torch.broadcast_parameters (ps mode): %s changed since "
+                                 "the DistributedOptimizer gave it to the servers; load a "
+                                 "checkpoint into the model before dtrain.torch."
+                                 "DistributedOptimizer (the chief's parameters and optimizer "
+                                 "state when it wraps become the servers')" % name)
+            continue
+        broadcast_(t, root_rank, name="parameter " + name)
 
 
 def broadcast_optimizer_state(optimizer, root_rank):
@@ -402,7 +478,9 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._dt_inflight = []
         self._dt_checked = False
         self._dt_step = 0
+        self._dt_synced = False  # synchronize() was called since the last step()
         self._dt_hooks = []
+        _bucketed.append(weakref.ref(self))
         for p in ps:
             _grad_owner[id(p)] = weakref.ref(self)
             if p.dtype != torch.float32 or p.device.type != "cpu":
@@ -439,6 +517,9 @@ class _DistributedOptimizer(torch.optim.Optimizer):
     def _dt_launch(self, b):
         params = self._dt_buckets[b]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        for p, g in zip(params, grads):
+            if g.is_sparse:
+                raise TypeError(_sparse_refused(self._dt_names[id(p)]))
         flat = torch.cat([g.detach().reshape(-1) for g in grads])
         h = _core.iallreduce(flat.data_ptr(), flat.numel(), True,
                              "gradient bucket %d of step %d" % (b, self._dt_step))
@@ -452,10 +533,29 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             self._dt_launch(self._dt_next)
             self._dt_next += 1
 
+    def _dt_flush(self):
+        """Before a collective of the main thread: the buckets this rank holds back because a
+        parameter got no gradient this step (the others, which used it, have sent theirs) leave
+        now, so every rank queues the same collectives in the same order. Only once backward is
+        over on this rank (every parameter that got a gradient got all its passes)."""
+        counts = self._dt_counts
+        if not counts or any(c != self._dt_passes for c in counts.values()):
+            return
+        if self._dt_next == 0:
+            self._dt_check_layout()
+        while self._dt_next < len(self._dt_buckets):
+            self._dt_launch(self._dt_next)
+            self._dt_next += 1
+
     def synchronize(self):
-        """Waits for every bucket's average and puts it into the parameters' .grad."""
-        if self._dt_next == 0 and not self._dt_inflight and not any(self._dt_counts.values()):
-            return  # no backward since the last step: nothing to average
+        """Waits for every bucket's average and puts it into the parameters' .grad. Every
+        rank's step averages, also one with no backward since the last (zeros, as Horovod)."""
+        if self._dt_synced and not self._dt_counts:
+            return  # averaged already, no backward since
+        self._dt_reduce()
+        self._dt_synced = True
+
+    def _dt_reduce(self):
         self._dt_check_layout()
         while self._dt_next < len(self._dt_buckets):  # unused parameters: their buckets too
             self._dt_launch(self._dt_next)
@@ -486,8 +586,9 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             self._dt_skip = False
 
     def step(self, closure=None):
-        if not getattr(self, "_dt_skip", False):
-            self.synchronize()
+        if not getattr(self, "_dt_skip", False) and not self._dt_synced:
+            self._dt_reduce()
+        self._dt_synced = False
         return super(self.__class__, self).step(closure)
 
 
@@ -503,6 +604,22 @@ _HEADER = 64  # bytes before each rank's slot in the sharded step's window: its 
 _PHASES = ("gradients", "averaged gradients", "parameters")
 
 
+
+
+def _flush_buckets():
+    """See _DistributedOptimizer._dt_flush (the bucketed optimizers, in the order made)."""
+    for ref in list(_bucketed):
+        opt = ref()
+        if opt is None:
+            _bucketed.remove(ref)
+        else:
+            opt._dt_flush()
+
+
+def _sparse_refused(name):
+    return ("dtrain.torch.DistributedOptimizer: parameter %s has a sparse gradient "
+            "(nn.Embedding(sparse=True)?); dtrain.torch averages dense gradients: make it dense "
+            "(sparse=False)" % name)
 
 
 def _too_many_passes(name, count, passes):
@@ -646,6 +763,8 @@ class _ShardedDistributedOptimizer(torch.optim.Optimizer):
                     self._dt_flat[off:off + k].copy_(p.detach().reshape(-1))
                     p.data = self._dt_flat[off:off + k].view_as(p)
                 g = p.grad
+                if g is not None and g.is_sparse:
+                    raise TypeError(_sparse_refused(self._dt_names[id(p)]))
                 if g is None or g.data_ptr() != slot_at + 4 * off:
                     if g is None:
                         mine[off:off + k].zero_()  # unused this step: a zero gradient, as Horovod
@@ -1151,7 +1270,45 @@ class _PsDistributedOptimizer(torch.optim.Optimizer):
                 p.copy_(self._dt_flat[off:off + n].view_as(p))
                 off += n
 
+    def _dt_server_copies(self):
+        """data_ptr of each trained parameter -> the servers' values this worker last took."""
+        out, off = {}, 0
+        for p in self._dt_params:
+            out[p.data_ptr()] = self._dt_flat[off:off + p.numel()].view_as(p)
+            off += p.numel()
+        return out
+
+    def _dt_not_here(self, what):
+        return ValueError(
+            "dtrain.torch.DistributedOptimizer (ps mode): %s: the servers run the optimizer when "
+            "step() pushes each worker's gradient, and hold its state; %s" % (what, {
+                "synchronize()": "there is no averaged gradient to clip before step() (clip a "
+                                 "worker's own gradient before step(), or run in allreduce mode)",
+                "skip_synchronize()": "there is no averaged gradient to step with (clip a "
+                                      "worker's own gradient before step(), or run in allreduce "
+                                      "mode)",
+                "state_dict()": "a worker's copy would be the state when it joined, not the "
+                                "servers' (save the model's state_dict; the optimizer state "
+                                "stays with the servers)",
+                "load_state_dict()": "load the state into the optimizer before dtrain.torch."
+                                     "DistributedOptimizer (the chief's becomes the servers')",
+            }[what]))
+
     def synchronize(self):
+        raise self._dt_not_here("synchronize()")
+
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        raise self._dt_not_here("skip_synchronize()")
+        yield  # noqa: unreachable -- a context manager
+
+    def state_dict(self):
+        raise self._dt_not_here("state_dict()")
+
+    def load_state_dict(self, state_dict):
+        raise self._dt_not_here("load_state_dict()")
+
+    def _dt_exchange(self):
         if self._dt_hyperparameters() != self._dt_hyper:
             raise ValueError("dtrain.torch.DistributedOptimizer (ps mode): the optimizer's "
                              "hyperparameters changed after it joined the servers, which run it "
@@ -1168,7 +1325,7 @@ class _PsDistributedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.synchronize()
+        self._dt_exchange()
         return loss
 
 
