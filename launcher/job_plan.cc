@@ -27,6 +27,13 @@ struct HostSlots {
   size_t slots = 0;  // 0: not given
 };
 
+// A slot count as written: digits, 1 to 999999 (a longer number is a typo, and std::stoul
+// would throw a bare "stoul" on one past its range).
+bool slot_count_ok(const std::string& n) {
+  return !n.empty() && n.size() <= 6 && n.find_first_not_of("0123456789") == std::string::npos &&
+         std::stoul(n) > 0;
+}
+
 HostSlots parse_host_slots(const std::string& s) {
   HostSlots h;
   const size_t c = s.rfind(':');
@@ -35,8 +42,9 @@ HostSlots parse_host_slots(const std::string& s) {
   } else {
     h.host = s.substr(0, c);
     const std::string n = s.substr(c + 1);
-    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || std::stoul(n) == 0)
-      throw InputError("-H " + s + ": slots must be a positive number (host:slots)");
+    if (!slot_count_ok(n))
+      throw InputError("-H " + s +
+                       ": slots must be a positive number (host:slots, at most 999999)");
     h.slots = std::stoul(n);
   }
   if (h.host.empty()) throw InputError("-H " + s + ": empty host name");
@@ -59,9 +67,9 @@ std::vector<HostSlots> read_hostfile(const std::string& path) {
     for (std::string w; words >> w;) {
       if (w.rfind("slots=", 0) != 0) continue;  // max_slots= and the like limit, not add
       const std::string n = w.substr(6);
-      if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || std::stoul(n) == 0)
+      if (!slot_count_ok(n))
         throw InputError(detail::cat("--hostfile ", path, " line ", no, ": '", w,
-                                     "': slots must be a positive number"));
+                                     "': slots must be a positive number, at most 999999"));
       h.slots = std::stoul(n);
     }
     hosts.push_back(h);

@@ -7,15 +7,17 @@ namespace dtrain::launcher {
 void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("-n,--np", o.np,
                  "allreduce: number of ranks, also spelled -np (default: the slots of -H, "
-                 "node-count x process-count-per-node, or 1)");
+                 "node-count x process-count-per-node, or 1)")
+      ->check(at_least(0));
   app.add_option("-H,--hosts", o.hosts, "allreduce: hosts as host[:slots], comma-separated")
       ->delimiter(',')
       ->allow_extra_args(false);
   app.add_option("--hostfile", o.hostfile, "allreduce: an Open MPI hostfile")
       ->check(CLI::ExistingFile);
-  app.add_option("--node-count", o.node_count, "MPI configuration: nodes");
+  app.add_option("--node-count", o.node_count, "MPI configuration: nodes")->check(at_least(0));
   app.add_option("--process-count-per-node", o.process_count_per_node,
-                 "MPI configuration: processes per node");
+                 "MPI configuration: processes per node")
+      ->check(at_least(0));
   app.add_option("--mode", o.mode, "allreduce (through mpirun) or ps (TF_CONFIG tasks)")
       ->capture_default_str()
       ->check(CLI::IsMember({"allreduce", "ps"}));
@@ -37,13 +39,16 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
       ->check(positive());
   app.add_option("--max-restarts", o.max_restarts,
                  "restart a failed job from its latest checkpoint (--resume) up to N times")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_option("--min-np", o.min_np,
                  "elastic allreduce job: after a failure drop the failed host (or slot) and "
-                 "resume from the latest checkpoint while at least this many ranks remain");
+                 "resume from the latest checkpoint while at least this many ranks remain")
+      ->check(at_least(0));
   app.add_option("--max-np", o.max_np,
                  "elastic: at most this many ranks when hosts are added by "
-                 "--host-discovery-script (0: no cap)");
+                 "--host-discovery-script (0: no cap)")
+      ->check(at_least(0));
   app.add_option("--host-discovery-script", o.host_discovery_script,
                  "elastic: a program printing the available hosts as host[:slots] lines, run "
                  "before every restart (Horovod's name)")
@@ -51,7 +56,8 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
   app.add_option("--rejoin-workers", o.rejoin_workers,
                  "ps job (--ps-async): a worker other than the chief that fails is started again "
                  "and rejoins while the others train on, up to N times in all")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_option("--grace-period", o.grace_period_s,
                  "seconds between SIGTERM and SIGKILL when stopping tasks")
       ->capture_default_str()

@@ -57,8 +57,12 @@ std::vector<std::string> expand_hostlist(const std::string& list, const std::str
       const size_t dash = r.find('-');
       const std::string lo = r.substr(0, dash),
                         hi = dash == std::string::npos ? lo : r.substr(dash + 1);
-      if (!all_digits(lo) || !all_digits(hi) || std::stoul(hi) < std::stoul(lo))
-        throw InputError(var + "='" + list + "': bad range '" + r + "' in " + item);
+      // At most 9 digits (std::stoul throws a bare "stoul" past its range) and 100000 names
+      // per range (a typo must not fill the memory).
+      if (!all_digits(lo) || !all_digits(hi) || lo.size() > 9 || hi.size() > 9 ||
+          std::stoul(hi) < std::stoul(lo) || std::stoul(hi) - std::stoul(lo) >= 100000)
+        throw InputError(var + "='" + list + "': bad range '" + r + "' in " + item +
+                         " (ascending, at most 100000 nodes)");
       for (unsigned long n = std::stoul(lo); n <= std::stoul(hi); ++n) {
         std::string num = std::to_string(n);
         if (num.size() < lo.size()) num.insert(0, lo.size() - num.size(), '0');  // node01
@@ -82,8 +86,10 @@ std::vector<size_t> expand_tasks_per_node(const std::string& s, size_t nodes,
       if (item.back() != ')') throw InputError(var + "='" + s + "': bad item '" + item + "'");
       times = item.substr(x + 2, item.size() - x - 3);
     }
-    if (!all_digits(n) || !all_digits(times) || std::stoul(n) == 0)
-      throw InputError(var + "='" + s + "': bad item '" + item + "'");
+    if (!all_digits(n) || !all_digits(times) || n.size() > 6 || times.size() > 5 ||
+        std::stoul(n) == 0)
+      throw InputError(var + "='" + s + "': bad item '" + item +
+                       "' (tasks 1 to 999999, repeated at most 99999 times)");
     for (unsigned long k = 0; k < std::stoul(times); ++k) out.push_back(std::stoul(n));
   }
   if (out.size() == 1 && nodes > 1) out.assign(nodes, out[0]);

@@ -271,7 +271,8 @@ RunResult Supervisor::run(const JobPlan& plan) {
 
   size_t open_streams = streams.size(), alive = tasks.size();
   bool stopping = false;
-  std::chrono::steady_clock::time_point stop_at, stall_seen;
+  std::chrono::steady_clock::time_point stop_at, stall_seen, all_exited_at;
+  bool all_exited = false;
   auto stop_all = [&](int sig) {
     for (auto& r : tasks)
       if (!r.exited) kill(-r.pid, sig);
@@ -376,8 +377,19 @@ RunResult Supervisor::run(const JobPlan& plan) {
       stop_all(SIGKILL);
       stop_at = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }
-    // Once every task has exited, streams still held open by a grandchild must not keep us here.
+    // Once every task has exited, streams still held open by a grandchild (`sleep 300 &` in a
+    // task's shell) must not keep us here: after a failure at once, else after a second to drain
+    // what the tasks wrote last.
     if (alive == 0 && stopping) break;
+    if (alive == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!all_exited) {
+        all_exited = true;
+        all_exited_at = now;
+      } else if (std::chrono::duration<double>(now - all_exited_at).count() > 1.0) {
+        break;
+      }
+    }
   }
   for (auto& s : streams)
     if (s.fd >= 0) close(s.fd);

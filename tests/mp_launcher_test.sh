@@ -130,6 +130,16 @@ badinput)
   expect "names 1 host" --node-count 2 --process-count-per-node 1 -H a -- x
   expect "for --mode allreduce" --mode ps -np 2 -- x
   expect "mode: .* not in" --mode nope -- x
+  # Negative counts were taken as 2^64-1 (--max-restarts -1 restarted without end).
+  for flag in -np --node-count --process-count-per-node --max-restarts --min-np --max-np --rejoin-workers; do
+    expect "must be at least 0, got -1" $flag -1 -- x
+  done
+  # Every task exited 0 while a grandchild kept their output open: the launcher waited for it.
+  start=$SECONDS
+  timeout 20 "$bin/dtrainrun" --log-dir "$tmp/bg" --mode ps --num-workers 1 -- sh -c 'sleep 300 & echo done' \
+    >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "a background grandchild: exit $? after $((SECONDS - start)) s"; }
+  ((SECONDS - start < 10)) || fail "a background grandchild kept the launcher $((SECONDS - start)) s"
+  pgrep -f "sleep 300" >/dev/null && { pkill -f "sleep 300"; fail "the grandchild was left running"; }
   echo "badinput ok"
   ;;
 killworker)

@@ -80,6 +80,11 @@ TEST(Launcher, HostfileSlotsGiveTheRankCount) {
   }
   o.hostfile = path;
   expect_error(o, "line 1: 'slots=zero': slots must be a positive number");
+  {
+    std::ofstream f(path);
+    f << "node1 slots=99999999999999999999\n";
+  }
+  expect_error(o, "line 1: 'slots=99999999999999999999': slots must be a positive number");
 }
 
 TEST(Launcher, MpiConfigurationIsNodesTimesProcesses) {
@@ -112,6 +117,8 @@ TEST(Launcher, HostSlotsGiveTheRankCount) {
   o.np = 0;
   o.hosts = {"a:0"};
   expect_error(o, "slots must be a positive number");
+  o.hosts = {"a:99999999999999999999"};  // past std::stoul's range: said, not a bare "stoul"
+  expect_error(o, "-H a:99999999999999999999: slots must be a positive number");
 }
 
 TEST(Launcher, PsTasksEachGetTheirTfConfig) {
@@ -256,6 +263,11 @@ TEST(Slurm, ExpandsNodeLists) {
   EXPECT_EQ(expand_tasks_per_node("4", 3, "T"), (std::vector<size_t>{4, 4, 4}));
   EXPECT_THROW(expand_tasks_per_node("2(x2)", 3, "T"), InputError);
   EXPECT_THROW(expand_tasks_per_node("0", 1, "T"), InputError);
+  // Past std::stoul's range, or a range that would fill the memory: InputErrors naming it.
+  for (const char* bad : {"n[1-99999999999999999999]", "n[1-999999999]"})
+    EXPECT_THROW(expand_hostlist(bad, "SLURM_JOB_NODELIST"), InputError) << bad;
+  EXPECT_THROW(expand_tasks_per_node("2(x99999999999999999999)", 1, "T"), InputError);
+  EXPECT_THROW(expand_tasks_per_node("99999999999999999999", 1, "T"), InputError);
 }
 
 TEST(Slurm, AllocationStandsInForHosts) {
