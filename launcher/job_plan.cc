@@ -34,7 +34,10 @@ bool slot_count_ok(const std::string& n) {
          std::stoul(n) > 0;
 }
 
-HostSlots parse_host_slots(const std::string& s) {
+HostSlots parse_host_slots(const std::string& given) {
+  // "-H 'a, b'": the spaces around a name are not part of it.
+  const size_t first = given.find_first_not_of(" \t"), last = given.find_last_not_of(" \t");
+  const std::string s = first == std::string::npos ? "" : given.substr(first, last - first + 1);
   HostSlots h;
   const size_t c = s.rfind(':');
   if (c == std::string::npos) {

@@ -89,8 +89,20 @@ nlohmann::json ClusterSpec::to_json(bool with_task) const {
 ClusterSpec parse_cluster_spec(const std::string& text, const std::string& source,
                                bool require_task) {
   nlohmann::json j;
+  // A key given twice in one object: JSON parsers keep the last, which would drop part of the
+  // cluster without a word (two "ps" lists, say).
+  std::vector<std::set<std::string>> keys;
+  const auto no_duplicates = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& v) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) keys.emplace_back();
+    if (event == E::object_end && !keys.empty()) keys.pop_back();
+    if (event == E::key && !keys.empty() && !keys.back().insert(v.get<std::string>()).second)
+      throw InputError(detail::cat(source, ": the key \"", v.get<std::string>(),
+                                   "\" appears twice in one object (only one may be given)"));
+    return true;
+  };
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::json::parse(text, no_duplicates);
   } catch (const nlohmann::json::parse_error& e) {
     auto [line, col] = line_col(text, e.byte > 0 ? e.byte - 1 : 0);
     std::string why = e.what();

@@ -70,6 +70,9 @@ TEST(ClusterSpec, BadCases) {
   expect_error("not json", "malformed JSON at line 1");
   expect_error(R"([1,2])", "must be a JSON object");
   expect_error(R"({"task":{"type":"worker"}})", "no \"cluster\"");
+  // A key given twice kept only the last list: half the cluster gone without a word.
+  expect_error(R"({"cluster":{"ps":["a:1"],"ps":["a:2"],"worker":["a:3"]}})",
+               "the key \"ps\" appears twice in one object");
 }
 
 TEST(ClusterSpec, PsModeNeedsPsAndWorkers) {

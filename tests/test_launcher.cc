@@ -117,6 +117,9 @@ TEST(Launcher, HostSlotsGiveTheRankCount) {
   o.np = 0;
   o.hosts = {"a:0"};
   expect_error(o, "slots must be a positive number");
+  o.hosts = {"a:2", " b "};  // -H "a:2, b"
+  EXPECT_NE(joined(plan_job(o, "", false).tasks[0].argv).find("-np 3 -H a:2,b:1"),
+            std::string::npos);
   o.hosts = {"a:99999999999999999999"};  // past std::stoul's range: said, not a bare "stoul"
   expect_error(o, "-H a:99999999999999999999: slots must be a positive number");
 }
