@@ -1,5 +1,6 @@
 #include "dtrain/flags.h"
 
+#include "runtime/env.h"
 #include "runtime/flag_checks.h"
 
 namespace dtrain {
@@ -36,8 +37,22 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
       ->capture_default_str();
   // dtrainrun passes its settings through the environment (DTRAIN_RESUME, DTRAIN_START_TIMEOUT,
   // DTRAIN_SECURE), never as flags a program it starts might not know; a flag given wins.
-  app.add_flag("--resume", j.resume, "continue from output-dir/model/checkpoint.bin")
-      ->envname("DTRAIN_RESUME");
+  CLI::Option* resume =
+      app.add_flag("--resume", j.resume, "continue from output-dir/model/checkpoint.bin");
+  // DTRAIN_RESUME by hand, not CLI11's envname: a restart by dtrainrun resumes only this job's
+  // checkpoint (DTRAIN_RESUME_JOB), but --resume on the command line asks for whatever is there.
+  app.parse_complete_callback([resume, &j] {
+    ResumeEnv env;
+    try {
+      env = read_resume_env();
+    } catch (const InputError& e) {
+      throw CLI::ValidationError(e.what());
+    }
+    j.job_id = env.job_id;
+    if (resume->count() > 0) return;  // the flag given wins
+    j.resume = env.resume.value_or(false);
+    if (j.resume) j.resume_only_job = env.resume_job;
+  });
   app.add_option("--mode", f.mode,
                  "auto, local, allreduce or ps (auto: allreduce under mpirun with more than one "
                  "rank, ps when TF_CONFIG names ps tasks, else local)")

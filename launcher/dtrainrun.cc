@@ -56,6 +56,15 @@ int main(int argc, char** argv) {
     const std::optional<SlurmAllocation> slurm = slurm_allocation();
     JobPlan plan =
         plan_job(o, env.tf_config.value_or(""), geteuid() == 0, {}, slurm ? &*slurm : nullptr);
+    // One id for the job and all its restarts (the user's DTRAIN_JOB_ID when set): ps tasks put
+    // it in every message, and every program writes it into its checkpoints, so a restart
+    // resumes this job's checkpoint and never another's.
+    const std::string job_id = std::to_string(env.job_id.value_or(new_job_id()));
+    set_task_env(plan, "DTRAIN_JOB_ID", job_id);
+    // The command asks for a resume itself: its restarts resume whatever checkpoint is there.
+    const bool asked_resume =
+        dtrain::read_resume_env().resume.value_or(false) ||
+        std::find(o.command.begin(), o.command.end(), "--resume") != o.command.end();
     if (o.secure) {
       if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
       const JobKeys keys;
@@ -139,6 +148,7 @@ int main(int argc, char** argv) {
                      total, list.c_str(), o.min_np);
         plan =
             plan_job(with_hosts(o, hosts), env.tf_config.value_or(""), geteuid() == 0, {}, nullptr);
+        set_task_env(plan, "DTRAIN_JOB_ID", job_id);
       } else {
         if (attempt >= o.max_restarts) return r.exit_code;
         std::fprintf(stderr,
@@ -146,12 +156,10 @@ int main(int argc, char** argv) {
                      attempt + 1, o.max_restarts);
       }
       // Through the environment (DTRAIN_RESUME), not a flag the command might not know;
-      // mpirun forwards it to the ranks with -x.
-      for (auto& t : plan.tasks) {
-        if (!t.env.count("DTRAIN_RESUME") && t.mpi_tagged_output)
-          t.argv.insert(t.argv.begin() + 1, {"-x", "DTRAIN_RESUME"});
-        t.env["DTRAIN_RESUME"] = "1";
-      }
+      // DTRAIN_RESUME_JOB: resume only a checkpoint this job wrote (when the first attempt failed
+      // before writing one, the output folder may hold an earlier job's).
+      set_task_env(plan, "DTRAIN_RESUME", "1");
+      if (!asked_resume) set_task_env(plan, "DTRAIN_RESUME_JOB", job_id);
     }
   } catch (const dtrain::InputError& e) {
     std::fprintf(stderr, "dtrainrun: error: %s\n", e.what());

@@ -166,6 +166,9 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
                    "oob_tcp_if_include", o.network_interface, "-x", "DTRAIN_NETWORK_INTERFACE"});
     t.env["DTRAIN_NETWORK_INTERFACE"] = o.network_interface;
   }
+  // The job's id (dtrainrun sets the same one again on every restart): written into checkpoints.
+  t.env["DTRAIN_JOB_ID"] = std::to_string(new_job_id());
+  t.argv.insert(t.argv.end(), {"-x", "DTRAIN_JOB_ID"});
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
     if (kv.rfind("DTRAIN_", 0) == 0 && !t.env.count(kv.substr(0, kv.find('='))))
@@ -174,6 +177,27 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
   t.argv.insert(t.argv.end(), o.command.begin(), o.command.end());
   return {"allreduce", {t}};
 }
+
+}  // namespace
+
+uint64_t new_job_id() {
+  std::random_device rd;
+  return ((uint64_t(rd()) << 32) | rd()) >> 1;
+}
+
+void set_task_env(JobPlan& plan, const std::string& name, const std::string& value) {
+  for (Task& t : plan.tasks) {
+    if (t.mpi_tagged_output) {
+      bool forwarded = false;
+      for (size_t i = 0; i + 1 < t.argv.size(); ++i)
+        forwarded = forwarded || (t.argv[i] == "-x" && t.argv[i + 1] == name);
+      if (!forwarded) t.argv.insert(t.argv.begin() + 1, {"-x", name});
+    }
+    t.env[name] = value;
+  }
+}
+
+namespace {
 
 ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config,
                        const SlurmAllocation* slurm) {
@@ -227,8 +251,7 @@ JobPlan plan_ps(const LauncherOptions& o, const std::string& tf_config,
   validate_for_ps(spec, o.cluster_spec.empty() ? "the cluster" : o.cluster_spec);
   if (!spec.job("evaluator").empty())
     throw InputError("evaluator tasks are not supported (the chief evaluates)");
-  std::random_device rd;
-  const uint64_t job_id = ((uint64_t(rd()) << 32) | rd()) >> 1;
+  const uint64_t job_id = new_job_id();
   JobPlan plan{"ps", {}};
   for (const char* type : {"ps", "chief", "worker"}) {
     for (size_t i = 0; i < spec.job(type).size(); ++i) {

@@ -67,6 +67,12 @@ std::vector<std::pair<std::string, size_t>> shrink_hosts(
     std::set<std::string>* dropped,
     const std::optional<std::vector<std::pair<std::string, size_t>>>& discovered, size_t max_np);
 
+// A new job id (DTRAIN_JOB_ID): random, below 2^63.
+uint64_t new_job_id();
+
+// Adds NAME=VALUE to every task's environment; mpirun forwards it to its ranks (-x NAME).
+void set_task_env(JobPlan& plan, const std::string& name, const std::string& value);
+
 // "node1:2,node2:1" (this machine's entry "" by its name).
 std::string describe_hosts(const std::vector<std::pair<std::string, size_t>>& hosts);
 

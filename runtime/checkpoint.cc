@@ -125,8 +125,18 @@ void CheckpointWriter::flush() {
   }
 }
 
-CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer& opt) {
-  const std::string s = read_file(path);
+namespace {
+// A checkpoint file's bytes checked (magic, version, checksum, metadata length) and its metadata.
+struct CheckedFile {
+  std::string bytes;
+  size_t head = 0;  // where the metadata starts
+  uint64_t jlen = 0;
+  nlohmann::json meta;
+};
+CheckedFile read_checked(const std::string& path) {
+  CheckedFile f;
+  f.bytes = read_file(path);
+  const std::string& s = f.bytes;
   const size_t head = sizeof(kMagic) + 4 + 8;
   if (s.size() < head + 4) throw InputError(path + ": too short to be a dtrain checkpoint");
   if (std::memcmp(s.data(), kMagic, sizeof(kMagic)) != 0)
@@ -143,12 +153,36 @@ CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer&
       crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size() - 4)));
   if (crc != crc_file) throw InputError(path + ": checksum mismatch (corrupt or torn file)");
   if (jlen > s.size() - head - 4) throw InputError(path + ": metadata length out of range");
-  nlohmann::json j;
   try {
-    j = nlohmann::json::parse(s.substr(head, jlen));
+    f.meta = nlohmann::json::parse(s.substr(head, jlen));
   } catch (const std::exception& e) {
     throw InputError(path + ": bad metadata: " + e.what());
   }
+  f.head = head;
+  f.jlen = jlen;
+  return f;
+}
+
+CheckpointMeta meta_of(nlohmann::json j) {
+  CheckpointMeta m;
+  m.epoch = j["epoch"].get<uint64_t>();
+  m.global_step = j["global_step"].get<uint64_t>();
+  m.seed = j["seed"].get<uint64_t>();
+  m.extra = j["extra"];
+  return m;
+}
+}  // namespace
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  return meta_of(read_checked(path).meta);
+}
+
+CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer& opt) {
+  CheckedFile f = read_checked(path);
+  const std::string& s = f.bytes;
+  nlohmann::json& j = f.meta;
+  const size_t head = f.head;
+  const uint64_t jlen = f.jlen;
   if (j["model"] != model.spec())
     throw InputError(detail::cat(path, ": the checkpoint's model ", j["model"].dump(),
                                  " differs from this run's ", model.spec().dump()));
@@ -166,12 +200,7 @@ CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer&
   model.write_params(host.data());
   opt.write_state(host.data() + np);
   opt.set_steps(j["optimizer_steps"].get<uint64_t>());
-  CheckpointMeta m;
-  m.epoch = j["epoch"].get<uint64_t>();
-  m.global_step = j["global_step"].get<uint64_t>();
-  m.seed = j["seed"].get<uint64_t>();
-  m.extra = j["extra"];
-  return m;
+  return meta_of(j);
 }
 
 }  // namespace dtrain

@@ -56,4 +56,7 @@ class CheckpointWriter {
 // a mismatch is an InputError naming the field.
 CheckpointMeta load_checkpoint(const std::string& path, Model& model, Optimizer& opt);
 
+// The metadata alone (the file checked as load_checkpoint checks it, but no model needed).
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+
 }  // namespace dtrain

@@ -50,6 +50,23 @@ size_t parse_bytes(const char* name, const std::string& v) {
 }
 }  // namespace
 
+ResumeEnv read_resume_env() {
+  ResumeEnv r;
+  if (auto v = get("DTRAIN_RESUME")) {
+    std::string b = *v;
+    for (auto& ch : b) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    if (b == "1" || b == "true" || b == "yes" || b == "on")
+      r.resume = true;
+    else if (b == "0" || b == "false" || b == "no" || b == "off")
+      r.resume = false;
+    else
+      throw InputError("DTRAIN_RESUME='" + *v + "' must be 1 or 0 (true or false)");
+  }
+  if (auto v = get("DTRAIN_RESUME_JOB")) r.resume_job = parse_size("DTRAIN_RESUME_JOB", *v);
+  if (auto v = get("DTRAIN_JOB_ID")) r.job_id = parse_size("DTRAIN_JOB_ID", *v);
+  return r;
+}
+
 EnvConfig read_env() {
   EnvConfig e;
   if (auto v = get("DTRAIN_FUSION_THRESHOLD"))

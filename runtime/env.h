@@ -49,4 +49,15 @@ struct EnvConfig {
 // Reads the environment (each call reads it afresh, so tests can set variables).
 EnvConfig read_env();
 
+// The variables behind --resume, read when the training flags are parsed (read_env() reads the
+// rest later). DTRAIN_RESUME: --resume when the flag is not given (dtrainrun sets it on a
+// restart); DTRAIN_RESUME_JOB: dtrainrun's restarts set it to the job's DTRAIN_JOB_ID so that only
+// a checkpoint this job wrote is resumed; DTRAIN_JOB_ID: written into the job's checkpoints.
+struct ResumeEnv {
+  std::optional<bool> resume;
+  std::optional<uint64_t> resume_job;
+  std::optional<uint64_t> job_id;
+};
+ResumeEnv read_resume_env();
+
 }  // namespace dtrain

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "runtime/optimizer.h"
@@ -32,13 +33,19 @@ struct JobSpec {
   uint64_t seed = 42;
   std::string output_dir = "outputs";
   bool resume = false;
+  // dtrainrun's job id (DTRAIN_JOB_ID), written into the checkpoints this job makes.
+  std::optional<uint64_t> job_id;
+  // Set on dtrainrun's restarts (DTRAIN_RESUME_JOB) when the command did not ask for --resume
+  // itself: resume only a checkpoint this job wrote (its job_id); another job's checkpoint in the
+  // output folder is replaced, as without --resume (the first attempt failed before writing).
+  std::optional<uint64_t> resume_only_job;
   size_t max_steps_per_epoch = 0;  // 0: the whole epoch
   // > 0: the chief also checkpoints every this many steps inside an epoch (local and allreduce
   // modes), with its place in the epoch, so --resume continues from there bit for bit.
   size_t checkpoint_every_steps = 0;
-  std::string timeline_path;       // empty: no timeline
-  bool write_outputs = true;       // the chief writes outputs/
-  bool print = true;               // the chief prints epoch lines and the summary
+  std::string timeline_path;  // empty: no timeline
+  bool write_outputs = true;  // the chief writes outputs/
+  bool print = true;          // the chief prints epoch lines and the summary
 };
 
 // What every process of a job must agree on before the first step: the model as built (its

@@ -68,7 +68,25 @@ TrainResult Trainer::run() {
   model_.init(opts_.seed);
   // Where training continues, decided by the chief and handed to every process by start().
   ResumePoint resume;
-  if (chief && opts_.resume) {
+  // A restart by dtrainrun resumes this job's own checkpoint only: when the first attempt failed
+  // before writing one, the folder may hold another job's (a run before this one), which is
+  // replaced as it would be without --resume.
+  bool others = false;
+  if (chief && opts_.resume && opts_.resume_only_job && fs::exists(ckpt)) {
+    const nlohmann::json extra = read_checkpoint_meta(ckpt).extra;
+    const auto written_by =
+        extra.is_object() && extra.contains("job_id") && extra["job_id"].is_number_unsigned()
+            ? std::optional<uint64_t>(extra["job_id"].get<uint64_t>())
+            : std::nullopt;
+    others = written_by != opts_.resume_only_job;
+    if (others && opts_.print)
+      log_info("restart: ", ckpt, " was written by another job (",
+               written_by ? detail::cat("job id ", *written_by) : std::string("no job id"),
+               ", this job is ", *opts_.resume_only_job,
+               ") and this job wrote none before it failed: starting from scratch (the "
+               "checkpoint will be replaced; pass --resume to the command to continue it)");
+  }
+  if (chief && opts_.resume && !others) {
     if (fs::exists(ckpt)) {
       CheckpointMeta m = load_checkpoint(ckpt, model_, opt_);
       if (m.seed != opts_.seed)
@@ -111,7 +129,7 @@ TrainResult Trainer::run() {
     } else if (opts_.print) {
       log_info("--resume: no checkpoint at ", ckpt, ", starting from scratch");
     }
-  } else if (writer && fs::exists(ckpt) && opts_.print) {
+  } else if (writer && fs::exists(ckpt) && opts_.print && !others) {
     log_info("note: ", ckpt, " exists and will be replaced (pass --resume to continue from it)");
   }
 
@@ -291,6 +309,7 @@ void Trainer::write_step_checkpoint(uint64_t epoch, uint64_t step_in_epoch, uint
   meta.seed = opts_.seed;
   meta.extra = {
       {"world_size", sync_.world()}, {"mode", sync_.name()}, {"step_in_epoch", step_in_epoch}};
+  if (opts_.job_id) meta.extra["job_id"] = *opts_.job_id;
   const std::string path = (fs::path(opts_.output_dir) / "model" / "checkpoint.bin").string();
   if (!writer_) writer_ = std::make_unique<CheckpointWriter>();
   if (now) {
@@ -313,6 +332,7 @@ void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
   meta.seed = opts_.seed;
   meta.extra = {
       {"world_size", sync_.world()}, {"mode", sync_.name()}, {"metrics", history_.back()}};
+  if (opts_.job_id) meta.extra["job_id"] = *opts_.job_id;
   if (writer_) writer_->flush();
   save_checkpoint((out / "model" / "checkpoint.bin").string(), model_, opt_, meta);
   nlohmann::json tensors = nlohmann::json::array();

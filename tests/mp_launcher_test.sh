@@ -7,6 +7,9 @@
 #   killworker SIGKILL of a worker ends the job within 10 s, naming that worker (both modes)
 #   sigterm    SIGTERM to the launcher stops the job and leaves no process behind
 #   restart    --max-restarts 1 resumes after a kill and finishes with the accuracy bar
+#   restartother a restart never continues another job's checkpoint left in the output folder
+#              (the first attempt failed before writing its own: the restart starts from
+#              scratch), unless the command asks for it with --resume
 #   psresume   a ps job resumed from its checkpoint ends where an uninterrupted one does
 #   rejoin     --rejoin-workers 1, an async ps job (1 ps + 3 workers): worker 1 killed mid-training
 #              is started again, rejoins where the servers saw it last, and the job finishes
@@ -213,6 +216,42 @@ lines = [json.loads(l) for l in open('$tmp/job/outputs/metrics.jsonl')]
 assert [l['epoch'] for l in lines] == [1, 2, 3], lines
 " || fail "metrics.jsonl epochs"
   check_summary "$tmp/console" 0.97
+  ;;
+restartother)
+  # Job A leaves a checkpoint (1 rank, epoch 1 of 1); job B, 2 ranks in the same folder, fails
+  # before its first checkpoint and is restarted.
+  cat >"$tmp/failfirst.sh" <<'SH'
+#!/usr/bin/env bash
+[[ -n "${DTRAIN_RESUME:-}" ]] || { echo "first attempt fails on purpose" >&2; exit 3; }
+exec "$@"
+SH
+  chmod +x "$tmp/failfirst.sh"
+  short=(--max-steps-per-epoch 40)
+  for out in job job2; do
+    "$bin/mnist_train" "${data[@]}" --output-dir "$tmp/$out/outputs" --epochs 1 --seed 7 \
+      "${short[@]}" >"$tmp/console" 2>&1 || fail "job A ($out)"
+  done
+  "${run[@]}" -np 2 --max-restarts 1 -- "$tmp/failfirst.sh" "${train[@]}" --epochs 1 \
+    "${short[@]}" >"$tmp/console" 2>&1 || fail "job B exited $?"
+  grep -q "restarting from the latest checkpoint" "$tmp/console" || fail "no restart"
+  if grep -q "resuming from" "$tmp/console"; then fail "job B's restart continued job A's checkpoint"; fi
+  grep -q "was written by another job" "$tmp/console" || fail "no line saying whose checkpoint it is"
+  python3 -c "
+import json
+lines = [json.loads(l) for l in open('$tmp/job/outputs/metrics.jsonl')]
+assert [(l['epoch'], l['world_size']) for l in lines] == [(1, 2)], lines
+" || fail "job B's metrics.jsonl is not its own epoch"
+  # Asked for: --resume on the command continues A's checkpoint, at the restart too.
+  "$bin/dtrainrun" --output-dir "$tmp/job2" --grace-period 2 -np 2 --max-restarts 1 -- \
+    "$tmp/failfirst.sh" "$bin/mnist_train" "${data[@]}" --output-dir "$tmp/job2/outputs" \
+    --epochs 2 --resume "${short[@]}" >"$tmp/console" 2>&1 || fail "job B' exited $?"
+  grep -q "resuming from" "$tmp/console" || fail "--resume did not continue job A's checkpoint"
+  python3 -c "
+import json
+lines = [json.loads(l) for l in open('$tmp/job2/outputs/metrics.jsonl')]
+assert [(l['epoch'], l['world_size']) for l in lines] == [(1, 1), (2, 2)], lines
+" || fail "job B' metrics.jsonl"
+  echo "restartother: a restart started from scratch; --resume continued the checkpoint asked for"
   ;;
 psresume)
   ps=(--mode ps --num-ps 2 --num-workers 2 --)

@@ -148,3 +148,55 @@ TEST(Flags, ReadmeDocumentsEveryEnvironmentVariable) {
 
 }  // namespace
 }  // namespace dtrain
+
+namespace dtrain {
+namespace {
+
+// --resume from the environment: dtrainrun's restarts set DTRAIN_RESUME=1 and DTRAIN_RESUME_JOB
+// (resume only this job's checkpoint); --resume on the command line asks for any checkpoint.
+TEST(Flags, ResumeFromTheEnvironment) {
+  auto parse = [](std::vector<std::string> args) {
+    CLI::App app;
+    JobOptions f;
+    add_train_flags(app, f);
+    app.parse(std::vector<std::string>(args.rbegin(), args.rend()));
+    return f.spec;
+  };
+  unsetenv("DTRAIN_RESUME");
+  unsetenv("DTRAIN_RESUME_JOB");
+  setenv("DTRAIN_JOB_ID", "77", 1);
+  JobSpec s = parse({});
+  EXPECT_FALSE(s.resume);
+  EXPECT_EQ(s.job_id, std::optional<uint64_t>(77));
+  EXPECT_FALSE(s.resume_only_job);
+  setenv("DTRAIN_RESUME", "1", 1);
+  setenv("DTRAIN_RESUME_JOB", "77", 1);
+  s = parse({});
+  EXPECT_TRUE(s.resume);
+  EXPECT_EQ(s.resume_only_job, std::optional<uint64_t>(77));
+  s = parse({"--resume"});  // asked for on the command line: whatever checkpoint is there
+  EXPECT_TRUE(s.resume);
+  EXPECT_FALSE(s.resume_only_job);
+  setenv("DTRAIN_RESUME", "false", 1);
+  s = parse({});
+  EXPECT_FALSE(s.resume);
+  EXPECT_FALSE(s.resume_only_job);
+  for (const char* bad : {"maybe", "2"}) {
+    setenv("DTRAIN_RESUME", bad, 1);
+    try {
+      parse({});
+      ADD_FAILURE() << bad;
+    } catch (const CLI::ParseError& e) {
+      EXPECT_NE(std::string(e.what()).find("DTRAIN_RESUME='"), std::string::npos) << e.what();
+    }
+  }
+  setenv("DTRAIN_RESUME", "1", 1);
+  setenv("DTRAIN_RESUME_JOB", "-3", 1);
+  EXPECT_THROW(parse({}), CLI::ParseError);
+  unsetenv("DTRAIN_RESUME");
+  unsetenv("DTRAIN_RESUME_JOB");
+  unsetenv("DTRAIN_JOB_ID");
+}
+
+}  // namespace
+}  // namespace dtrain

@@ -357,3 +357,40 @@ TEST(Launcher, NpSpellingIsNormalized) {
 
 }  // namespace
 }  // namespace dtrain::launcher
+
+namespace dtrain::launcher {
+namespace {
+
+// The job id reaches every task and every rank (mpirun forwards it once), and a restart's
+// settings are added the same way.
+TEST(Launcher, JobIdAndRestartSettingsReachEveryTask) {
+  LauncherOptions o = with_command();
+  o.np = 2;
+  JobPlan p = plan_job(o, "", false);
+  ASSERT_EQ(p.tasks.size(), 1u);
+  set_task_env(p, "DTRAIN_JOB_ID", "123");
+  set_task_env(p, "DTRAIN_RESUME_JOB", "123");
+  set_task_env(p, "DTRAIN_RESUME_JOB", "123");
+  const Task& t = p.tasks[0];
+  EXPECT_EQ(t.env.at("DTRAIN_JOB_ID"), "123");
+  for (const char* name : {"DTRAIN_JOB_ID", "DTRAIN_RESUME_JOB"}) {
+    size_t forwarded = 0;
+    for (size_t i = 0; i + 1 < t.argv.size(); ++i)
+      forwarded += t.argv[i] == "-x" && t.argv[i + 1] == name;
+    EXPECT_EQ(forwarded, 1u) << name;
+  }
+  EXPECT_TRUE(std::equal(o.command.rbegin(), o.command.rend(), t.argv.rbegin()))
+      << "the command stays last";
+  o.mode = "ps";
+  o.np = 0;
+  p = plan_job(o, "", false);
+  set_task_env(p, "DTRAIN_JOB_ID", "123");
+  for (const auto& task : p.tasks) {
+    EXPECT_EQ(task.env.at("DTRAIN_JOB_ID"), "123");
+    EXPECT_EQ(task.argv, o.command) << "nothing added to a ps task's command";
+  }
+  EXPECT_NE(new_job_id(), new_job_id());
+}
+
+}  // namespace
+}  // namespace dtrain::launcher
