@@ -33,6 +33,36 @@ std::vector<std::pair<std::string, size_t>> discover_hosts(const std::string& sc
   return dtrain::launcher::parse_host_lines(text, "--host-discovery-script " + script);
 }
 
+// Flags that would do nothing in this job are errors saying why, not silently ignored.
+void check_flags_apply(const CLI::App& app, const dtrain::launcher::LauncherOptions& o,
+                       bool cluster_named) {
+  auto given = [&](const char* name) { return app.get_option(name)->count() > 0; };
+  for (const char* name : {"--num-ps", "--num-workers", "--start-timeout"}) {
+    if (!given(name)) continue;
+    if (o.mode != "ps")
+      throw dtrain::InputError(std::string(name) + " is for --mode ps (an allreduce job's ranks " +
+                               "come from -np, -H, --hostfile or the MPI configuration)");
+    if (cluster_named && std::string(name) != "--start-timeout")
+      throw dtrain::InputError(
+          std::string(name) + " makes the tasks of a job on this machine; this job's come from " +
+          (o.cluster_spec.empty() ? "TF_CONFIG" : "--cluster-spec") + ", which names them");
+  }
+  if (o.min_np == 0)
+    for (const char* name : {"--max-np", "--host-discovery-script"})
+      if (given(name))
+        throw dtrain::InputError(std::string(name) +
+                                 " is for an elastic job: give --min-np too (the fewest ranks "
+                                 "the job goes on with)");
+  if (o.min_np > 0 && o.mode != "allreduce")
+    throw dtrain::InputError(
+        "--min-np is for allreduce jobs (a ps job's workers are named by its cluster)");
+  if (o.rejoin_workers > 0 && o.mode != "ps")
+    throw dtrain::InputError(
+        "--rejoin-workers is for ps jobs (--mode ps); an allreduce job goes on without a "
+        "failed machine with --min-np");
+  if (o.secure && o.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,7 +83,15 @@ int main(int argc, char** argv) {
   }
   try {
     const dtrain::EnvConfig env = dtrain::read_env();
-    const std::optional<SlurmAllocation> slurm = slurm_allocation();
+    const bool cluster_named =
+        o.mode == "ps" && (!o.cluster_spec.empty() || !env.tf_config.value_or("").empty());
+    check_flags_apply(app, o, cluster_named);
+    // Slurm's variables are read only when they would name the hosts (a job given -H inside an
+    // allocation whose variables this reader does not take still runs).
+    const bool hosts_named =
+        o.mode == "ps" ? cluster_named : !o.hosts.empty() || !o.hostfile.empty();
+    std::optional<SlurmAllocation> slurm;
+    if (!hosts_named) slurm = slurm_allocation();
     JobPlan plan =
         plan_job(o, env.tf_config.value_or(""), geteuid() == 0, {}, slurm ? &*slurm : nullptr);
     // One id for the job and all its restarts (the user's DTRAIN_JOB_ID when set): ps tasks put
@@ -66,22 +104,12 @@ int main(int argc, char** argv) {
         dtrain::read_resume_env().resume.value_or(false) ||
         std::find(o.command.begin(), o.command.end(), "--resume") != o.command.end();
     if (o.secure) {
-      if (plan.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
       const JobKeys keys;
       for (auto& t : plan.tasks)
         for (auto& [k, v] : keys.for_task(t.name.rfind("ps:", 0) == 0))
           (JobKeys::is_secret(k) ? t.secrets : t.env)[k] = v;
     }
-    if (o.dry_run) {
-      // Secret keys never reach a terminal (or a CI log): shell_line shows them as <secret>.
-      for (const Task& t : plan.tasks)
-        std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
-      return 0;
-    }
     const bool elastic = o.min_np > 0;
-    if (elastic && plan.mode != "allreduce")
-      throw dtrain::InputError(
-          "--min-np is for allreduce jobs (a ps job's workers are named by its cluster)");
     std::vector<std::pair<std::string, size_t>> hosts;
     if (elastic) {
       hosts = allreduce_hosts(o, slurm ? &*slurm : nullptr);
@@ -91,11 +119,13 @@ int main(int argc, char** argv) {
         throw dtrain::InputError(
             dtrain::detail::cat("--min-np ", o.min_np, " but the job has ", total, " rank(s)"));
     }
+    if (o.dry_run) {
+      // Secret keys never reach a terminal (or a CI log): shell_line shows them as <secret>.
+      for (const Task& t : plan.tasks)
+        std::printf("[%s] %s\n", t.name.c_str(), shell_line(t).c_str());
+      return 0;
+    }
     if (o.rejoin_workers > 0) {
-      if (plan.mode != "ps")
-        throw dtrain::InputError(
-            "--rejoin-workers is for ps jobs (--mode ps); an allreduce job goes on without a "
-            "failed machine with --min-np");
       // Every worker but the chief (chief:0, else worker:0) may rejoin.
       const bool has_chief = std::any_of(plan.tasks.begin(), plan.tasks.end(),
                                          [](const Task& t) { return t.name == "chief:0"; });

@@ -7,8 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "runtime/cluster_spec.h"
@@ -54,25 +58,68 @@ HostSlots parse_host_slots(const std::string& given) {
   return h;
 }
 
-// Open MPI's hostfile: one "host [slots=N] [max_slots=M]" per line, '#' starts a comment; a
-// host without slots= has one. A host listed twice adds its slots, as mpirun counts them.
-std::vector<HostSlots> read_hostfile(const std::string& path) {
+// A file a flag names, read whole: a folder or an unreadable file is an InputError saying so.
+std::string read_text(const std::string& path, const std::string& flag) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw InputError(flag + " " + path + ": is a folder, not a file");
   std::ifstream in(path);
-  if (!in) throw InputError("--hostfile " + path + ": cannot open");
+  if (!in) throw InputError(flag + " " + path + ": cannot open (" + std::strerror(errno) + ")");
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+// Open MPI's hostfile: one "host [slots=N] [max_slots=M] ..." per line, '#' starts a comment,
+// spaces may stand around '='; a host without slots= has one. count= and cpu= are Open MPI's
+// other names for slots=; its other keywords (max_slots, username, boards, sockets, cores,
+// cpu_set, in their spellings) are taken and do not add slots. Any other word is an error: a
+// misspelt slots= would otherwise count one slot where mpirun counts another number.
+std::vector<HostSlots> read_hostfile(const std::string& path) {
+  static const std::set<std::string> slot_words = {"slots", "count", "cpu"};
+  static const std::set<std::string> other_words = {
+      "max_slots",        "max-slots",         "slots_max",         "slots-max",
+      "max_cpu",          "max-cpu",           "cpu_max",           "cpu-max",
+      "max_count",        "max-count",         "count_max",         "count-max",
+      "username",         "user-name",         "user_name",         "boards",
+      "sockets",          "sockets_per_board", "sockets-per-board", "cores",
+      "cores_per_socket", "cores-per-socket",  "cpu_set",           "cpu-set"};
+  std::istringstream in(read_text(path, "--hostfile"));
   std::vector<HostSlots> hosts;
   std::string line;
   for (size_t no = 1; std::getline(in, line); ++no) {
     line = line.substr(0, line.find('#'));
+    // "slots = 4" is "slots=4" to Open MPI.
+    std::string joined;
+    for (size_t i = 0; i < line.size(); ++i) {
+      if (line[i] != '=') {
+        joined += line[i];
+        continue;
+      }
+      while (!joined.empty() && (joined.back() == ' ' || joined.back() == '\t')) joined.pop_back();
+      joined += '=';
+      while (i + 1 < line.size() && (line[i + 1] == ' ' || line[i + 1] == '\t')) ++i;
+    }
+    line = joined;
     std::istringstream words(line);
     HostSlots h;
     if (!(words >> h.host)) continue;
+    const std::string where = detail::cat("--hostfile ", path, " line ", no, ": ");
+    if (h.host.find('=') != std::string::npos)
+      throw InputError(where + "'" + h.host + "': a line starts with the host's name");
     h.slots = 1;
     for (std::string w; words >> w;) {
-      if (w.rfind("slots=", 0) != 0) continue;  // max_slots= and the like limit, not add
-      const std::string n = w.substr(6);
+      const size_t eq = w.find('=');
+      const std::string key = w.substr(0, eq);
+      if (eq == std::string::npos || eq + 1 == w.size() ||
+          (!slot_words.count(key) && !other_words.count(key)))
+        throw InputError(where + "'" + w +
+                         "' is not one of Open MPI's hostfile settings (host slots=N "
+                         "[max_slots=N]; count= and cpu= mean slots=)");
+      if (!slot_words.count(key)) continue;  // max_slots= and the like limit, not add
+      const std::string n = w.substr(eq + 1);
       if (!slot_count_ok(n))
-        throw InputError(detail::cat("--hostfile ", path, " line ", no, ": '", w,
-                                     "': slots must be a positive number, at most 999999"));
+        throw InputError(where + "'" + w + "': slots must be a positive number, at most 999999");
       h.slots = std::stoul(n);
     }
     hosts.push_back(h);
@@ -81,19 +128,16 @@ std::vector<HostSlots> read_hostfile(const std::string& path) {
   return hosts;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError("--cluster-spec " + path + ": cannot open");
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
+// This machine: loopback, its host name, or one of its interfaces' addresses (a cluster spec
+// written with this machine's address starts its tasks here, not over ssh to itself).
 bool is_local_host(const std::string& h) {
   if (h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1") return true;
   char name[256] = "";
   gethostname(name, sizeof(name) - 1);
-  return h == name;
+  if (h == name) return true;
+  for (const auto& i : network_interfaces())
+    if (std::find(i.ipv4.begin(), i.ipv4.end(), h) != i.ipv4.end()) return true;
+  return false;
 }
 
 JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAllocation* slurm) {
@@ -135,6 +179,28 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
     throw InputError("-H and --hostfile both name the hosts: give one of them");
   // The hostfile's slots count as -H's do (mpirun starts that many ranks by default).
   const std::vector<HostSlots> counted = o.hostfile.empty() ? hosts : read_hostfile(o.hostfile);
+  if (!o.hostfile.empty() && o.node_count) {
+    // mpirun fills a host's slots before the next host's: the hostfile must give each node
+    // exactly --process-count-per-node slots, or the ranks would not be laid out as asked.
+    std::vector<HostSlots> nodes;
+    for (const auto& h : counted) {
+      auto it = std::find_if(nodes.begin(), nodes.end(),
+                             [&](const HostSlots& n) { return n.host == h.host; });
+      if (it == nodes.end())
+        nodes.push_back(h);
+      else
+        it->slots += h.slots;
+    }
+    if (nodes.size() != o.node_count)
+      throw InputError(detail::cat("--node-count ", o.node_count, " but --hostfile ", o.hostfile,
+                                   " names ", nodes.size(), " host(s)"));
+    for (const auto& n : nodes)
+      if (n.slots != o.process_count_per_node)
+        throw InputError(detail::cat("--hostfile ", o.hostfile, ": ", n.host, " has ", n.slots,
+                                     " slot(s) where --process-count-per-node is ",
+                                     o.process_count_per_node,
+                                     " (mpirun fills a host's slots before the next host's)"));
+  }
   const char* source = !o.hostfile.empty() ? "the hostfile gives"
                        : from_slurm        ? "the Slurm allocation gives"
                                            : "-H gives";
@@ -202,7 +268,8 @@ namespace {
 ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config,
                        const SlurmAllocation* slurm) {
   if (!o.cluster_spec.empty())
-    return parse_cluster_spec(read_text(o.cluster_spec), "--cluster-spec " + o.cluster_spec, false);
+    return parse_cluster_spec(read_text(o.cluster_spec, "--cluster-spec"),
+                              "--cluster-spec " + o.cluster_spec, false);
   if (!tf_config.empty()) {
     ClusterSpec s = parse_cluster_spec(tf_config, "TF_CONFIG", false);
     if (s.task_type)

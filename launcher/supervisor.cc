@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -53,7 +54,7 @@ class Sink {
     std::FILE* out = err ? stderr : stdout;
     std::fprintf(out, "[%s] %s\n", name.c_str(), s.c_str());
     std::fflush(out);
-    auto& f = file(log_dir, err);
+    auto& f = file(log_dir, err, false);
     f << s << '\n';
     f.flush();
     auto& last = last_[name];
@@ -61,19 +62,31 @@ class Sink {
     if (last.size() > 10) last.pop_front();
   }
   std::deque<std::string> last(const std::string& name) { return last_[name]; }
-  // Every task gets its log folder, even one that never prints.
+  // Every task gets its log folder, even one that never prints; one that cannot be written is
+  // an InputError naming it (the launcher opens them all before it starts any task).
   void touch(const std::string& log_dir) {
-    file(log_dir, false);
-    file(log_dir, true);
+    file(log_dir, false, true);
+    file(log_dir, true, true);
   }
 
  private:
-  std::ofstream& file(const std::string& log_dir, bool err) {
+  // A log file that cannot be written: an error when `strict`, else said once (an mpirun rank's
+  // folder, opened at its first line) and its lines go to the console only.
+  std::ofstream& file(const std::string& log_dir, bool err, bool strict) {
     const std::string key = log_dir + (err ? "/stderr" : "/stdout");
     auto it = files_.find(key);
     if (it != files_.end()) return *it->second;
-    std::filesystem::create_directories(std::filesystem::path(root_) / log_dir);
-    auto f = std::make_unique<std::ofstream>(std::filesystem::path(root_) / key, std::ios::app);
+    const std::filesystem::path path = std::filesystem::path(root_) / key;
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    errno = 0;
+    auto f = std::make_unique<std::ofstream>(path, std::ios::app);
+    if (!*f) {
+      const std::string why = ec ? ec.message() : std::strerror(errno ? errno : EIO);
+      const std::string what = "cannot write the log file " + path.string() + " (" + why + ")";
+      if (strict) throw InputError(what + ": pick another --log-dir");
+      std::fprintf(stderr, "[dtrainrun] %s; its lines go to the console only\n", what.c_str());
+    }
     return *files_.emplace(key, std::move(f)).first->second;
   }
   std::string root_;
@@ -218,6 +231,7 @@ RunResult Supervisor::run(const JobPlan& plan) {
     if (verbose_) std::fprintf(stderr, "[dtrainrun] started %s (pid %d)\n", t.name.c_str(), r.pid);
     tasks[i] = r;
   };
+  for (const Task& t : plan.tasks) sink.touch(t.log_dir);  // before any task starts
   for (size_t i = 0; i < plan.tasks.size(); ++i) start(i);
   // mpirun's tagged lines ("[1,3]<stdout>:text") belong to worker:3; its own reports name the
   // rank that failed.

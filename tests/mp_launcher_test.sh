@@ -137,6 +137,28 @@ badinput)
   for flag in -np --node-count --process-count-per-node --max-restarts --min-np --max-np --rejoin-workers; do
     expect "must be at least 0, got -1" $flag -1 -- x
   done
+  # Flags that would do nothing are errors, and a dry run makes the checks a real run makes.
+  echo '{"cluster":{"ps":["127.0.0.1:5000"],"worker":["127.0.0.1:5001"]}}' >"$tmp/ok.json"
+  expect "--num-ps is for --mode ps" -np 2 --num-ps 2 -- x
+  expect "--num-workers makes the tasks of a job on this machine; this job's come from --cluster-spec" \
+    --mode ps --num-workers 3 --cluster-spec "$tmp/ok.json" -- x
+  expect "--max-np is for an elastic job: give --min-np too" -np 2 --max-np 4 -- x
+  expect "--min-np is for allreduce jobs" --dry-run --mode ps --min-np 1 -- x
+  expect "--rejoin-workers is for ps jobs" --dry-run -np 2 --rejoin-workers 1 -- x
+  expect "--min-np 3 but the job has 2 rank" --dry-run -np 2 --min-np 3 -- x
+  expect "--secure is for --mode ps" --dry-run -np 2 --secure -- x
+  expect "$tmp: is a folder, not a file" --mode ps --cluster-spec "$tmp" -- x
+  printf 'a slots=2\nb sots=2\n' >"$tmp/hf"
+  expect "line 2: 'sots=2' is not one of Open MPI's hostfile settings" --hostfile "$tmp/hf" -- x
+  printf 'a slots=4\nb slots=4\n' >"$tmp/hf"
+  expect "a has 4 slot(s) where --process-count-per-node is 2" \
+    --hostfile "$tmp/hf" --node-count 2 --process-count-per-node 2 -- x
+  : >"$tmp/blocked"
+  expect "cannot write the log file $tmp/blocked/logs/mpirun/stdout" --log-dir "$tmp/blocked" -- true
+  # Slurm's variables are read only when they would name the hosts.
+  SLURM_JOB_NODELIST='n[1-' "$bin/dtrainrun" --dry-run -H a,b -- x >"$tmp/out" 2>&1 ||
+    { cat "$tmp/out"; fail "a malformed Slurm variable stopped a job given -H"; }
+  SLURM_JOB_NODELIST='n[1-' expect "SLURM_JOB_NODELIST='n\[1-': unbalanced brackets" --dry-run -- x
   # Every task exited 0 while a grandchild kept their output open: the launcher waited for it.
   start=$SECONDS
   timeout 20 "$bin/dtrainrun" --log-dir "$tmp/bg" --mode ps --num-workers 1 -- sh -c 'sleep 300 & echo done' \

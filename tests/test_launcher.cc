@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
 #include "launcher/job_plan.h"
 #include "runtime/cluster_spec.h"
 #include "runtime/error.h"
+#include "runtime/netif.h"
 #include "tests/test_readme_flags.h"
 
 namespace dtrain::launcher {
@@ -390,6 +392,88 @@ TEST(Launcher, JobIdAndRestartSettingsReachEveryTask) {
     EXPECT_EQ(task.argv, o.command) << "nothing added to a ps task's command";
   }
   EXPECT_NE(new_job_id(), new_job_id());
+}
+
+}  // namespace
+}  // namespace dtrain::launcher
+
+namespace dtrain::launcher {
+namespace {
+
+// Open MPI's hostfile words: "slots = 4" is slots=4, count= and cpu= are slots=, its other
+// settings are taken; a word it does not know is an error (a misspelt slots= counted one slot).
+TEST(Launcher, HostfileWordsAreOpenMpis) {
+  const std::string path = ::testing::TempDir() + "dtrain_hostfile_words";
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+  LauncherOptions o = with_command();
+  o.hostfile = path;
+  write(
+      "node1 slots = 3\nnode2 count=2 max-slots=4 username=me\nnode3 cpu =1\tcores_per_socket= "
+      "8\n");
+  EXPECT_EQ(plan_job(o, "", false).tasks[0].argv[2], "6");
+  write("node1 sots=4\n");
+  expect_error(o, "line 1: 'sots=4' is not one of Open MPI's hostfile settings");
+  write("node1\nnode2 4\n");
+  expect_error(o, "line 2: '4' is not one of Open MPI's hostfile settings");
+  write("node1 slots=\n");
+  expect_error(o, "line 1: 'slots=' is not one of Open MPI's hostfile settings");
+  write("slots=4 node1\n");
+  expect_error(o, "line 1: 'slots=4': a line starts with the host's name");
+  std::filesystem::create_directories(path + ".d");
+  o.hostfile = path + ".d";
+  expect_error(o, "--hostfile " + path + ".d: is a folder, not a file");
+  o.hostfile.clear();
+  o.mode = "ps";
+  o.cluster_spec = path + ".d";
+  expect_error(o, "--cluster-spec " + path + ".d: is a folder, not a file");
+}
+
+// An MPI configuration with a hostfile: the hostfile names --node-count hosts with
+// --process-count-per-node slots each (mpirun fills one host's slots before the next's, so
+// node1 slots=8 would have put all 8 ranks on node1).
+TEST(Launcher, HostfileMatchesTheMpiConfiguration) {
+  const std::string path = ::testing::TempDir() + "dtrain_hostfile_nodes";
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+  LauncherOptions o = with_command();
+  o.hostfile = path;
+  o.node_count = 2;
+  o.process_count_per_node = 4;
+  write("node1 slots=4\nnode2 slots=4\n");
+  EXPECT_EQ(plan_job(o, "", false).tasks[0].argv[2], "8");
+  write("node1 slots=2\nnode2 slots=4\nnode1 slots=2\n");  // a host listed twice adds up
+  EXPECT_EQ(plan_job(o, "", false).tasks[0].argv[2], "8");
+  write("node1 slots=8\nnode2 slots=8\n");
+  expect_error(o, "node1 has 8 slot(s) where --process-count-per-node is 4");
+  write("node1 slots=4\nnode2 slots=4\nnode3 slots=4\n");
+  expect_error(o, "--node-count 2 but --hostfile " + path + " names 3 host(s)");
+  write("node1\nnode2\n");
+  expect_error(o, "node1 has 1 slot(s) where --process-count-per-node is 4");
+}
+
+}  // namespace
+}  // namespace dtrain::launcher
+
+namespace dtrain::launcher {
+namespace {
+
+// A cluster spec may name this machine by one of its addresses: its tasks start here, not over
+// ssh to itself.
+TEST(Launcher, OwnAddressInAClusterRunsHere) {
+  std::string own;
+  for (const auto& i : network_interfaces())
+    for (const auto& a : i.ipv4)
+      if (a.rfind("127.", 0) != 0) own = a;
+  if (own.empty()) GTEST_SKIP() << "this machine has no IPv4 address but loopback";
+  LauncherOptions o = with_command();
+  o.mode = "ps";
+  const std::string tf = R"({"cluster":{"ps":[")" + own + R"(:2222"],"worker":[")" + own +
+                         R"(:2223","192.0.2.1:2224"]}})";
+  const JobPlan p = plan_job(o, tf, false);
+  std::map<std::string, std::string> host;
+  for (const auto& t : p.tasks) host[t.name] = t.host;
+  EXPECT_EQ(host.at("ps:0"), "") << own;
+  EXPECT_EQ(host.at("worker:0"), "") << own;
+  EXPECT_EQ(host.at("worker:1"), "192.0.2.1");
 }
 
 }  // namespace
