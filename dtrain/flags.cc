@@ -31,7 +31,9 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
   app.add_option("--epochs", j.epochs, "passes over the training set")
       ->capture_default_str()
       ->check(at_least(1));
-  app.add_option("--seed", j.seed, "seed for initialization and shuffling")->capture_default_str();
+  app.add_option("--seed", j.seed, "seed for initialization and shuffling")
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_option("--output-dir", j.output_dir,
                  "where metrics.jsonl and model/ (checkpoint, model.json) go")
       ->capture_default_str();
@@ -90,13 +92,16 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
                  "also checkpoint every N steps inside an epoch, with the place in the epoch "
                  "(--resume continues from there bit for bit; 0: at epoch ends only; local and "
                  "allreduce modes)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_option("--max-steps-per-epoch", j.max_steps_per_epoch,
                  "stop each epoch after this many steps (0: the whole epoch)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_option("--synthetic-data", f.synthetic_data,
                  "train on this many generated samples instead of MNIST (testing)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_flag_callback(
       "--ps-sync", [&f] { f.ps.sync = true; }, "ps mode: synchronous updates (the default)");
   app.add_flag_callback(
@@ -104,7 +109,8 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
   app.add_option("--max-staleness", f.ps.max_staleness,
                  "ps mode: with --ps-async, steps a worker may run ahead of the slowest (0: no "
                  "bound)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(at_least(0));
   app.add_option("--start-timeout", f.ps.start_timeout_s,
                  "ps mode: seconds to wait for every task to come up")
       ->capture_default_str()

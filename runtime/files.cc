@@ -1,6 +1,7 @@
 #include "runtime/files.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +15,56 @@
 namespace dtrain {
 
 namespace fs = std::filesystem;
+
+OutputLock& OutputLock::operator=(OutputLock&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+OutputLock::~OutputLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+OutputLock lock_output_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(fs::path(dir) / "model", ec);
+  if (ec)
+    throw InputError(detail::cat("--output-dir ", dir, ": cannot create ",
+                                 (fs::path(dir) / "model").string(), ": ", ec.message()));
+  const std::string path = (fs::path(dir) / ".dtrain.lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw InputError(
+        detail::cat("--output-dir ", dir, ": cannot write ", path, ": ", std::strerror(errno)));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char who[256] = "";
+    const ssize_t n = ::pread(fd, who, sizeof(who) - 1, 0);
+    ::close(fd);
+    std::string holder(who, n > 0 ? size_t(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+    if (err == EWOULDBLOCK)
+      throw InputError(detail::cat(
+          "--output-dir ", dir, " is in use by another job (",
+          holder.empty() ? std::string("see ") + path : holder,
+          "): two jobs writing one folder overwrite each other's checkpoint and metrics; give "
+          "this one another --output-dir, or wait for the other"));
+    throw InputError(
+        detail::cat("--output-dir ", dir, ": cannot lock ", path, ": ", std::strerror(err)));
+  }
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  const std::string me = detail::cat("pid ", getpid(), " on ", host, "\n");
+  // Who holds it, for another job's message only: a failure here changes nothing.
+  const bool noted =
+      ::ftruncate(fd, 0) == 0 && ::pwrite(fd, me.data(), me.size(), 0) == ssize_t(me.size());
+  (void)noted;
+  return OutputLock(fd);
+}
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   const fs::path p(path);

@@ -6,10 +6,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <atomic>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 
 #include "runtime/env.h"
 #include "runtime/error.h"
@@ -75,7 +79,8 @@ std::vector<uint32_t> parse_header(const std::string& path, const uint8_t* bytes
     if (d > (1u << 28))
       throw InputError(detail::cat(path, ": dimension ", i, " is ", d, ", implausibly large"));
     dims.push_back(d);
-    total *= d;
+    if (__builtin_mul_overflow(total, size_t(d), &total))
+      throw InputError(detail::cat(path, ": the header's dimensions multiply past 2^64 bytes"));
   }
   if (n - header < total)
     throw InputError(detail::cat(path, ": truncated: header promises ", total,
@@ -87,24 +92,89 @@ std::vector<uint32_t> parse_header(const std::string& path, const uint8_t* bytes
   return dims;
 }
 
+// A mapped file truncated or rewritten in place while a job reads it (cp over it, an editor)
+// raises SIGBUS at the next read of a page past its new end: without a word, exit 135. The
+// mappings are registered here, and a SIGBUS inside one ends the process with a message naming
+// the file (exit 2); any other SIGBUS goes to the handler that was there before (Open MPI's, or
+// the default).
+struct MappedRange {
+  std::atomic<const char*> begin{nullptr};
+  size_t size = 0;
+  char message[512] = "";
+};
+MappedRange g_ranges[64];
+struct sigaction g_previous_sigbus {};
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
+  const char* addr = static_cast<const char*>(info->si_addr);
+  for (auto& r : g_ranges) {
+    const char* b = r.begin.load(std::memory_order_acquire);
+    if (b && addr >= b && addr < b + r.size) {
+      const ssize_t n = ::write(STDERR_FILENO, r.message, std::strlen(r.message));
+      (void)n;
+      _exit(2);
+    }
+  }
+  if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
+    g_previous_sigbus.sa_sigaction(sig, info, context);
+  } else if (g_previous_sigbus.sa_handler != SIG_DFL && g_previous_sigbus.sa_handler != SIG_IGN) {
+    g_previous_sigbus.sa_handler(sig);
+  } else {
+    signal(SIGBUS, SIG_DFL);  // the faulting read runs again and ends the process as before
+  }
+}
+
+void register_mapping(const void* p, size_t n, const std::string& path) {
+  static std::once_flag installed;
+  std::call_once(installed, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_previous_sigbus);
+  });
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& r : g_ranges) {
+    if (r.begin.load(std::memory_order_relaxed)) continue;
+    std::snprintf(r.message, sizeof(r.message),
+                  "dtrain: error: %s changed or was truncated while this process had it mapped "
+                  "(bus error reading it): data files must stay as they are while a job runs\n",
+                  path.c_str());
+    r.size = n;
+    r.begin.store(static_cast<const char*>(p), std::memory_order_release);
+    return;
+  }  // more than 64 mappings at once: the rest keep the default behaviour
+}
+
+void unregister_mapping(const void* p) {
+  for (auto& r : g_ranges)
+    if (r.begin.load(std::memory_order_relaxed) == p) r.begin.store(nullptr);
+}
+
 // A read-only mapping of a whole file; unmapped when the last Bytes viewing it goes.
 struct Mapping {
   void* p = MAP_FAILED;
   size_t n = 0;
   ~Mapping() {
-    if (p != MAP_FAILED) munmap(p, n);
+    if (p == MAP_FAILED) return;
+    unregister_mapping(p);
+    munmap(p, n);
   }
 };
 
 // Maps path; null when it cannot be opened or mapped (the caller falls back or reports).
-std::shared_ptr<Mapping> map_file(const std::string& path) {
+// owner_only: only a file of this user's that nobody else may write (a cache file).
+std::shared_ptr<Mapping> map_file(const std::string& path, bool owner_only = false) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return nullptr;
   struct stat st {};
   auto m = std::make_shared<Mapping>();
-  if (fstat(fd, &st) == 0 && st.st_size > 0) {
+  if (fstat(fd, &st) == 0 && st.st_size > 0 &&
+      (!owner_only || (st.st_uid == geteuid() && (st.st_mode & 022) == 0))) {
     m->n = size_t(st.st_size);
     m->p = mmap(nullptr, m->n, PROT_READ, MAP_SHARED, fd, 0);
+    if (m->p != MAP_FAILED) register_mapping(m->p, m->n, path);
   }
   ::close(fd);
   return m->p == MAP_FAILED ? nullptr : m;
@@ -119,30 +189,25 @@ bool is_gzip(const std::string& path) {
   return gz;
 }
 
-// The gzip trailer: CRC-32 and size (mod 2^32) of the uncompressed data.
-bool gzip_trailer(const std::string& path, uint32_t* crc, uint32_t* size) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  unsigned char t[8];
-  const bool ok = std::fseek(f, -8, SEEK_END) == 0 && std::fread(t, 1, 8, f) == 8;
-  std::fclose(f);
-  if (!ok) return false;
-  *crc = uint32_t(t[0]) | uint32_t(t[1]) << 8 | uint32_t(t[2]) << 16 | uint32_t(t[3]) << 24;
-  *size = uint32_t(t[4]) | uint32_t(t[5]) << 8 | uint32_t(t[6]) << 16 | uint32_t(t[7]) << 24;
-  return true;
-}
-
-bool matches_trailer(const uint8_t* p, size_t n, uint32_t crc, uint32_t size) {
-  if (uint32_t(n) != size) return false;
+uint32_t crc_of(const uint8_t* p, size_t n) {
   uLong c = crc32(0L, Z_NULL, 0);
   for (size_t off = 0; off < n;) {  // crc32 takes an unsigned int length
     const size_t chunk = std::min<size_t>(n - off, 1u << 30);
     c = crc32(c, p + off, uInt(chunk));
     off += chunk;
   }
-  return uint32_t(c) == crc;
+  return uint32_t(c);
 }
 
+// A cache file holds the decompressed IDX bytes as they are; its name ends in their size and
+// CRC-32 ("-<size>-<crc>"), computed while decompressing, which every use checks. (The .gz file's
+// own trailer is no such record: a .gz of several members, or with padding after its stream, has
+// none at its end, and its cache was rebuilt at every start.)
+std::string cache_suffix(size_t size, uint32_t crc) {
+  char s[48];
+  std::snprintf(s, sizeof(s), "-%zu-%08x", size, crc);
+  return s;
+}
 // The cache file for a .gz: named after its absolute path, size and modification time, so a
 // changed or different file gets its own.
 std::string cache_path_for(const std::string& gz) {
@@ -161,35 +226,55 @@ std::string cache_path_for(const std::string& gz) {
 
 // The decompressed bytes of a .gz file, through the cache when one can be written.
 Bytes gz_bytes(const std::string& path, bool* mapped) {
-  uint32_t crc = 0, size = 0;
-  const bool trailer = gzip_trailer(path, &crc, &size);
-  const std::string cached = cache_path_for(path);
-  auto valid = [&](const std::shared_ptr<Mapping>& m) {
-    return m && trailer && matches_trailer(static_cast<const uint8_t*>(m->p), m->n, crc, size);
+  const std::string prefix = cache_path_for(path);  // + "-<size>-<crc>"
+  const fs::path dir = fs::path(prefix).parent_path();
+  const std::string stem = fs::path(prefix).filename().string() + "-";
+  // A cache file of this user's (nobody else may write it) whose bytes match its name.
+  auto usable = [](const std::string& file, size_t size, uint32_t crc) -> std::shared_ptr<Mapping> {
+    auto m = map_file(file, /*owner_only=*/true);
+    if (m && m->n == size && crc_of(static_cast<const uint8_t*>(m->p), m->n) == crc) return m;
+    return nullptr;
   };
-  if (auto m = map_file(cached); valid(m)) {
-    *mapped = true;
-    return Bytes::view(m, static_cast<const uint8_t*>(m->p), m->n);
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    unsigned long long size = 0;
+    unsigned crc = 0;
+    char tail = 0;
+    if (name.compare(0, stem.size(), stem) != 0 ||
+        std::sscanf(name.c_str() + stem.size(), "%llu-%8x%c", &size, &crc, &tail) != 2 ||
+        name != fs::path(prefix).filename().string() + cache_suffix(size, crc))
+      continue;
+    if (auto m = usable(it->path().string(), size, crc)) {
+      *mapped = true;
+      return Bytes::view(m, static_cast<const uint8_t*>(m->p), m->n);
+    }
   }
   std::vector<uint8_t> bytes = read_all(path);
   size_t header = 0;
   parse_header(path, bytes.data(), bytes.size(), &header);  // bad data fails as before
+  const uint32_t crc = crc_of(bytes.data(), bytes.size());
+  const std::string cached = prefix + cache_suffix(bytes.size(), crc);
   // Written under a name of its own, then renamed: a rank that races us maps either the old
   // state (nothing) or a whole file, never a torn one.
-  std::error_code ec;
-  fs::create_directories(fs::path(cached).parent_path(), ec);
+  ec.clear();
+  if (fs::create_directories(dir, ec) && !ec)  // a new folder is this user's alone
+    fs::permissions(dir, fs::perms::owner_all, ec);
   const std::string tmp = detail::cat(cached, ".tmp.", getpid());
-  if (std::FILE* f = ec ? nullptr : std::fopen(tmp.c_str(), "wb")) {
+  const int fd = ec ? -1 : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (std::FILE* f = fd < 0 ? nullptr : fdopen(fd, "wb")) {
     const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
                     std::fflush(f) == 0 && fsync(fileno(f)) == 0;
     std::fclose(f);
     if (ok && std::rename(tmp.c_str(), cached.c_str()) == 0) {
-      if (auto m = map_file(cached); valid(m)) {
+      if (auto m = usable(cached, bytes.size(), crc)) {
         *mapped = true;
         return Bytes::view(m, static_cast<const uint8_t*>(m->p), m->n);
       }
     }
     std::remove(tmp.c_str());
+  } else if (fd >= 0) {
+    ::close(fd);
   }
   log_debug(path, ": no usable cache at ", cached, "; keeping the decompressed data in memory");
   *mapped = false;

@@ -5,9 +5,11 @@
 // copy in the page cache. A gzip'd file is decompressed once into a cache file (DTRAIN_CACHE_DIR,
 // else $XDG_CACHE_HOME/dtrain, else ~/.cache/dtrain; named after the .gz file's path, size and
 // time) and that is mapped. The cache file is written to a temporary name and renamed into place,
-// so ranks racing to create it are safe, and before each use it is checked against the gzip
-// trailer's size and CRC-32; a wrong or torn one is rebuilt. Where no cache can be written the
-// decompressed bytes stay in this process's memory.
+// so ranks racing to create it are safe; its name ends in the size and CRC-32 of the bytes it
+// holds, checked before each use (a wrong or torn one is rebuilt), and only a file of this
+// user's that nobody else may write is used. Where no cache can be written the decompressed bytes
+// stay in this process's memory. A mapped file that changes under a running job (SIGBUS) ends it
+// with a message naming the file, exit 2.
 #pragma once
 
 #include <cstddef>

@@ -27,13 +27,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 nlohmann::json EpochMetrics::to_json(size_t world) const {
+  auto known = [this](double v) { return trained ? nlohmann::json(v) : nlohmann::json(nullptr); };
   return {{"epoch", epoch},
           {"step", step},
-          {"loss", loss},
-          {"train_accuracy", train_accuracy},
+          {"loss", known(loss)},
+          {"train_accuracy", known(train_accuracy)},
           {"test_loss", test_loss},
           {"test_accuracy", test_accuracy},
-          {"samples_per_sec", samples_per_sec},
+          {"samples_per_sec", known(samples_per_sec)},
           {"seconds", seconds},
           {"world_size", world}};
 }
@@ -45,6 +46,12 @@ Trainer::Trainer(Model& model, Optimizer& opt, GradientSync& sync, const Dataset
     throw InputError(detail::cat("the data has ", data.features(),
                                  " features per sample, the model takes ", model.input_size()));
   if (opts_.epochs == 0) throw InputError("--epochs must be at least 1");
+  // A global batch larger than the training set repeats samples within a step (and a huge one
+  // ran out of memory before saying anything).
+  const size_t n = data.train.size(), w = std::max<size_t>(sync_.world(), 1);
+  if (opts_.batch_size > n || opts_.batch_size * w > n)
+    throw InputError(detail::cat("--batch-size ", opts_.batch_size, " x ", w,
+                                 " worker(s) is more than the ", n, " training samples"));
 }
 
 namespace {
@@ -58,6 +65,9 @@ void request_stop() {
 bool stop_requested() {
   return g_stop != 0;
 }
+void clear_stop_request() {
+  g_stop = 0;
+}
 
 TrainResult Trainer::run() {
   const bool chief = sync_.is_chief();
@@ -65,6 +75,11 @@ TrainResult Trainer::run() {
   const std::string ckpt = (fs::path(opts_.output_dir) / "model" / "checkpoint.bin").string();
   const std::string metrics_path = (fs::path(opts_.output_dir) / "metrics.jsonl").string();
 
+  // The chief's output folder is usable, and no other job writes into it, before any training:
+  // an unusable one was found at the first epoch's end, and two jobs sharing one overwrote each
+  // other's checkpoint and metrics without a word.
+  OutputLock lock;
+  if (writer) lock = lock_output_dir(opts_.output_dir);
   model_.init(opts_.seed);
   // Where training continues, decided by the chief and handed to every process by start().
   ResumePoint resume;
@@ -100,7 +115,23 @@ TrainResult Trainer::run() {
       // place inside it converts to this world's steps (rounded down: at most one global batch
       // is trained again).
       const uint64_t was = m.extra.is_object() ? m.extra.value("world_size", uint64_t(0)) : 0;
-      if (was && was != sync_.world()) {
+      // A checkpoint made with another --batch-size: the place in the epoch is samples, not
+      // steps (applying the steps to the new batch skipped data, or a whole epoch).
+      const uint64_t was_batch = m.extra.is_object()
+                                     ? m.extra.value("batch_size", uint64_t(opts_.batch_size))
+                                     : opts_.batch_size;
+      if (was_batch != opts_.batch_size) {
+        const uint64_t w = was ? was : sync_.world();
+        const uint64_t converted =
+            resume.step_in_epoch * was_batch * w / (opts_.batch_size * sync_.world());
+        if (opts_.print)
+          log_info("note: the checkpoint was made with --batch-size ", was_batch, " x ", w,
+                   " worker(s), this job has ", opts_.batch_size, " x ", sync_.world(),
+                   resume.step_in_epoch ? detail::cat(": step ", resume.step_in_epoch,
+                                                      " of the epoch becomes step ", converted)
+                                        : std::string());
+        resume.step_in_epoch = converted;
+      } else if (was && was != sync_.world()) {
         const uint64_t converted = resume.step_in_epoch * was / sync_.world();
         if (opts_.print)
           log_info("note: the checkpoint was made by ", was, " worker(s), this job has ",
@@ -242,7 +273,8 @@ TrainResult Trainer::run() {
       sync_.sum(all, 6);
       m.epoch = e + 1;
       m.step = global_step;
-      m.loss = all[2] > 0 ? all[0] / all[2] : 0;  // 0 steps left after a mid-epoch resume
+      m.trained = all[2] > 0;  // no step left after a resume at the epoch's last step
+      m.loss = all[2] > 0 ? all[0] / all[2] : 0;
       m.train_accuracy = all[2] > 0 ? all[1] / all[2] : 0;
       m.test_loss = all[5] > 0 ? all[3] / all[5] : 0;
       m.test_accuracy = all[5] > 0 ? all[4] / all[5] : 0;
@@ -252,11 +284,14 @@ TrainResult Trainer::run() {
       seconds += secs;
       peak_anon = std::max(peak_anon, read_memory_use().anonymous_bytes);
     }
-    if (chief && opts_.print)
+    if (chief && opts_.print && m.trained)
       std::printf(
           "epoch %llu/%zu  loss %.4f  train_acc %.4f  test_acc %.4f  %.0f samples/s  (%.2f s)\n",
           (unsigned long long)m.epoch, opts_.epochs, m.loss, m.train_accuracy, m.test_accuracy,
           m.samples_per_sec, m.seconds);
+    else if (chief && opts_.print)
+      std::printf("epoch %llu/%zu  no step left to train (resumed at its end)  test_acc %.4f\n",
+                  (unsigned long long)m.epoch, opts_.epochs, m.test_accuracy);
     std::fflush(stdout);
     if (writer) write_epoch_outputs(m, global_step);
     result.epochs.push_back(m);
@@ -274,28 +309,33 @@ TrainResult Trainer::run() {
   EpochMetrics last = result.epochs.empty() ? EpochMetrics{} : result.epochs.back();
   if (result.epochs.empty() && !history_.empty()) {
     const nlohmann::json& h = history_.back();
+    auto number = [&h](const char* k) {
+      return h.contains(k) && h[k].is_number() ? h[k].get<double>() : 0.0;
+    };
     last.epoch = h.value("epoch", uint64_t(0));
-    last.loss = h.value("loss", 0.0);
-    last.train_accuracy = h.value("train_accuracy", 0.0);
-    last.test_loss = h.value("test_loss", 0.0);
-    last.test_accuracy = h.value("test_accuracy", 0.0);
+    last.loss = number("loss");
+    last.train_accuracy = number("train_accuracy");
+    last.test_loss = number("test_loss");
+    last.test_accuracy = number("test_accuracy");
+    last.trained = h.contains("loss") && h["loss"].is_number();
   }
   result.test_accuracy = last.test_accuracy;
-  result.summary = {{"event", "summary"},
-                    {"mode", sync_.name()},
-                    {"world_size", sync_.world()},
-                    {"device", model_.backend().name()},
-                    {"epochs", opts_.epochs},
-                    {"global_step", global_step},
-                    {"loss", last.loss},
-                    {"train_accuracy", last.train_accuracy},
-                    {"test_loss", last.test_loss},
-                    {"test_accuracy", last.test_accuracy},
-                    {"samples_per_sec", result.samples_per_sec},
-                    {"seconds", result.seconds},
-                    {"output_dir", opts_.output_dir},
-                    {"peak_rss_bytes", mem.peak_resident_bytes},
-                    {"peak_anon_bytes", peak_anon}};
+  result.summary = {
+      {"event", "summary"},
+      {"mode", sync_.name()},
+      {"world_size", sync_.world()},
+      {"device", model_.backend().name()},
+      {"epochs", opts_.epochs},
+      {"global_step", global_step},
+      {"loss", last.trained ? nlohmann::json(last.loss) : nlohmann::json()},
+      {"train_accuracy", last.trained ? nlohmann::json(last.train_accuracy) : nlohmann::json()},
+      {"test_loss", last.test_loss},
+      {"test_accuracy", last.test_accuracy},
+      {"samples_per_sec", result.samples_per_sec},
+      {"seconds", result.seconds},
+      {"output_dir", opts_.output_dir},
+      {"peak_rss_bytes", mem.peak_resident_bytes},
+      {"peak_anon_bytes", peak_anon}};
   if (chief && opts_.print) std::printf("%s\n", result.summary.dump().c_str());
   std::fflush(stdout);
   return result;
@@ -307,8 +347,10 @@ void Trainer::write_step_checkpoint(uint64_t epoch, uint64_t step_in_epoch, uint
   meta.epoch = epoch;
   meta.global_step = global_step;
   meta.seed = opts_.seed;
-  meta.extra = {
-      {"world_size", sync_.world()}, {"mode", sync_.name()}, {"step_in_epoch", step_in_epoch}};
+  meta.extra = {{"world_size", sync_.world()},
+                {"batch_size", opts_.batch_size},
+                {"mode", sync_.name()},
+                {"step_in_epoch", step_in_epoch}};
   if (opts_.job_id) meta.extra["job_id"] = *opts_.job_id;
   const std::string path = (fs::path(opts_.output_dir) / "model" / "checkpoint.bin").string();
   if (!writer_) writer_ = std::make_unique<CheckpointWriter>();
@@ -330,8 +372,10 @@ void Trainer::write_epoch_outputs(const EpochMetrics& m, uint64_t global_step) {
   meta.epoch = m.epoch;
   meta.global_step = global_step;
   meta.seed = opts_.seed;
-  meta.extra = {
-      {"world_size", sync_.world()}, {"mode", sync_.name()}, {"metrics", history_.back()}};
+  meta.extra = {{"world_size", sync_.world()},
+                {"batch_size", opts_.batch_size},
+                {"mode", sync_.name()},
+                {"metrics", history_.back()}};
   if (opts_.job_id) meta.extra["job_id"] = *opts_.job_id;
   if (writer_) writer_->flush();
   save_checkpoint((out / "model" / "checkpoint.bin").string(), model_, opt_, meta);

@@ -27,6 +27,9 @@ struct EpochMetrics {
   uint64_t step = 0;
   double loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0;
   double samples_per_sec = 0, seconds = 0;
+  // False when this run trained no step of the epoch (resumed from a checkpoint taken at its
+  // last step): its training loss, accuracy and speed are unknown, written as null.
+  bool trained = true;
   nlohmann::json to_json(size_t world) const;
 };
 
@@ -42,6 +45,8 @@ struct TrainResult {
 // the chief writes a checkpoint there, and run() throws StopRequested. Async-signal-safe.
 void request_stop();
 bool stop_requested();
+// For a program that trains again in the same process after a stop (a test, a notebook).
+void clear_stop_request();
 class StopRequested : public Error {
  public:
   using Error::Error;

@@ -1,5 +1,6 @@
 // IDX parsing: good files raw and gzip'd, and each kind of bad file named in the error.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -183,6 +184,73 @@ TEST(Mnist, RealDataWhenPresent) {
   EXPECT_EQ(d.train.size(), 60000u);
   EXPECT_EQ(d.test.size(), 10000u);
   EXPECT_EQ(d.features(), 784u);
+}
+
+// A .gz of several members (gzip a; gzip b; cat) has no trailer of the whole at its end: its
+// cache is judged by the size and CRC-32 recorded when it was made, so it is made once and used
+// (it was rebuilt and then refused at every start, each rank keeping a private copy).
+TEST(Idx, MultiMemberGzipIsCachedOnce) {
+  TempDir d;
+  setenv("DTRAIN_CACHE_DIR", (d / "cache").c_str(), 1);
+  std::vector<uint8_t> data(6 * 5);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 11 + 1);
+  std::vector<uint8_t> whole = {0, 0, 0x08, 0x02, 0, 0, 0, 6, 0, 0, 0, 5};
+  whole.insert(whole.end(), data.begin(), data.end());
+  {
+    gzFile f = gzopen((d / "m.gz").c_str(), "wb");
+    gzwrite(f, whole.data(), 20);
+    gzclose(f);
+    f = gzopen((d / "m.gz").c_str(), "ab");
+    gzwrite(f, whole.data() + 20, unsigned(whole.size() - 20));
+    gzclose(f);
+  }
+  IdxArray first = read_idx(d / "m.gz");
+  EXPECT_EQ(first.data, data);
+  EXPECT_TRUE(first.mapped) << "the cache was refused";
+  std::vector<std::filesystem::path> cached;
+  for (const auto& e : std::filesystem::directory_iterator(d / "cache")) cached.push_back(e.path());
+  ASSERT_EQ(cached.size(), 1u);
+  const auto made = std::filesystem::last_write_time(cached[0]);
+  IdxArray second = read_idx(d / "m.gz");
+  EXPECT_TRUE(second.mapped);
+  EXPECT_EQ(second.data, data);
+  EXPECT_EQ(std::filesystem::last_write_time(cached[0]), made) << "the cache was made again";
+  // A cache file others may write is not trusted: it is made again, this user's alone.
+  std::filesystem::permissions(cached[0], std::filesystem::perms::others_write,
+                               std::filesystem::perm_options::add);
+  EXPECT_EQ(read_idx(d / "m.gz").data, data);
+  EXPECT_EQ(std::filesystem::status(cached[0]).permissions() & std::filesystem::perms::others_write,
+            std::filesystem::perms::none);
+  unsetenv("DTRAIN_CACHE_DIR");
+}
+
+// Dimensions whose product passes 2^64 (each under the 2^28 cap) are refused, not wrapped.
+TEST(Idx, DimensionsThatOverflowAreRefused) {
+  TempDir d;
+  write_bytes(d / "f", {0,    0, 0x08, 0x04, 0x10, 0, 0, 0, 0x10, 0, 0, 0,
+                        0x10, 0, 0,    0,    0x10, 0, 0, 0, 1,    2, 3});
+  expect_idx_error(d / "f", "multiply past 2^64");
+}
+
+// A mapped data file truncated while in use: the process ends with a message naming the file
+// (exit 2), not a bare "Bus error".
+TEST(IdxDeathTest, AFileTruncatedWhileMappedIsNamed) {
+  TempDir d;
+  std::vector<uint8_t> data(4 * 4096);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i);
+  write_idx(d / "raw", {4, 4096}, data, false);
+  const std::string path = d / "raw";
+  EXPECT_EXIT(
+      {
+        IdxArray a = read_idx(path);
+        if (!a.mapped) _exit(3);
+        if (truncate(path.c_str(), 16) != 0) _exit(4);
+        volatile uint8_t sink = a.data.data()[a.data.size() - 1];
+        (void)sink;
+        _exit(5);
+      },
+      ::testing::ExitedWithCode(2),
+      "raw changed or was truncated while this process had it mapped");
 }
 
 }  // namespace

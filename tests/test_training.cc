@@ -1,11 +1,13 @@
 // The trainer end to end in one process: reproducibility, resume equivalence, outputs, and the
 // accuracy bar on real MNIST (generated data when data/mnist is absent).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
 
+#include "runtime/checkpoint.h"
 #include "runtime/dataset.h"
 #include "runtime/error.h"
 #include "runtime/files.h"
@@ -178,6 +180,97 @@ TEST(Training, RejectsDataModelMismatch) {
   Optimizer opt(OptimizerOptions{}, m->param_count());
   LocalSync sync;
   EXPECT_THROW(Trainer(*m, opt, sync, small_data(), JobSpec{}), InputError);
+}
+
+// A checkpoint made inside an epoch resumes at its place in the data when --batch-size changes
+// (its step count was applied to the new batch: data skipped, or at a larger batch a whole
+// epoch); an epoch with no step left to train writes its training numbers as null, not zeros.
+TEST(Training, MidEpochResumeKeepsItsPlaceWhenTheBatchChanges) {
+  TempDir d;
+  JobSpec o;
+  o.epochs = 1;
+  o.batch_size = 20;
+  o.output_dir = d.path();
+  request_stop();  // stops after the first step: 20 samples into epoch 1
+  EXPECT_THROW(train(small_data(), o), StopRequested);
+  clear_stop_request();
+  ASSERT_EQ(read_checkpoint_meta(d / "model/checkpoint.bin").extra["step_in_epoch"], 1u);
+  o.resume = true;
+  o.batch_size = 10;  // 20 samples = 2 steps of 10; 600 / 10 = 60 steps in the epoch
+  TrainRun r = train(small_data(), o);
+  EXPECT_EQ(r.result.summary["global_step"], 1u + 58u);
+
+  TempDir e;
+  o = JobSpec{};
+  o.epochs = 1;
+  o.batch_size = 20;
+  o.max_steps_per_epoch = 1;
+  o.output_dir = e.path();
+  request_stop();  // the checkpoint is at the epoch's last step
+  EXPECT_THROW(train(small_data(), o), StopRequested);
+  clear_stop_request();
+  o.resume = true;
+  TrainRun z = train(small_data(), o);
+  ASSERT_EQ(z.result.epochs.size(), 1u);
+  std::ifstream in(e / "metrics.jsonl");
+  std::string line;
+  std::getline(in, line);
+  const auto j = nlohmann::json::parse(line);
+  EXPECT_TRUE(j["loss"].is_null()) << line;
+  EXPECT_TRUE(j["train_accuracy"].is_null()) << line;
+  EXPECT_TRUE(j["samples_per_sec"].is_null()) << line;
+  EXPECT_TRUE(j["test_accuracy"].is_number()) << line;
+  EXPECT_TRUE(z.result.summary["loss"].is_null());
+}
+
+// A global batch larger than the training set is refused (it repeated samples within a step, and
+// a huge one ran out of memory before saying anything).
+TEST(Training, RejectsABatchLargerThanTheData) {
+  auto m = build_mlp(small_data().features(), {8}, 10);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  LocalSync sync;
+  JobSpec o;
+  o.batch_size = 601;
+  try {
+    Trainer t(*m, opt, sync, small_data(), o);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--batch-size 601 x 1 worker(s) is more than the 600 "
+                                         "training samples"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// One job at a time writes an output folder (two overwrote each other's checkpoint and metrics
+// silently), and an unusable folder is an error before any training.
+TEST(Training, OutputFolderIsOneJobsAtATime) {
+  TempDir d;
+  {
+    OutputLock held = lock_output_dir(d.path());
+    EXPECT_TRUE(std::filesystem::is_directory(d / "model"));
+    try {
+      lock_output_dir(d.path());
+      FAIL() << "a second hold on the folder";
+    } catch (const InputError& e) {
+      EXPECT_NE(
+          std::string(e.what()).find("is in use by another job (pid " + std::to_string(getpid())),
+          std::string::npos)
+          << e.what();
+    }
+    JobSpec o;
+    o.output_dir = d.path();
+    o.epochs = 1;
+    EXPECT_THROW(train(small_data(), o), InputError) << "a trainer waits for no one";
+  }
+  OutputLock again = lock_output_dir(d.path());  // released with the first
+  std::ofstream(d / "afile") << "x";
+  try {
+    lock_output_dir(d / "afile");
+    FAIL() << "a file as the output folder";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot create"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
