@@ -16,6 +16,7 @@
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 #include "runtime/timeline.h"
+#include "runtime/trainer.h"
 
 namespace dtrain::ps {
 
@@ -213,7 +214,16 @@ ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohm
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<size_t> pending = all_servers();
   std::vector<nlohmann::json> answers(socks_.size());
+  // SIGTERM while waiting (the launcher stopping a job whose ps task failed): stop now, with the
+  // shared-memory names removed as the exception unwinds (it waited out --start-timeout, and the
+  // launcher's SIGKILL then left the segments in /dev/shm).
+  auto stop_if_asked = [this] {
+    if (stop_requested())
+      throw StopRequested(detail::cat("worker ", opts_.worker_rank,
+                                      ": stopped by SIGTERM while starting (before any step)"));
+  };
   while (!pending.empty()) {
+    stop_if_asked();
     for (size_t s : pending)
       send(s, MsgType::kHello, 0, 0, hellos[s].data(), hellos[s].size(), hellos[s].size());
     try {
@@ -231,6 +241,11 @@ ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohm
     }
     pending.clear();
   }
+  // A server that took a segment has mapped it: its name goes now, so a worker killed while it
+  // waits for the chief's initialization leaves nothing in /dev/shm (repeated hellos name the
+  // same segment, which the server already holds).
+  for (size_t s = 0; s < socks_.size(); ++s)
+    if (shm_[s] && answers[s].value("shm", false)) shm_[s]->unlink();
   if (chief) {
     // The chief's parameters and optimizer state (seeded, or from its checkpoint) become the
     // servers'.
@@ -253,6 +268,7 @@ ResumePoint ParameterServerSync::start(Model& model, Optimizer& opt, const nlohm
       for (size_t s = 0; s < socks_.size(); ++s)
         if (!answers[s].value("initialized", false)) all = false;
       if (all) break;
+      stop_if_asked();
       if (seconds_since(t0) > opts_.start_timeout_s)
         throw TimeoutError(detail::cat("worker ", opts_.worker_rank,
                                        ": the chief did not initialize the servers within ",

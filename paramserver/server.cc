@@ -318,10 +318,16 @@ void Server::handle(const std::string& identity, const Message& m) {
       return;
     case MsgType::kSum:
       return handle_sum(identity, m);
-    case MsgType::kDone:
+    case MsgType::kDone: {
       shard_->done.insert(h.sender);
       reply(identity, h, MsgType::kDoneOk, nullptr, 0, 0);
+      // A finished worker no longer holds back a metrics sum the others already wait in.
+      std::vector<uint64_t> ready;
+      for (const auto& [key, slot] : sums_)
+        if (!slot.waiting.empty() && sum_complete(slot)) ready.push_back(key);
+      for (uint64_t key : ready) finish_sum(key);
       return policy_->worker_done(h.sender);
+    }
     default:
       ++shard_->rejected;
       return reply_error(identity, h, detail::cat("unexpected ", type_name(h.type)));
@@ -364,9 +370,13 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
     log_info(why);
     return reply_error(identity, h, why);
   }
-  if (rejoin)
+  if (rejoin) {
     log_info(opts_.name, ": worker ", name_workers(opts_, {h.sender}),
              " rejoined (a new process) after ", me.steps, " steps");
+    // One that said done before (stopped by SIGTERM) trains again: the servers wait for it at
+    // the end (they exited while it trained) and in the metrics sums to come.
+    shard_->done.erase(h.sender);
+  }
   me.identity = identity;
   any_worker_ = true;
   // The chief says where training resumes, so workers joining later start there too.
@@ -386,6 +396,21 @@ void Server::handle_hello(const std::string& identity, const Message& m) {
   if (rejoin) r["rejoin"] = rejoin_point(h.sender);
   const std::string s = r.dump();
   reply(identity, h, MsgType::kHelloOk, s.data(), s.size(), s.size());
+}
+
+bool Server::sum_complete(const SumSlot& slot) const {
+  for (uint32_t w = 0; w < opts_.num_workers; ++w)
+    if (!slot.from.count(w) && !shard_->done.count(w)) return false;
+  return true;
+}
+
+void Server::finish_sum(uint64_t key) {
+  SumSlot& slot = sums_.at(key);
+  for (auto& [id, hh] : slot.waiting)
+    reply(id, hh, MsgType::kSumResult, slot.values.data(), slot.values.size() * sizeof(double),
+          slot.values.size());
+  finished_sums_[key] = std::move(slot.values);
+  sums_.erase(key);
 }
 
 uint64_t Server::steps_of(uint32_t w) const {
@@ -409,6 +434,9 @@ void Server::handle_sum(const std::string& identity, const Message& m) {
   WorkerProgress& p = progress_[h.sender];
   p.sums = std::max(p.sums, h.step + 1);
   p.step_at_sum = steps_of(h.sender);
+  if (auto done = finished_sums_.find(h.step); done != finished_sums_.end())
+    return reply(identity, h, MsgType::kSumResult, done->second.data(),
+                 done->second.size() * sizeof(double), done->second.size());
   SumSlot& slot = sums_[h.step];
   if (slot.values.empty()) {
     slot.values.assign(h.count, 0.0);
@@ -420,12 +448,7 @@ void Server::handle_sum(const std::string& identity, const Message& m) {
     return reply_error(identity, h, "sum: every worker must send the same count");
   for (size_t i = 0; i < h.count; ++i) slot.values[i] += m.doubles()[i];
   slot.waiting.push_back({identity, h});
-  if (slot.waiting.size() + shard_->done.size() >= opts_.num_workers) {
-    for (auto& [id, hh] : slot.waiting)
-      reply(id, hh, MsgType::kSumResult, slot.values.data(), slot.values.size() * sizeof(double),
-            slot.values.size());
-    sums_.erase(h.step);
-  }
+  if (sum_complete(slot)) finish_sum(h.step);
 }
 
 }  // namespace dtrain::ps

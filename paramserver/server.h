@@ -136,6 +136,12 @@ class Server : private PolicyHost {
     std::vector<std::pair<std::string, Header>> waiting;
   };
   std::map<uint64_t, SumSlot> sums_;
+  // Sums completed, by key: a worker that said done (a SIGTERM) and rejoined later asks for sums
+  // the others finished without it, and gets their result (a few doubles an epoch).
+  std::map<uint64_t, std::vector<double>> finished_sums_;
+  // A sum is complete when every worker has sent it or said done; then everyone waiting gets it.
+  bool sum_complete(const SumSlot& slot) const;
+  void finish_sum(uint64_t key);
   bool any_worker_ = false;  // a worker has said hello
   std::chrono::steady_clock::time_point started_;
 };

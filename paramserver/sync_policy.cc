@@ -1,7 +1,9 @@
 // The sync policy's chunk bookkeeping (see sync_policy.h). Gradients that arrive as payloads are
-// summed into accum_ on arrival, since their frames are gone once handled; those in a worker's
-// shared memory stay there until the answer and are read in place by the update's pass, which
-// saves a pass over them.
+// copied into their worker's buffer (payload_), since their frames are gone once handled; those
+// in a worker's shared memory stay there until the answer and are read in place. Either way the
+// update's pass adds them in worker order, so the sum, and the job's result, does not depend on
+// which worker arrived first or on the transport (it was added up in arrival order into one
+// buffer: runs with 3 or more workers over TCP differed in the last bits).
 #include "paramserver/sync_policy.h"
 
 #include <algorithm>
@@ -14,14 +16,14 @@
 namespace dtrain::ps {
 
 SyncPolicy::SyncPolicy(Shard& shard, PolicyHost& host)
-    : shard_(shard), host_(host), accum_(shard.range.count, 0.0f) {
+    : shard_(shard), host_(host), payload_(shard.opts.num_workers) {
   const size_t count = shard_.range.count;
   const size_t want = shard_.opts.chunk_floats ? shard_.opts.chunk_floats : count;
   chunk_ = std::max<size_t>(1, std::min(want, std::max<size_t>(count, 1)));
   chunks_.resize(count ? (count + chunk_ - 1) / chunk_ : 0);
   for (auto& ch : chunks_) {
     ch.from.assign(shard_.opts.num_workers, 0);
-    ch.in_shm.assign(shard_.opts.num_workers, nullptr);
+    ch.source.assign(shard_.opts.num_workers, nullptr);
   }
 }
 
@@ -51,14 +53,13 @@ void SyncPolicy::push(const std::string& identity, const Header& h, const float*
     warned_after_s_ = 0;
   }
   if (in_shm) {
-    ch.in_shm[h.sender] = g;
+    ch.source[h.sender] = g;
   } else {
-    float* acc = accum_.data() + k * chunk_;
-    if (!ch.accumulated)
-      std::memcpy(acc, g, h.count * sizeof(float));
-    else
-      for (size_t i = 0; i < h.count; ++i) acc[i] += g[i];
-    ch.accumulated = true;
+    std::vector<float>& mine = payload_[h.sender];
+    if (mine.empty()) mine.resize(range.count);  // a worker's first payload push
+    float* copy = mine.data() + k * chunk_;
+    std::memcpy(copy, g, h.count * sizeof(float));
+    ch.source[h.sender] = copy;
   }
   ch.from[h.sender] = 1;
   ++ch.arrived;
@@ -111,13 +112,11 @@ void SyncPolicy::check_timeouts() {
 void SyncPolicy::apply_chunk(size_t k) {
   Chunk& ch = chunks_[k];
   const size_t off = k * chunk_, n = chunk_len(k);
-  // The workers' gradients in worker order (those in shared memory read in place), then the sum
-  // of those that came as payloads.
+  // The workers' gradients in worker order (in their shared memory or payload copies).
   std::vector<const float*>& g = sum_inputs_;
   g.clear();
-  for (const float* p : ch.in_shm)
+  for (const float* p : ch.source)
     if (p) g.push_back(p);
-  if (ch.accumulated) g.push_back(accum_.data() + off);
   Optimizer& opt = shard_.opt;
   opt.step_sum_range(shard_.params.data(), g.data(), g.size(), off, n,
                      1.0f / static_cast<float>(ch.arrived), opt.steps() + 1);
@@ -134,8 +133,7 @@ void SyncPolicy::apply_chunk(size_t k) {
   step_open_ = false;
   for (auto& c : chunks_) {
     std::fill(c.from.begin(), c.from.end(), 0);
-    std::fill(c.in_shm.begin(), c.in_shm.end(), nullptr);
-    c.accumulated = false;
+    std::fill(c.source.begin(), c.source.end(), nullptr);
     c.arrived = 0;
     c.applied = false;
   }

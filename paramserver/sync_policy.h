@@ -31,9 +31,9 @@ class SyncPolicy : public UpdatePolicy {
  private:
   // Per chunk of the shard: who pushed it this step, and their pending answers.
   struct Chunk {
-    std::vector<uint8_t> from;         // per worker
-    std::vector<const float*> in_shm;  // per worker: its push in shared memory, else null
-    bool accumulated = false;          // payload pushes were added into accum_
+    std::vector<uint8_t> from;  // per worker
+    // Per worker: its push (in its shared memory, or its copy in payload_), else null.
+    std::vector<const float*> source;
     size_t arrived = 0;
     bool applied = false;
     std::vector<std::pair<std::string, Header>> waiting;
@@ -46,7 +46,8 @@ class SyncPolicy : public UpdatePolicy {
   size_t chunk_ = 1;
   std::vector<Chunk> chunks_;
   size_t chunks_applied_ = 0;
-  std::vector<float> accum_;              // the sum of the payload pushes, per chunk
+  // Per worker: its payload pushes of this step (the shard's size, made at its first one).
+  std::vector<std::vector<float>> payload_;
   std::vector<const float*> sum_inputs_;  // apply_chunk's gradient sources (kept: no allocation)
   bool step_open_ = false;
   std::chrono::steady_clock::time_point step_started_;

@@ -7,6 +7,8 @@
 #   sync2x2   2 ps + 2 workers, sync
 #   async1x2  1 ps + 2 workers, async
 #   timeout   a worker whose ps never starts fails within --start-timeout, naming the ps task
+#   sigtermstart  SIGTERM to a worker waiting for its ps at start-up stops it at once (exit 143),
+#             and its shared-memory offer leaves nothing in /dev/shm
 #   portbusy  a ps whose port is taken fails naming the port
 #   vanish    a worker killed mid-training makes the server report it missing, not wait forever
 #             (whether it dies mid-step or while the workers sum an epoch's metrics)
@@ -96,6 +98,21 @@ timeout)
   task worker 0 --synthetic-data 600 --start-timeout 2 && fail "worker exited 0 without its ps"
   ((SECONDS - start < 20)) || fail "took $((SECONDS - start)) s"
   grep -q "ps:0 (127.0.0.1:" "$tmp/worker0.log" || fail "error does not name the ps task"
+  cat "$tmp/worker0.log"
+  ;;
+sigtermstart)
+  # It waited out --start-timeout, and the launcher's SIGKILL then left its segment behind.
+  make_cluster 1 1
+  task worker 0 --synthetic-data 600 --start-timeout 60 & w=$!
+  for _ in $(seq 100); do (($(segments) > 0)) && break; sleep 0.1; done
+  (($(segments) > 0)) || fail "the worker offered no shared memory"
+  start=$SECONDS
+  pkill -TERM -f "mnist_train.*out-worker0" || fail "worker not running"
+  wait $w; rc=$?
+  ((rc == 143)) || fail "exit $rc after SIGTERM, not 143"
+  ((SECONDS - start < 5)) || fail "took $((SECONDS - start)) s to stop"
+  grep -q "stopped by SIGTERM while starting" "$tmp/worker0.log" || fail "no line saying why it stopped"
+  (($(segments) == 0)) || fail "$(segments) shared-memory segment(s) left in /dev/shm"
   cat "$tmp/worker0.log"
   ;;
 portbusy)

@@ -219,6 +219,26 @@ TEST(PsInProcess, SyncMatchesOneProcessAtTheGlobalBatch) {
   }
 }
 
+// Sync mode adds the workers' gradients in worker order whatever the transport and whoever
+// arrives first: 3 workers pushing payload frames in changing orders end bitwise where they do
+// through shared memory (payloads were summed in arrival order: the last bits differed).
+TEST(PsInProcess, SyncSumIsInWorkerOrderWhateverArrivesFirst) {
+  zmq::context_t ctx;
+  Job j;
+  j.workers = 3;
+  j.tag = "order-shm-";
+  const auto shm = run_job(ctx, j);
+  for (size_t pattern : {0, 1, 2}) {
+    Job t = j;
+    t.shm = false;
+    t.tag = "order-tcp" + std::to_string(pattern) + "-";
+    t.after_step = [pattern](size_t w, size_t s) {
+      if ((w + s + pattern) % 3 != 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    };
+    EXPECT_EQ(run_job(ctx, t), shm) << "arrival pattern " << pattern;
+  }
+}
+
 TEST(PsInProcess, AsyncTrains) {
   zmq::context_t ctx;
   Job j;
@@ -423,6 +443,84 @@ TEST(PsInProcess, AnAsyncWorkerThatComesBackRejoinsWhereTheServersSawItLast) {
   chief.join();
   st.join();
   if (chief_error) std::rethrow_exception(chief_error);
+}
+
+// A worker stopped by SIGTERM says done; started again (--rejoin-workers) it trains on: the
+// server no longer counts it done (it exited when the others finished while this one trained),
+// and a metrics sum the others completed without it answers it with their result (it waited
+// for workers long past it).
+TEST(PsInProcess, AWorkerThatSaidDoneAndRejoinsTrainsOn) {
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.tag = "donerejoin-";
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  Server server(ctx, server_opts(j, 0, params));
+  std::thread st([&] { server.run(); });
+  std::atomic<int> phase{0};  // 1: worker 1 said done; 2: the chief summed; 3: worker 1 is back
+  std::exception_ptr chief_error;
+  std::vector<float> x(8 * 784, 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  auto wait_for = [&](int p) {
+    for (int i = 0; i < 2000 && phase < p; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_GE(phase.load(), p);
+  };
+  std::thread chief([&] {
+    try {
+      auto m = build_mlp(784, {16, 8}, 10);
+      m->init(3);
+      Optimizer opt(OptimizerOptions{}, m->param_count());
+      ParameterServerSync sync(ctx, client_opts(j, 0));
+      Timeline tl;
+      sync.start(*m, opt, {}, {}, tl);
+      m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+      sync.finish_step(*m, opt);
+      wait_for(1);
+      sync.gather_state(*m, opt);
+      double v = 1.0;
+      sync.sum(&v, 1);  // worker 1 is done: the sum is the chief's alone
+      EXPECT_EQ(v, 1.0);
+      phase = 2;
+      wait_for(3);
+      sync.finish(true);
+    } catch (...) {
+      chief_error = std::current_exception();
+    }
+  });
+  auto m = build_mlp(784, {16, 8}, 10);
+  m->init(1001);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  {
+    ParameterServerSync first(ctx, client_opts(j, 1));
+    Timeline tl;
+    first.start(*m, opt, {}, {}, tl);
+    m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+    first.finish_step(*m, opt);
+    first.gather_state(*m, opt);
+    first.finish(false);  // stopped by SIGTERM: says done
+  }
+  phase = 1;
+  wait_for(2);
+  ClientOptions again = client_opts(j, 1);
+  again.step_timeout_s = 5;
+  ParameterServerSync second(ctx, again);
+  Timeline tl;
+  const ResumePoint at = second.start(*m, opt, {}, {}, tl);
+  EXPECT_EQ(at.step, 1u);
+  phase = 3;
+  chief.join();
+  if (chief_error) std::rethrow_exception(chief_error);
+  double v = 5.0;
+  second.sum(&v, 1);  // the sum the chief finished while this worker was done
+  EXPECT_EQ(v, 1.0);
+  for (int s = 0; s < 2; ++s) {  // the server is still there for it
+    m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+    second.finish_step(*m, opt);
+  }
+  second.gather_state(*m, opt);
+  second.finish(true);
+  st.join();
 }
 
 TEST(PsInProcess, AnUnusableSharedMemoryOfferFallsBackToPayloads) {
