@@ -94,6 +94,10 @@ void Job::start(int* argc, char*** argv) {
   if (mode_ == "auto")
     mode_ = wants_ps(o_, env) ? "ps" : launched_by_mpi_with_peers() ? "allreduce" : "local";
   if (mode_ == "ps") {
+    if (o_.ps.sync && o_.ps.max_staleness > 0)
+      throw InputError(
+          "--max-staleness bounds an asynchronous job: give --ps-async too (a synchronous step "
+          "waits for every worker already)");
     const ClusterSpec spec = tf_config_for_ps(env);
     if (*spec.task_type == "evaluator")
       throw InputError(

@@ -42,6 +42,11 @@ CurveKeys load_curve_keys(bool for_server, const EnvConfig& env) {
     if (it->second.size() != 40)
       throw InputError(detail::cat(n, " must be a 40-character Z85 CURVE key, got ",
                                    it->second.size(), " characters"));
+    // ZeroMQ refuses a key that is not Z85 with a bare "Invalid argument" naming nothing.
+    uint8_t raw[32];
+    if (!zmq_z85_decode(raw, it->second.c_str()))
+      throw InputError(detail::cat(n, " is not a Z85 CURVE key (40 characters of Z85's alphabet: ",
+                                   "0-9 a-z A-Z .-:+=^!/*?&<>()[]{}@%$#)"));
     return it->second;
   };
   CurveKeys k;

@@ -81,7 +81,17 @@ std::string Server::learn(const nlohmann::json& j) {
   } catch (const InputError& e) {
     return e.what();
   }
-  opts_.param_count = (*model)["param_count"].get<size_t>();
+  // A count whose shard the chief could not send (its kInit carries the shard's parameters and
+  // optimizer state, at most 4 floats a parameter, in one payload) is refused: a huge one made
+  // the allocation below throw out of the server.
+  const size_t count = (*model)["param_count"].get<size_t>();
+  const size_t servers = std::max<size_t>(opts_.num_servers, 1);
+  if (count / servers + 1 > kMaxPayloadBytes / (4 * sizeof(float)))
+    return detail::cat("hello: model.param_count ", count, " is more than ", servers,
+                       " ps task(s) can hold (at most ",
+                       kMaxPayloadBytes / (4 * sizeof(float)) * servers,
+                       " parameters: add ps tasks)");
+  opts_.param_count = count;
   opts_.job["model"] = *model;
   opts_.job["optimizer"] = j["optimizer"];
   configure();

@@ -5,6 +5,7 @@
 // S steps of each other never wait. A worker that has said done no longer counts as the slowest.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -20,6 +21,9 @@ class BoundedStalenessPolicy : public AsyncPolicy {
   const char* mode() const override { return "bounded staleness"; }
   void push(const std::string& identity, const Header& h, const float* g, bool in_shm) override;
   void worker_done(uint32_t worker) override;
+  // A push held past --step-timeout: the slowest worker may have died. Everyone held is told,
+  // naming it, and the server ends (it held them, and itself, forever).
+  void check_timeouts() override;
 
  private:
   // Answers every held push the slowest worker has now caught up with.
@@ -27,7 +31,14 @@ class BoundedStalenessPolicy : public AsyncPolicy {
 
   size_t max_staleness_;
   std::vector<uint64_t> pushed_;  // per worker: the steps it has pushed (last step + 1)
-  std::vector<std::pair<std::string, Header>> waiting_;
+  struct Held {
+    std::string identity;
+    Header h;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Held> waiting_;
+  double warned_after_s_ = 0;  // the oldest hold's last stall warning, seconds after it began
+  std::vector<size_t> slowest_workers() const;
 };
 
 }  // namespace dtrain::ps

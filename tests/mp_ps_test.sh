@@ -8,7 +8,8 @@
 #   async1x2  1 ps + 2 workers, async
 #   timeout   a worker whose ps never starts fails within --start-timeout, naming the ps task
 #   sigtermstart  SIGTERM to a worker waiting for its ps at start-up stops it at once (exit 143),
-#             and its shared-memory offer leaves nothing in /dev/shm
+#             and its shared-memory offer leaves nothing in /dev/shm; --max-staleness without
+#             --ps-async is an error saying so (it was ignored)
 #   portbusy  a ps whose port is taken fails naming the port
 #   vanish    a worker killed mid-training makes the server report it missing, not wait forever
 #             (whether it dies mid-step or while the workers sum an epoch's metrics)
@@ -114,6 +115,9 @@ sigtermstart)
   grep -q "stopped by SIGTERM while starting" "$tmp/worker0.log" || fail "no line saying why it stopped"
   (($(segments) == 0)) || fail "$(segments) shared-memory segment(s) left in /dev/shm"
   cat "$tmp/worker0.log"
+  task worker 0 --synthetic-data 600 --max-staleness 2; rc=$?
+  ((rc == 2)) || fail "--max-staleness without --ps-async: exit $rc, not 2"
+  grep -q "give --ps-async too" "$tmp/worker0.log" || fail "no message saying --ps-async is needed"
   ;;
 portbusy)
   make_cluster 1 1

@@ -198,5 +198,24 @@ TEST(Flags, ResumeFromTheEnvironment) {
   unsetenv("DTRAIN_JOB_ID");
 }
 
+// Counts and seeds are not negative: "-1" wrapped to 2^64-1 (--max-steps-per-epoch -1 trained
+// whole epochs, --synthetic-data -5 failed with a bare "cannot create std::vector").
+TEST(Flags, NegativeCountsAreRefusedNamingTheFlag) {
+  for (const char* flag : {"--seed", "--synthetic-data", "--max-steps-per-epoch",
+                           "--checkpoint-every-steps", "--max-staleness"}) {
+    CLI::App app;
+    JobOptions f;
+    add_train_flags(app, f);
+    try {
+      app.parse(std::vector<std::string>{"-1", flag});
+      ADD_FAILURE() << flag;
+    } catch (const CLI::ParseError& e) {
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("must be at least 0, got -1"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dtrain

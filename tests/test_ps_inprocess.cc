@@ -667,3 +667,144 @@ TEST(PsInProcess, SecureRefusesClientsWithoutTheJobsKey) {
 
 }  // namespace
 }  // namespace dtrain::ps
+
+namespace dtrain::ps {
+namespace {
+
+// A --secure key of the right length that is not Z85 is an error naming the variable (ZeroMQ's
+// own was a bare "Invalid argument" on every task).
+TEST(PsInProcess, ACurveKeyThatIsNotZ85IsNamed) {
+  if (!zmq_has("curve")) GTEST_SKIP() << "this ZeroMQ library has no CURVE support";
+  const CurveKeys good = generate_curve_keys();
+  EnvConfig env;
+  env.ps_keys = {{"DTRAIN_PS_SERVER_PUBLIC_KEY", good.server_public},
+                 {"DTRAIN_PS_CLIENT_PUBLIC_KEY", good.client_public},
+                 {"DTRAIN_PS_SERVER_SECRET_KEY", std::string(40, '_')}};
+  try {
+    load_curve_keys(true, env);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("DTRAIN_PS_SERVER_SECRET_KEY is not a Z85 CURVE key"),
+              std::string::npos)
+        << e.what();
+  }
+  env.ps_keys["DTRAIN_PS_SERVER_SECRET_KEY"] = good.server_secret;
+  EXPECT_EQ(load_curve_keys(true, env).server_secret, good.server_secret);
+}
+
+}  // namespace
+}  // namespace dtrain::ps
+
+namespace dtrain::ps {
+namespace {
+
+// A ps task that learns the model from the first hello (dtrain.torch) refuses a parameter count
+// its shard could never hold, saying so, and keeps serving (the allocation threw out of it).
+TEST(PsInProcess, AHelloWithAModelTooLargeForTheServersIsRefused) {
+  zmq::context_t ctx;
+  Job j;
+  j.tag = "huge-";
+  j.workers = 1;
+  ServerOptions o = server_opts(j, 0, 0);
+  o.learn_model = true;
+  Server server(ctx, o);
+  std::exception_ptr err;
+  std::thread t([&] {
+    try {
+      server.run();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  });
+  {
+    zmq::socket_t raw = connect_raw(ctx, j);
+    auto ask = [&](MsgType type, uint64_t param_count) {
+      const std::string hello = nlohmann::json{
+          {"model", {{"param_count", param_count}}},
+          {"optimizer", {{"name", "sgd"}, {"learning_rate", 0.1}}},
+          {"batch_size", j.batch}}.dump();
+      Header h;
+      h.type = uint16_t(type);
+      h.job_id = 5;
+      h.count = type == MsgType::kHello ? hello.size() : 0;
+      raw.send(zmq::buffer(encode(h, hello.data(), h.count)), zmq::send_flags::none);
+      zmq::message_t head, body;
+      EXPECT_TRUE(raw.recv(head, zmq::recv_flags::none));
+      EXPECT_TRUE(raw.recv(body, zmq::recv_flags::none));
+      const Message m = decode(head.data(), head.size(), body.data(), body.size());
+      return std::make_pair(m.type(), std::string(m.payload));
+    };
+    const auto [type, why] = ask(MsgType::kHello, uint64_t(1) << 40);
+    EXPECT_EQ(type, MsgType::kError);
+    EXPECT_NE(why.find("is more than 1 ps task(s) can hold"), std::string::npos) << why;
+    // The server is still there: a model it can hold is taken, and the worker says done.
+    EXPECT_EQ(ask(MsgType::kHello, 1000).first, MsgType::kHelloOk);
+    EXPECT_EQ(ask(MsgType::kDone, 0).first, MsgType::kDoneOk);
+  }
+  t.join();
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace
+}  // namespace dtrain::ps
+
+namespace dtrain::ps {
+namespace {
+
+// --max-staleness: a slow worker that died holds the fast ones back; past --step-timeout the
+// server names it to them and ends (it held them, and itself, forever; the fast worker's own
+// timeout blamed the server).
+TEST(PsInProcess, BoundedStalenessNamesADeadSlowWorker) {
+  zmq::context_t ctx;
+  Job j;
+  j.async = true;
+  j.staleness = 1;
+  j.tag = "sspdead-";
+  const size_t params = build_mlp(784, {16, 8}, 10)->param_count();
+  ServerOptions so = server_opts(j, 0, params);
+  so.step_timeout_s = 2;
+  Server server(ctx, so);
+  std::string error;
+  std::thread t = serve(server, &error);
+  std::vector<float> x(8 * 784, 0.5f);
+  std::vector<uint8_t> y(8, 1);
+  std::atomic<bool> server_gone{false};
+  std::thread slow([&] {
+    auto m = build_mlp(784, {16, 8}, 10);
+    m->init(1001);
+    Optimizer opt(OptimizerOptions{}, m->param_count());
+    ParameterServerSync sync(ctx, client_opts(j, 1));
+    Timeline tl;
+    sync.start(*m, opt, {}, {}, tl);
+    m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+    sync.finish_step(*m, opt);
+    while (!server_gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // stalled
+    sync.finish(false);
+  });
+  auto m = build_mlp(784, {16, 8}, 10);
+  m->init(3);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  ParameterServerSync sync(ctx, client_opts(j, 0));
+  Timeline tl;
+  sync.start(*m, opt, {}, {}, tl);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string why;
+  try {
+    for (int s = 0; s < 50; ++s) {
+      m->train_step(x.data(), y.data(), 8, [](size_t, size_t) {});
+      sync.finish_step(*m, opt);
+    }
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  t.join();
+  server_gone = true;
+  slow.join();
+  sync.finish(false);
+  EXPECT_NE(why.find("no push from worker(s) 1"), std::string::npos) << why;
+  EXPECT_NE(error.find("no push from worker(s) 1"), std::string::npos) << error;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+}
+
+}  // namespace
+}  // namespace dtrain::ps
