@@ -12,5 +12,8 @@ cd build
 # their own from /tmp.
 OMPI_MCA_orte_tmpdir_base="$(mktemp -d /tmp/dtrain-test-ompi.XXXXXX)"
 export OMPI_MCA_orte_tmpdir_base
+# The vader (shared-memory) segments too: a rank killed on purpose leaves its 4 MB segment in
+# /dev/shm otherwise.
+export OMPI_MCA_btl_vader_backing_directory="$OMPI_MCA_orte_tmpdir_base"
 trap 'rm -rf "$OMPI_MCA_orte_tmpdir_base"' EXIT
 ctest --output-on-failure --timeout 600 -j"$(nproc)"
