@@ -71,7 +71,9 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
                  "GPU = local rank % GPUs per node)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_flag("--verbose", f.verbose, "log every rank's progress with a [rank r/n] prefix");
+  app.add_flag("--verbose", f.verbose,
+               "log every process's progress (lines are prefixed [rank r/n host:pid], or "
+               "[worker i/n ...] / [ps i/n ...] in ps mode)");
   app.add_option(
       "--timeline", j.timeline_path,
       "write a Chrome-trace timeline (forward, backward, optimizer, reduction; ps: push, "
@@ -90,8 +92,8 @@ void add_train_flags(CLI::App& app, JobOptions& f, bool with_model_flags) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--checkpoint-every-steps", j.checkpoint_every_steps,
                  "also checkpoint every N steps inside an epoch, with the place in the epoch "
-                 "(--resume continues from there bit for bit; 0: at epoch ends only; local and "
-                 "allreduce modes)")
+                 "(--resume continues from there bit for bit; 0: at epoch ends only; in ps mode "
+                 "the chief gathers the servers' shards into it)")
       ->capture_default_str()
       ->check(at_least(0));
   app.add_option("--max-steps-per-epoch", j.max_steps_per_epoch,

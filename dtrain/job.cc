@@ -93,6 +93,17 @@ void Job::start(int* argc, char*** argv) {
   mode_ = o_.mode;
   if (mode_ == "auto")
     mode_ = wants_ps(o_, env) ? "ps" : launched_by_mpi_with_peers() ? "allreduce" : "local";
+  if (mode_ != "ps") {
+    // ps-mode settings would do nothing here; --secure above all must not look like it did
+    // (MPI traffic is not encrypted).
+    if (o_.ps.secure)
+      throw InputError(
+          detail::cat("--secure (DTRAIN_SECURE) encrypts a ps job's traffic; this is a ", mode_,
+                      " job (an allreduce job's MPI traffic is not encrypted)"));
+    if (!o_.ps.sync || o_.ps.max_staleness > 0)
+      throw InputError(
+          detail::cat("--ps-async and --max-staleness are for ps mode; this is a ", mode_, " job"));
+  }
   if (mode_ == "ps") {
     if (o_.ps.sync && o_.ps.max_staleness > 0)
       throw InputError(

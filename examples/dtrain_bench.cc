@@ -1,6 +1,6 @@
 // dtrain_bench: benchmarks as programs (DESIGN.md), one JSON object per measurement on stdout.
-//   dtrain_bench train      training samples/s of the MLP on one core (forward, backward, step)
-//   dtrain_bench allreduce  allreduce time, algbw and busbw over MPI (run under mpirun)
+//   dtrain_bench train      training samples/s of one model on one process (forward, backward,
+//   step) dtrain_bench allreduce  allreduce time, algbw and busbw over MPI (run under mpirun)
 //   dtrain_bench ps         push+pull round trips/s to parameter servers over ZeroMQ
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -14,14 +14,17 @@ int main(int argc, char** argv) {
   CLI::App app{"dtrain_bench: dtrain's benchmarks; one JSON object per measurement"};
   app.require_subcommand(1);
   dtrain::bench::TrainBenchOptions train;
-  auto* t = app.add_subcommand("train", "training samples/s of the MLP (forward, backward, step)");
+  auto* t = app.add_subcommand(
+      "train", "training samples/s of one model on one process (forward, backward, step)");
   t->add_option("--batch-size", train.batch_size, "minibatch size")->capture_default_str();
   t->add_option("--steps", train.steps, "timed steps per repetition")->capture_default_str();
   t->add_option("--repeats", train.repeats, "repetitions; the best is reported")
       ->capture_default_str();
   t->add_option("--optimizer", train.optimizer, "sgd, momentum, adam or rmsprop")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "momentum", "adam", "rmsprop"}));
+  t->add_option("--threads", train.threads, "threads of the CPU backend's GEMMs (oneDNN)")
       ->capture_default_str();
-  t->add_option("--threads", train.threads, "OpenBLAS threads")->capture_default_str();
   t->add_option("--model", train.model, "mlp or cnn")
       ->capture_default_str()
       ->check(CLI::IsMember({"mlp", "cnn"}));

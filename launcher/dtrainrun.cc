@@ -16,6 +16,7 @@
 #include "launcher/launcher_options.h"
 #include "launcher/slurm.h"
 #include "launcher/supervisor.h"
+#include "runtime/cluster_spec.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -39,9 +40,14 @@ void check_flags_apply(const CLI::App& app, const dtrain::launcher::LauncherOpti
   auto given = [&](const char* name) { return app.get_option(name)->count() > 0; };
   for (const char* name : {"--num-ps", "--num-workers", "--start-timeout"}) {
     if (!given(name)) continue;
+    const bool start = std::string(name) == "--start-timeout";
     if (o.mode != "ps")
-      throw dtrain::InputError(std::string(name) + " is for --mode ps (an allreduce job's ranks " +
-                               "come from -np, -H, --hostfile or the MPI configuration)");
+      throw dtrain::InputError(
+          std::string(name) + " is for --mode ps" +
+          (start ? " (mpirun starts an allreduce job's ranks together; --stall-timeout bounds "
+                   "their waits)"
+                 : " (an allreduce job's ranks come from -np, -H, --hostfile or the MPI "
+                   "configuration)"));
     if (cluster_named && std::string(name) != "--start-timeout")
       throw dtrain::InputError(
           std::string(name) + " makes the tasks of a job on this machine; this job's come from " +
@@ -79,6 +85,11 @@ int main(int argc, char** argv) {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
+    // "dtrainrun build/bin/mnist_train --epochs 1": the command's flags were taken for ours.
+    if (dynamic_cast<const CLI::ExtrasError*>(&e))
+      std::fprintf(stderr,
+                   "dtrainrun: the training command and its flags go after --: dtrainrun "
+                   "[options] -- COMMAND [ARGS...] (see dtrainrun --help)\n");
     return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
   }
   try {
@@ -86,6 +97,15 @@ int main(int argc, char** argv) {
     const bool cluster_named =
         o.mode == "ps" && (!o.cluster_spec.empty() || !env.tf_config.value_or("").empty());
     check_flags_apply(app, o, cluster_named);
+    // An allreduce job's ranks inherit TF_CONFIG: one naming ps tasks makes each of them a ps
+    // task or worker looking for its own "task" (they died with 'TF_CONFIG: no "task"').
+    if (o.mode == "allreduce" && env.tf_config && !env.tf_config->empty()) {
+      const dtrain::ClusterSpec s = dtrain::parse_cluster_spec(*env.tf_config, "TF_CONFIG", false);
+      if (!s.job("ps").empty())
+        throw dtrain::InputError(
+            "TF_CONFIG names ps tasks: add --mode ps for a parameter-server job, or unset "
+            "TF_CONFIG for an allreduce job");
+    }
     // Slurm's variables are read only when they would name the hosts (a job given -H inside an
     // allocation whose variables this reader does not take still runs).
     const bool hosts_named =

@@ -267,9 +267,15 @@ namespace {
 
 ClusterSpec ps_cluster(const LauncherOptions& o, const std::string& tf_config,
                        const SlurmAllocation* slurm) {
-  if (!o.cluster_spec.empty())
-    return parse_cluster_spec(read_text(o.cluster_spec, "--cluster-spec"),
-                              "--cluster-spec " + o.cluster_spec, false);
+  if (!o.cluster_spec.empty()) {
+    ClusterSpec s = parse_cluster_spec(read_text(o.cluster_spec, "--cluster-spec"),
+                                       "--cluster-spec " + o.cluster_spec, false);
+    if (s.task_type)
+      throw InputError("--cluster-spec " + o.cluster_spec +
+                       " names a task: that is one task's configuration; the launcher needs the "
+                       "cluster alone (it gives each task its own)");
+    return s;
+  }
   if (!tf_config.empty()) {
     ClusterSpec s = parse_cluster_spec(tf_config, "TF_CONFIG", false);
     if (s.task_type)

@@ -55,6 +55,7 @@ class Sink {
     std::fprintf(out, "[%s] %s\n", name.c_str(), s.c_str());
     std::fflush(out);
     auto& f = file(log_dir, err, false);
+    file(log_dir, !err, false);  // both files exist for every task (an mpirun rank's too)
     f << s << '\n';
     f.flush();
     auto& last = last_[name];
@@ -244,7 +245,10 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // A surviving rank's report of the peer that hung up on it.
   const std::regex peer_host(R"(^\s*Peer host:\s+(\S+)\s*$)");
   const std::regex exit_name(R"(Process name:\s+\[\[\d+,\d+\],(\d+)\])");
-  std::string mpi_failed_rank, mpi_reason, mpi_node;
+  // A rank that called MPI_Abort (an error on one rank only: dtrain aborts the job with it).
+  const std::regex aborted(R"(MPI_ABORT was invoked on rank (\d+))");
+  const std::regex abort_code(R"(^\s*with errorcode (\d+))");
+  std::string mpi_failed_rank, mpi_reason, mpi_node, abort_rank, abort_reason;
   RunResult result;
   const std::regex stall_line(R"(stall: ending the job: (.*)$)");
   auto emit = [&](const Stream& s, const std::string& line) {
@@ -265,7 +269,13 @@ RunResult Supervisor::run(const JobPlan& plan) {
       result.stall = m[1];
       result.stall_task = t.name;
     }
-    if (t.mpi_tagged_output && std::regex_search(line, m, died)) {
+    if (t.mpi_tagged_output && abort_rank.empty() && std::regex_search(line, m, aborted)) {
+      abort_rank = m[1];
+      abort_reason = "called MPI_Abort";
+    } else if (t.mpi_tagged_output && !abort_rank.empty() &&
+               std::regex_search(line, m, abort_code)) {
+      abort_reason = detail::cat("exited with code ", m[1], " (MPI_Abort)");
+    } else if (t.mpi_tagged_output && std::regex_search(line, m, died)) {
       mpi_failed_rank = m[1];
       mpi_node = m[2];
       mpi_reason =
@@ -420,6 +430,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
   if (mpirun_failed && !mpi_failed_rank.empty()) {
     result.failed_task = "worker:" + mpi_failed_rank;
     if (!mpi_reason.empty()) result.reason = mpi_reason;
+  } else if (mpirun_failed && !abort_rank.empty()) {
+    result.failed_task = "worker:" + abort_rank;  // its last lines say why
+    result.reason = abort_reason;
   }
   if (!result.failed_task.empty()) {
     result.last_lines = sink.last(result.failed_task);

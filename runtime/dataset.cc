@@ -52,7 +52,9 @@ Split load_split(const std::string& folder, const std::string& prefix, size_t& r
 
 Dataset load_mnist(const std::string& folder) {
   if (!fs::is_directory(folder))
-    throw InputError("data folder " + folder + " does not exist or is not a folder");
+    throw InputError("data folder " + folder +
+                     " does not exist or is not a folder (run scripts/get-mnist.sh, or pass "
+                     "--data-folder; a relative path is from the current folder)");
   Dataset d;
   size_t r2 = 0, c2 = 0;
   d.train = load_split(folder, "train", d.rows, d.cols);

@@ -331,8 +331,10 @@ TrainResult Trainer::run() {
       {"train_accuracy", last.trained ? nlohmann::json(last.train_accuracy) : nlohmann::json()},
       {"test_loss", last.test_loss},
       {"test_accuracy", last.test_accuracy},
-      {"samples_per_sec", result.samples_per_sec},
-      {"seconds", result.seconds},
+      // Nothing trained (a resumed job with no epoch left): not known, not 0.
+      {"samples_per_sec",
+       result.epochs.empty() ? nlohmann::json() : nlohmann::json(result.samples_per_sec)},
+      {"seconds", result.epochs.empty() ? nlohmann::json() : nlohmann::json(result.seconds)},
       {"output_dir", opts_.output_dir},
       {"peak_rss_bytes", mem.peak_resident_bytes},
       {"peak_anon_bytes", peak_anon}};

@@ -155,6 +155,26 @@ badinput)
     --hostfile "$tmp/hf" --node-count 2 --process-count-per-node 2 -- x
   : >"$tmp/blocked"
   expect "cannot write the log file $tmp/blocked/logs/mpirun/stdout" --log-dir "$tmp/blocked" -- true
+  # A newcomer's mistakes, each with a message that says what to do.
+  expect "the training command and its flags go after --" --dry-run "$bin/mnist_train" --epochs 1
+  TF_CONFIG="$(cat "$tmp/ok.json")" expect "TF_CONFIG names ps tasks: add --mode ps" --dry-run -- x
+  echo '{"cluster":{"ps":["127.0.0.1:5000"],"worker":["127.0.0.1:5001"]},"task":{"type":"ps","index":0}}' >"$tmp/task.json"
+  expect "names a task: that is one task's configuration" --mode ps --cluster-spec "$tmp/task.json" -- x
+  expect "--start-timeout is for --mode ps (mpirun starts" -np 2 --start-timeout 5 -- x
+  # A rank that aborts the job (its error on it alone) is named, with its own last lines.
+  "$bin/dtrainrun" --log-dir "$tmp/ab" -np 2 -- "$bin/mnist_train" --data-folder "$tmp/none" \
+    --output-dir "$tmp/ab/outputs" >"$tmp/out" 2>&1 && fail "a job with no data exited 0"
+  # Both ranks see it; whichever aborts first is named.
+  grep -q "task worker:[01] exited with code 2 (MPI_Abort)" "$tmp/out" || { cat "$tmp/out"; fail "the aborting rank is not named"; }
+  grep -A3 "last lines of worker:[01]" "$tmp/out" | grep -q "does not exist" ||
+    { cat "$tmp/out"; fail "its last lines are not its error"; }
+  # ps-mode settings in a job of another mode are errors (--secure looked as if it encrypted).
+  "$bin/mnist_train" --synthetic-data 600 --output-dir "$tmp/sec" --secure >"$tmp/out" 2>&1; rc=$?
+  ((rc == 2)) && grep -q "encrypts a ps job's traffic; this is a local job" "$tmp/out" ||
+    { cat "$tmp/out"; fail "--secure outside ps mode: exit $rc"; }
+  "$bin/mnist_train" --synthetic-data 600 --output-dir "$tmp/sec" --ps-async >"$tmp/out" 2>&1; rc=$?
+  ((rc == 2)) && grep -q "are for ps mode; this is a local job" "$tmp/out" ||
+    { cat "$tmp/out"; fail "--ps-async outside ps mode: exit $rc"; }
   # Slurm's variables are read only when they would name the hosts.
   SLURM_JOB_NODELIST='n[1-' "$bin/dtrainrun" --dry-run -H a,b -- x >"$tmp/out" 2>&1 ||
     { cat "$tmp/out"; fail "a malformed Slurm variable stopped a job given -H"; }
