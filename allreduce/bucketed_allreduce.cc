@@ -33,7 +33,11 @@ ResumePoint BucketedAllreduce::start(Model& model, Optimizer& opt, const nlohman
     throw InputError(detail::cat("the model is in host memory (", model.backend().name(),
                                  ") but gradients would be reduced over NCCL, which needs GPU "
                                  "memory: use the MPI communicator"));
-  const ResumePoint r = start_from_rank0(*meta_, model, opt, job, "bucketed", chief);
+  // The ranks cut the same buckets: a fusion threshold set on one rank only made them exchange
+  // buffers of other sizes (MPI_ERR_TRUNCATE, naming no setting).
+  nlohmann::json with_buckets = job;
+  with_buckets["fusion_threshold_bytes"] = opts_.fusion_threshold_bytes;
+  const ResumePoint r = start_from_rank0(*meta_, model, opt, with_buckets, "bucketed", chief);
   grads_ = model.grads();
   region_.reset(model.param_count());
   sent_lo_ = region_.size();

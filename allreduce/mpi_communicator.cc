@@ -335,7 +335,10 @@ std::unique_ptr<Communicator::SharedSlots> MpiCommunicator::local_shared(size_t 
 
 void MpiCommunicator::watch_stalls(const StallOptions& o, const std::string& interface,
                                    std::function<void()> on_timeout) {
-  if (size_ < 2 || (o.warning_s <= 0 && o.timeout_s <= 0)) return;
+  if (size_ < 2) return;
+  // The allgathers run on every rank, whatever its own settings (a rank with the watchdog off, by
+  // a variable mpirun did not carry to its machine, skipped them, and its next collective met
+  // the others' host-name allgather).
   const std::vector<std::string> hosts = allgather(host_name(), "stall watchdog: host names");
   bool one_machine = true;
   for (const auto& h : hosts) one_machine = one_machine && h == hosts[0];
@@ -349,6 +352,10 @@ void MpiCommunicator::watch_stalls(const StallOptions& o, const std::string& int
   const int fd = StallWatchdog::open_socket(&port);
   const std::vector<std::string> peers =
       allgather(detail::cat(ip, ":", port), "stall watchdog: addresses");
+  if (o.warning_s <= 0 && o.timeout_s <= 0) {
+    ::close(fd);
+    return;
+  }
   std::vector<std::string> names;
   for (size_t r = 0; r < size_; ++r) names.push_back(detail::cat("rank ", r, " (", hosts[r], ")"));
   watchdog_ = std::make_unique<StallWatchdog>(rank_, peers, names, fd, o);

@@ -138,7 +138,7 @@ void StallWatchdog::receive() {
 }
 
 std::string StallWatchdog::describe_peers(uint64_t my_seq) const {
-  std::string silent, behind;
+  std::string silent, behind, elsewhere;
   for (size_t r = 0; r < peers_.size(); ++r) {
     if (r == rank_) continue;
     const Peer& p = peers_[r];
@@ -147,6 +147,10 @@ std::string StallWatchdog::describe_peers(uint64_t my_seq) const {
       silent += detail::cat(silent.empty() ? "" : ", ", p.name,
                             p.ever ? detail::cat(" silent for ", static_cast<int>(quiet), " s")
                                    : std::string(" never heard from"));
+    } else if (p.seq == my_seq && p.waiting && in_op_ && p.op != op_) {
+      // Both wait, each in another collective: a mismatch (their settings or data differ), not
+      // a slow rank.
+      elsewhere += detail::cat(elsewhere.empty() ? "" : ", ", p.name, " waits in '", p.op, "'");
     } else if (p.seq < my_seq || (p.seq == my_seq && !p.waiting)) {
       behind += detail::cat(behind.empty() ? "" : ", ", p.name, " is ",
                             p.waiting ? "waiting in '" + p.op + "'" : "not in a collective",
@@ -156,6 +160,9 @@ std::string StallWatchdog::describe_peers(uint64_t my_seq) const {
   std::string s;
   if (!silent.empty()) s = "not responding: " + silent;
   if (!behind.empty()) s += (s.empty() ? "" : "; ") + std::string("not arrived: ") + behind;
+  if (!elsewhere.empty())
+    s += (s.empty() ? "" : "; ") + elsewhere + " while this rank waits in '" + op_ +
+         "': the ranks are not running the same collective (do their settings or data differ?)";
   return s.empty() ? "every other rank is waiting too" : s;
 }
 

@@ -2,10 +2,12 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
@@ -196,7 +198,27 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model, const Optimizer
             mpi_->local_size(), " of the job's ", mpi_->size(), ")"));
       return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
     }
-    // Shared memory needs CPU ranks; the one-machine and the hierarchical path both use it.
+    // Shared memory needs CPU ranks; the one-machine and the hierarchical path both use it, and
+    // room in Open MPI's backing folder: each rank's gradient slot and its published pieces of
+    // the parameters and optimizer state. A small /dev/shm (Docker's 64 MB: the CNN with Adam on
+    // 2 ranks needs 105 MB) failed with MPI_ERR_INTERN; now the job says so and uses
+    // MPI_Allreduce. (Ranks of one machine see the same folder; should they still decide
+    // differently, the start-up check names the strategy they disagree on.)
+    if (ao.shared_memory && model.on_host()) {
+      const char* dir = std::getenv("OMPI_MCA_osc_sm_backing_directory");
+      const std::string backing = dir && *dir ? dir : "/dev/shm";
+      const double need = double(mpi_->local_size()) * double(model.param_count()) * sizeof(float) *
+                          double(2 + opt.slots());
+      struct statvfs fs {};
+      if (statvfs(backing.c_str(), &fs) == 0 && double(fs.f_bavail) * double(fs.f_frsize) < need) {
+        log_info("note: ", backing, " has ", (fs.f_bavail * fs.f_frsize) >> 20,
+                 " MB free; the shared-memory allreduce of this machine's ", mpi_->local_size(),
+                 " ranks needs about ", static_cast<size_t>(need) >> 20,
+                 " MB: using MPI_Allreduce (a larger ", backing,
+                 ", e.g. docker run --shm-size, keeps the faster path)");
+        ao.shared_memory = false;
+      }
+    }
     if (ao.shared_memory && model.on_host()) {
       if (SharedMemoryAllreduce::available(*mpi_))  // every rank on this machine
         return std::make_unique<SharedMemoryAllreduce>(*mpi_, ao);

@@ -59,6 +59,21 @@ OutputLock lock_output_dir(const std::string& dir) {
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
   const std::string me = detail::cat("pid ", getpid(), " on ", host, "\n");
+  // Temporary files of writes that never finished (a writer killed mid-write: each attempt's
+  // have its own pid, so they piled up, each as large as a checkpoint). Nobody else writes here
+  // while this process holds the folder.
+  for (const fs::path& d : {fs::path(dir), fs::path(dir) / "model"}) {
+    for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      const size_t at = name.rfind(".tmp.");
+      if (at == std::string::npos || at + 5 == name.size() ||
+          name.find_first_not_of("0123456789", at + 5) != std::string::npos)
+        continue;
+      std::error_code rm;
+      if (it->is_regular_file(rm)) fs::remove(it->path(), rm);
+    }
+    ec.clear();
+  }
   // Who holds it, for another job's message only: a failure here changes nothing.
   const bool noted =
       ::ftruncate(fd, 0) == 0 && ::pwrite(fd, me.data(), me.size(), 0) == ssize_t(me.size());

@@ -167,7 +167,12 @@ TrainResult Trainer::run() {
   // The optimizer that runs is what the others must agree with.
   JobSpec agreed = opts_;
   agreed.optimizer = opt_.options();
-  const nlohmann::json job = job_agreement(agreed, model_);
+  nlohmann::json job = job_agreement(agreed, model_);
+  // What decides how many steps, and so how many collectives, each rank makes: a rank with
+  // another training set or step limit met the others' collectives out of order (a hang).
+  job["train_samples"] = data_.train.size();
+  job["max_steps_per_epoch"] = opts_.max_steps_per_epoch;
+  job["checkpoint_every_steps"] = opts_.checkpoint_every_steps;
   if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
   resume = sync_.start(model_, opt_, job, resume, timeline_);
   const bool ps_worker = sync_.name() == "ps";
@@ -226,8 +231,10 @@ TrainResult Trainer::run() {
           timeline_.span("finish_step", 0, tc, timeline_.now_us(), {{"step", global_step}});
         }
         ++global_step;
-        const bool stop = agree_on_stop ? (s + 1) % kStopCheckSteps == 0 && any_rank_stopping()
-                                        : stop_requested();
+        // Every kStopCheckSteps steps of the job (not of the epoch: with fewer steps per epoch a
+        // SIGTERM was never looked at) and at each epoch's last step, the same on every rank.
+        const bool check = global_step % kStopCheckSteps == 0 || s + 1 == steps;
+        const bool stop = agree_on_stop ? check && any_rank_stopping() : stop_requested();
         const size_t every = opts_.checkpoint_every_steps;
         // ps mode: the servers hold the parameters and optimizer state; the chief gathers their
         // shards into its model first (sync: they are those of this step, which no worker can

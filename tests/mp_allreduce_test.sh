@@ -4,6 +4,10 @@
 #             outputs, timeline; then the MPI_Allreduce path's timeline with several buckets a step
 #   mismatch  ranks started with different batch sizes stop with an error naming rank and field
 #   kill      SIGKILL of rank 1 ends the whole job within a bounded time, no process left behind
+#   settings  ranks with another training set or fusion threshold stop naming the field; the
+#             stall watchdog off on one rank only does not misalign the start-up collectives; a
+#             SIGTERM is honoured with fewer than 8 steps per epoch
+#   smallshm  a /dev/shm too small for the shared-memory allreduce: a note, and MPI_Allreduce
 #   onefails  an error only rank 1 sees (its data folder is missing) ends every rank, no hang
 #   startfail a start-up failure on rank 1 only (its --device cuda, no GPU) ends every rank, no hang
 #   gpu       --device cuda: a local CNN run and 2 ranks over NCCL (1 with one GPU) reach the bar; exits 77
@@ -119,6 +123,60 @@ mismatch)
     fail "the error does not name the rank and the field"
   ((SECONDS - start < 60)) || fail "took $((SECONDS - start)) s"
   echo "mismatch ok (exit $rc)"
+  ;;
+settings)
+  # What decides the number and size of the collectives is checked at start-up (a rank with
+  # another training set hung until --stall-timeout; another fusion threshold: MPI_ERR_TRUNCATE).
+  expect_disagreement() {  # field mpirun-args...
+    local field="$1" start=$SECONDS rc
+    shift
+    "${mpi[@]}" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; rc=$?
+    ((rc != 0)) || fail "$field: a mismatch exited 0"
+    grep -q "rank 1 disagrees with rank 0 on $field" "$tmp/stderr" ||
+      { cat "$tmp/stderr"; fail "$field: the error does not name the field"; }
+    ((SECONDS - start < 60)) || fail "$field: took $((SECONDS - start)) s"
+    echo "$field mismatch named"
+  }
+  tr=("$bin/mnist_train" --epochs 1 --output-dir "$tmp/o")
+  expect_disagreement train_samples -np 1 "${tr[@]}" --synthetic-data 600 : \
+    -np 1 "${tr[@]}" --synthetic-data 720
+  expect_disagreement fusion_threshold_bytes \
+    -np 1 env DTRAIN_ALLREDUCE_SHM=0 DTRAIN_FUSION_THRESHOLD=64K "${tr[@]}" --synthetic-data 600 : \
+    -np 1 env DTRAIN_ALLREDUCE_SHM=0 "${tr[@]}" --synthetic-data 600
+  # The stall watchdog off on one rank only (a variable mpirun did not carry to its machine): it
+  # still makes the start-up collectives the others make.
+  "${mpi[@]}" -np 1 "${tr[@]}" --synthetic-data 600 : \
+    -np 1 env DTRAIN_STALL_WARNING=0 DTRAIN_STALL_TIMEOUT=0 "${tr[@]}" --synthetic-data 600 \
+    >"$tmp/stdout" 2>"$tmp/stderr" || { cat "$tmp/stderr"; fail "watchdog off on rank 1: exit $?"; }
+  # SIGTERM with fewer steps per epoch than the stop check's period: seen, checkpointed.
+  "${mpi[@]}" -np 2 "$bin/mnist_train" --synthetic-data 2000 --max-steps-per-epoch 5 \
+    --epochs 100000 --output-dir "$tmp/short" >"$tmp/stdout" 2>"$tmp/stderr" & job=$!
+  for _ in $(seq 100); do grep -q "^epoch 3/" "$tmp/stdout" && break; sleep 0.1; done
+  grep -q "^epoch 3/" "$tmp/stdout" || { cat "$tmp/stderr"; fail "the short-epoch job did not start"; }
+  for p in $(pgrep -f "mnist_train.*$tmp/short"); do
+    [[ "$(tr '\0' '\n' </proc/$p/cmdline 2>/dev/null | head -n 1)" == */mnist_train ]] && kill -TERM "$p"
+  done
+  start=$SECONDS
+  wait $job; rc=$?
+  ((rc != 0)) || fail "exit 0 after SIGTERM"
+  ((SECONDS - start < 15)) || fail "SIGTERM took $((SECONDS - start)) s"
+  grep -q "stopped by SIGTERM after step [0-9]*; checkpoint written" "$tmp/stdout" "$tmp/stderr" ||
+    { tail -5 "$tmp/stderr"; fail "no stop at an agreed step with 5 steps per epoch"; }
+  echo "settings ok"
+  ;;
+smallshm)
+  # A /dev/shm too small for the shared-memory allreduce (Docker's 64 MB and the CNN): the job
+  # says so and uses MPI_Allreduce (it failed with MPI_ERR_INTERN). Here: a 4 MB /dev/shm in a
+  # mount namespace of this test, and the MLP with Adam on 2 ranks (8.5 MB).
+  unshare -m true 2>/dev/null || { echo "SKIP: cannot make a mount namespace here"; exit 77; }
+  unshare -m bash -c 'mount -t tmpfs -o size=4m tmpfs /dev/shm && exec "$@"' _ \
+    env OMPI_MCA_btl_vader_backing_directory="$tmp" "${mpi[@]}" -np 2 "$bin/mnist_train" \
+    --synthetic-data 2000 --epochs 1 --output-dir "$tmp/o" >"$tmp/stdout" 2>"$tmp/stderr" ||
+    { cat "$tmp/stderr"; fail "the job failed with a small /dev/shm"; }
+  grep -q "/dev/shm has [0-9]* MB free; the shared-memory allreduce .* needs about 8 MB: using MPI_Allreduce" \
+    "$tmp/stderr" || { cat "$tmp/stderr"; fail "no note saying why MPI_Allreduce is used"; }
+  grep -q '"event":"summary"' "$tmp/stdout" || fail "no summary"
+  echo "smallshm ok"
   ;;
 onefails)
   one_rank_fails "rank 1/2 .*no-such-folder does not exist" "the folder" \

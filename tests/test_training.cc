@@ -263,7 +263,15 @@ TEST(Training, OutputFolderIsOneJobsAtATime) {
     o.epochs = 1;
     EXPECT_THROW(train(small_data(), o), InputError) << "a trainer waits for no one";
   }
+  // A write that never finished (its writer killed) leaves a temporary file; the next job
+  // holding the folder removes it, and nothing else.
+  std::ofstream(d / "model/checkpoint.bin.tmp.12345") << "torn";
+  std::ofstream(d / "metrics.jsonl.tmp.9") << "torn";
+  std::ofstream(d / "model/notes.tmp.txt") << "mine";
   OutputLock again = lock_output_dir(d.path());  // released with the first
+  EXPECT_FALSE(std::filesystem::exists(d / "model/checkpoint.bin.tmp.12345"));
+  EXPECT_FALSE(std::filesystem::exists(d / "metrics.jsonl.tmp.9"));
+  EXPECT_TRUE(std::filesystem::exists(d / "model/notes.tmp.txt"));
   std::ofstream(d / "afile") << "x";
   try {
     lock_output_dir(d / "afile");
