@@ -18,6 +18,17 @@ std::string gpu_sharing_problem(const std::vector<std::string>& uuid_per_rank) {
   return {};
 }
 
+std::string device_kind_problem(const std::vector<std::string>& kind_per_rank) {
+  for (size_t r = 1; r < kind_per_rank.size(); ++r)
+    if (kind_per_rank[r] != kind_per_rank[0])
+      return detail::cat("rank ", r, " trains on the ", kind_per_rank[r],
+                         " where rank 0 trains on the ", kind_per_rank[0],
+                         ": every rank needs the same kind of device (--device auto decides per "
+                         "machine; one whose GPU is unusable chose the CPU): pass --device cuda or "
+                         "--device cpu, or fix that machine");
+  return {};
+}
+
 bool built_with_cuda() {
 #if defined(DTRAIN_HAVE_CUDA)
   return true;

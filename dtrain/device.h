@@ -29,6 +29,12 @@ DeviceChoice choose_device(const std::string& device, size_t local_rank);
 // GPU, and they are all different.
 std::string gpu_sharing_problem(const std::vector<std::string>& uuid_per_rank);
 
+// Every rank of an allreduce job must train on the same kind of device: given each rank's
+// ("cpu" or "cuda", in rank order), the first rank that differs from rank 0, as an error message;
+// empty when they agree. --device auto decides per machine, so a machine whose GPU is unusable
+// chose the CPU while the others went on to the GPUs' collectives (a hang).
+std::string device_kind_problem(const std::vector<std::string>& kind_per_rank);
+
 // True when this build has the CUDA backend.
 bool built_with_cuda();
 

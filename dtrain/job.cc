@@ -145,6 +145,9 @@ void Job::start(int* argc, char*** argv) {
               device_.cuda ? detail::cat("cuda:", device_.gpu) : std::string("cpu"));
     // Collectives every rank makes, whatever it chooses later.
     even_machines_ = HierarchicalAllreduce::machines_even(*mpi_);
+    const std::string kinds = device_kind_problem(
+        mpi_->allgather(device_.cuda ? "cuda" : "cpu", "agreeing on the device"));
+    if (!kinds.empty()) throw ConsistencyError(kinds);  // every rank sees the same list
     const EnvConfig env = read_env();
     const StallOptions stall = stall_options(o_.stall_warning_s, o_.stall_timeout_s, env);
     // On a stall timeout NCCL's communicator is aborted first, so no GPU kernel waits on.

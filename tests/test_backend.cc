@@ -335,6 +335,17 @@ TEST(DeviceChoice, GpuSharingIsRefusedOnlyWhenRanksReallyShare) {
   EXPECT_NE(e.find("CUDA_VISIBLE_DEVICES"), std::string::npos) << e;
 }
 
+// The ranks' device kinds agree, or the first that differs is named (a hang before: --device auto
+// picked the CPU on a machine whose GPU was unusable, the others the GPUs' collectives).
+TEST(DeviceChoice, RanksOnDifferentKindsOfDeviceAreNamed) {
+  EXPECT_EQ(device_kind_problem({"cuda", "cuda", "cuda"}), "");
+  EXPECT_EQ(device_kind_problem({"cpu"}), "");
+  const std::string e = device_kind_problem({"cuda", "cuda", "cpu", "cuda"});
+  EXPECT_NE(e.find("rank 2 trains on the cpu where rank 0 trains on the cuda"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("--device auto decides per machine"), std::string::npos) << e;
+}
+
 TEST(DeviceChoice, CpuAutoAndCuda) {
   DeviceChoice cpu = choose_device("cpu", 0);
   EXPECT_EQ(cpu.backend, &cpu_backend());
