@@ -1,5 +1,7 @@
 #include "dtrain/flags.h"
 
+#include <cstdio>
+
 #include "runtime/env.h"
 #include "runtime/flag_checks.h"
 
@@ -132,6 +134,11 @@ std::optional<int> parse_train_flags(CLI::App& app, int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
+    if (rc != 0)
+      if (const std::string hint =
+              did_you_mean(app, std::vector<std::string>(argv + 1, argv + argc));
+          !hint.empty())
+        std::fprintf(stderr, "%s\n", hint.c_str());
     return rc == 0 ? 0 : 2;  // --help is success; any bad flag is bad input
   }
   return std::nullopt;

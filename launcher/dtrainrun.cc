@@ -19,6 +19,7 @@
 #include "runtime/cluster_spec.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
+#include "runtime/flag_checks.h"
 #include "runtime/log.h"
 
 namespace {
@@ -85,8 +86,11 @@ int main(int argc, char** argv) {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
+    const std::string hint = dtrain::did_you_mean(app, normalize_args(argc, argv));
+    if (rc != 0 && hint.find("did you mean") != std::string::npos)
+      std::fprintf(stderr, "dtrainrun: %s\n", hint.c_str());
     // "dtrainrun build/bin/mnist_train --epochs 1": the command's flags were taken for ours.
-    if (dynamic_cast<const CLI::ExtrasError*>(&e))
+    else if (dynamic_cast<const CLI::ExtrasError*>(&e))
       std::fprintf(stderr,
                    "dtrainrun: the training command and its flags go after --: dtrainrun "
                    "[options] -- COMMAND [ARGS...] (see dtrainrun --help)\n");

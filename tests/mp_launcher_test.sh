@@ -157,6 +157,10 @@ badinput)
   expect "cannot write the log file $tmp/blocked/logs/mpirun/stdout" --log-dir "$tmp/blocked" -- true
   # A newcomer's mistakes, each with a message that says what to do.
   expect "the training command and its flags go after --" --dry-run "$bin/mnist_train" --epochs 1
+  expect "unknown flag --num-worker: did you mean --num-workers?" --mode ps --num-worker 2 -- x
+  "$bin/mnist_train" --epoch 1 >"$tmp/out" 2>&1; rc=$?
+  ((rc == 2)) && grep -q "unknown flag --epoch: did you mean --epochs?" "$tmp/out" ||
+    { cat "$tmp/out"; fail "mnist_train --epoch: exit $rc, no suggestion"; }
   TF_CONFIG="$(cat "$tmp/ok.json")" expect "TF_CONFIG names ps tasks: add --mode ps" --dry-run -- x
   echo '{"cluster":{"ps":["127.0.0.1:5000"],"worker":["127.0.0.1:5001"]},"task":{"type":"ps","index":0}}' >"$tmp/task.json"
   expect "names a task: that is one task's configuration" --mode ps --cluster-spec "$tmp/task.json" -- x

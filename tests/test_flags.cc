@@ -5,6 +5,7 @@
 #include "dtrain/flags.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
+#include "runtime/flag_checks.h"
 #include "runtime/files.h"
 #include "tests/test_readme_flags.h"
 
@@ -215,6 +216,19 @@ TEST(Flags, NegativeCountsAreRefusedNamingTheFlag) {
           << e.what();
     }
   }
+}
+
+// A mistyped flag gets the nearest real one (CLI11 said only "not expected: 1 --epoch").
+TEST(Flags, AMistypedFlagGetsTheNearestOne) {
+  CLI::App app;
+  JobOptions f;
+  add_train_flags(app, f);
+  EXPECT_EQ(did_you_mean(app, {"--epoch", "1"}), "unknown flag --epoch: did you mean --epochs?");
+  EXPECT_EQ(did_you_mean(app, {"--epochs", "2", "--batchsize=5"}),
+            "unknown flag --batchsize: did you mean --batch-size?");
+  EXPECT_EQ(did_you_mean(app, {"--frobnicate"}), "unknown flag --frobnicate (see --help)");
+  EXPECT_EQ(did_you_mean(app, {"--seed", "-1", "--epochs", "3"}), "") << "numbers are values";
+  EXPECT_EQ(did_you_mean(app, {"--", "--epoch"}), "") << "after -- is the command's";
 }
 
 }  // namespace
