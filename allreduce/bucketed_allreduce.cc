@@ -65,8 +65,11 @@ void BucketedAllreduce::launch(size_t lo, size_t hi) {
 void BucketedAllreduce::note_done(Bucket& b) {
   if (b.logged) return;
   b.logged = true;
+  // Buckets are in flight together: each on a row of its own (1 + its place in the step), as
+  // spans of one row must nest.
   if (timeline_->enabled())
-    timeline_->span("allreduce", 1, b.start_us, timeline_->now_us(),
+    timeline_->span("allreduce", 1 + static_cast<int>(&b - buckets_.data()), b.start_us,
+                    timeline_->now_us(),
                     {{"bytes", b.count * sizeof(float)}, {"offset", b.offset}, {"step", step_}});
 }
 
@@ -118,7 +121,8 @@ void BucketedAllreduce::finish_step(Model& model, Optimizer& opt) {
     comm_.allreduce(grads_ + lo, hi - lo, ReduceOp::kSum,
                     OpName{"allreduce bucket", buckets_.size() + tail++, step_});
     if (timeline_->enabled())
-      timeline_->span("allreduce", 1, t0, timeline_->now_us(),
+      timeline_->span("allreduce", 1 + static_cast<int>(buckets_.size() + tail - 1), t0,
+                      timeline_->now_us(),
                       {{"bytes", (hi - lo) * sizeof(float)}, {"offset", lo}, {"step", step_}});
     largest = std::max(largest, hi - lo);
   });

@@ -91,6 +91,8 @@ Job::Job(JobOptions o, int* argc, char*** argv) : Job(std::move(o)) {
 Job::Job(JobOptions o) : o_(std::move(o)) {}
 
 void Job::start(int* argc, char*** argv) {
+  if (started_ || device_.backend)
+    throw Error("Job::start: this job was started already (a Job starts once)");
   const EnvConfig env = read_env();
   mode_ = o_.mode;
   if (mode_ == "auto")
@@ -128,11 +130,13 @@ void Job::start(int* argc, char*** argv) {
     device_ = choose_device("cpu", 0);
     zmq_ = std::make_unique<zmq::context_t>(2);
     if (o_.ps.secure) keys_ = std::make_unique<ps::CurveKeys>(ps::load_curve_keys(ps_task_, env));
+    started_ = true;
     return;
   }
   if (mode_ == "local") {
     set_log_identity("worker", 0, 1);
     device_ = choose_device(o_.device, 0);
+    started_ = true;
     return;
   }
   if (mode_ == "allreduce") {
@@ -163,6 +167,7 @@ void Job::start(int* argc, char*** argv) {
       if (!problem.empty()) throw ConsistencyError(problem);  // every rank sees the same list
       nccl_.reset(cuda->make_nccl(*mpi_, *device_.backend));
     }
+    started_ = true;
     return;
   }
   throw InputError("--mode " + mode_ + " is not available in this build");
@@ -177,7 +182,31 @@ void Job::abort(int code) {
 }
 
 // The chooser: the one place that maps a role to a strategy.
+void Job::require_started(const char* what) const {
+  if (!started_)
+    throw Error(detail::cat(what,
+                            ": the job is not started (construct it with argc and argv, or "
+                            "call start() first and check that it returned)"));
+}
+
+Backend& Job::backend() {
+  require_started("Job::backend");
+  return *device_.backend;
+}
+
+std::unique_ptr<Model> Job::build_model(const ModelFactory& make_model, Backend& backend) const {
+  if (!make_model) throw InputError("the job was given no model factory");
+  std::unique_ptr<Model> model = make_model(o_.spec, backend);
+  if (!model) throw InputError("the model factory returned no model (a null pointer)");
+  if (&model->backend() != &backend)
+    throw InputError(detail::cat("the model factory built the model on the ",
+                                 model->backend().name(), " backend, not on the ", backend.name(),
+                                 " backend it was given: pass that backend to the Model"));
+  return model;
+}
+
 std::unique_ptr<GradientSync> Job::make_sync(const Model& model, const Optimizer& opt) {
+  require_started("Job::make_sync");
   if (mode_ == "local") return std::make_unique<LocalSync>();
   const EnvConfig env = read_env();
   if (mode_ == "allreduce") {
@@ -254,12 +283,14 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model, const Optimizer
 }
 
 void Job::serve(const ModelFactory& make_model) {
+  require_started("Job::serve");
   if (!ps_task_) throw Error("Job::serve: this process is not a ps task");
   const EnvConfig env = read_env();
   const ClusterSpec spec = tf_config_for_ps(env);
   // The layout the workers train: built on the CPU only to learn its size and description (or
   // learnt from the workers' hellos when there is no factory).
-  const std::unique_ptr<Model> model = make_model ? make_model(o_.spec, cpu_backend()) : nullptr;
+  const std::unique_ptr<Model> model =
+      make_model ? build_model(make_model, cpu_backend()) : nullptr;
   ps::ServerOptions s;
   s.name = ps_task_name(spec, spec.task_index);
   for (const auto& [type, index] : spec.training_tasks())
@@ -288,6 +319,7 @@ void Job::serve(const ModelFactory& make_model) {
 }
 
 TrainResult Job::train(const ModelFactory& make_model, const Dataset& data) {
+  require_started("Job::train");
   if (ps_task_) throw Error("Job::train: this process is a ps task (call serve)");
   // --device auto settling for the CPU is said at the normal level, with the reason.
   if (!device_.note.empty()) {
@@ -305,7 +337,7 @@ TrainResult Job::train(const ModelFactory& make_model, const Dataset& data) {
     else
       log_debug("CPU kernels: oneDNN ", isa);
   }
-  std::unique_ptr<Model> model = make_model(o_.spec, *device_.backend);
+  std::unique_ptr<Model> model = build_model(make_model, *device_.backend);
   Optimizer opt(o_.spec.optimizer, model->param_count(), device_.backend);
   sync_ = make_sync(*model, opt);
   log_debug("training ", model->param_count(), " parameters on ", device_.backend->name(), " with ",

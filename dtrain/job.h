@@ -99,7 +99,8 @@ class Job {
   TrainResult train(const ModelFactory& make_model, const Dataset& data);
 
   const JobOptions& options() const { return o_; }
-  Backend& backend() { return *device_.backend; }
+  // The job's backend (after start(); before it, an Error saying so).
+  Backend& backend();
   // "local", "allreduce" or "ps" (after construction; a ps task says "ps").
   const std::string& mode() const { return mode_; }
   // A failure only this process knows about: ends every process of the job now (MPI_Abort), so
@@ -112,7 +113,13 @@ class Job {
   std::unique_ptr<GradientSync> make_sync(const Model& model, const Optimizer& opt);
 
  private:
+  // Throws an Error naming `what` when start() has not run (or failed).
+  void require_started(const char* what) const;
+  // The model `make_model` builds on `backend`, checked: not null, and on that backend.
+  std::unique_ptr<Model> build_model(const ModelFactory& make_model, Backend& backend) const;
+
   JobOptions o_;
+  bool started_ = false;
   std::string mode_;
   bool ps_task_ = false;
   // Declared in the order they are created; destroyed in reverse.

@@ -401,10 +401,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
       stop_all(SIGKILL);
       stop_at = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }
-    // Once every task has exited, streams still held open by a grandchild (`sleep 300 &` in a
-    // task's shell) must not keep us here: after a failure at once, else after a second to drain
-    // what the tasks wrote last.
-    if (alive == 0 && stopping) break;
+    // Once every task has exited, what they wrote last is still in the pipes (a failing task's
+    // error lines, most often): read to the end of every stream, but a stream still held open by
+    // a grandchild (`sleep 300 &` in a task's shell) keeps us at most a second.
     if (alive == 0) {
       const auto now = std::chrono::steady_clock::now();
       if (!all_exited) {
@@ -415,8 +414,12 @@ RunResult Supervisor::run(const JobPlan& plan) {
       }
     }
   }
-  for (auto& s : streams)
-    if (s.fd >= 0) close(s.fd);
+  for (auto& s : streams) {
+    if (s.fd < 0) continue;
+    if (!s.partial.empty()) emit(s, s.partial);  // a last line without its newline
+    s.partial.clear();
+    close(s.fd);
+  }
   // A task's own children (mpirun's ranks) in its process group go with it, and so does anything
   // else it started (mpirun puts its ssh sessions in process groups of their own): as the
   // subreaper, every process descended from the launcher is ours to end.

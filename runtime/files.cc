@@ -4,11 +4,14 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -62,12 +65,17 @@ OutputLock lock_output_dir(const std::string& dir) {
   // Temporary files of writes that never finished (a writer killed mid-write: each attempt's
   // have its own pid, so they piled up, each as large as a checkpoint). Nobody else writes here
   // while this process holds the folder.
-  for (const fs::path& d : {fs::path(dir), fs::path(dir) / "model"}) {
+  // Only the files dtrain writes there: anything else is the user's.
+  const std::pair<fs::path, std::vector<std::string>> ours[] = {
+      {fs::path(dir), {"metrics.jsonl"}},
+      {fs::path(dir) / "model", {"checkpoint.bin", "model.json"}}};
+  for (const auto& [d, names] : ours) {
     for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
       const std::string name = it->path().filename().string();
       const size_t at = name.rfind(".tmp.");
       if (at == std::string::npos || at + 5 == name.size() ||
-          name.find_first_not_of("0123456789", at + 5) != std::string::npos)
+          name.find_first_not_of("0123456789", at + 5) != std::string::npos ||
+          std::find(names.begin(), names.end(), name.substr(0, at)) == names.end())
         continue;
       std::error_code rm;
       if (it->is_regular_file(rm)) fs::remove(it->path(), rm);

@@ -2,6 +2,16 @@
 // of its flat parameter and gradient buffers, in the memory of the model's Backend (host or
 // GPU). A layer's parameters are laid out [W (in x out), b (out)] in that view, row-major, so
 // y = x W + b. Layers do their math through the Backend, so one layer runs on every executor.
+//
+// Writing a layer of your own (README, "A layer of your own"):
+// - its view is param_view() / grad_view(): param_count() floats at offset() of the model's
+//   buffers (params_ and grads_ are the buffers' starts, shared by every layer);
+// - backward writes every gradient of its view (overwrites: the buffer still holds the last
+//   step's values; a layer that adds into it returns true from accumulates_grads(), and the model
+//   zeroes its view before each backward);
+// - `ready` takes ranges of the model's buffer (report_ready(ready, first, count) takes them in
+//   the view): each finished piece once, last first, or the whole view at the end. A range
+//   outside the layer's view is an error naming the layer.
 #pragma once
 
 #include <cstddef>
@@ -37,6 +47,9 @@ class Layer {
     offset_ = offset;
   }
   size_t offset() const { return offset_; }
+  // True when backward adds into its gradients instead of writing them: the model then zeroes
+  // this layer's view before each backward.
+  virtual bool accumulates_grads() const { return false; }
 
   // x: [batch x in], y: [batch x out], all in the backend's memory.
   virtual void forward(const float* x, float* y, size_t batch) = 0;
@@ -50,6 +63,14 @@ class Layer {
   void set_grad_chunk(size_t floats) { grad_chunk_ = floats; }
 
  protected:
+  // This layer's parameters and gradients: param_count() floats each, in the backend's memory.
+  float* param_view() const { return params_ + offset_; }
+  float* grad_view() const { return grads_ + offset_; }
+  // Reports [first, first + count) of this layer's view as final.
+  void report_ready(const GradReady& ready, size_t first, size_t count) const {
+    ready(offset_ + first, count);
+  }
+
   Backend* be_ = nullptr;
   float* params_ = nullptr;
   float* grads_ = nullptr;

@@ -21,8 +21,16 @@ Model::Model(size_t input_size, size_t classes, std::vector<std::unique_ptr<Laye
       row_hit_(backend),
       sums_(backend, 4) {
   if (layers_.empty()) throw InputError("a model needs at least one layer");
+  if (input_size_ == 0 || classes_ == 0)
+    throw InputError(detail::cat("a model needs inputs and classes (got input size ", input_size_,
+                                 " and ", classes_, " classes)"));
   size_t total = 0, prev = input_size_;
   for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i]) throw InputError(detail::cat("layer ", i, " is null"));
+    if (layers_[i]->in_size() == 0 || layers_[i]->out_size() == 0)
+      throw InputError(detail::cat("layer ", i, " (", layers_[i]->kind(), ") has size ",
+                                   layers_[i]->in_size(), " -> ", layers_[i]->out_size(),
+                                   ": a layer needs at least one input and one output"));
     if (layers_[i]->in_size() != prev)
       throw InputError(detail::cat("layer ", i, " (", layers_[i]->kind(), ") takes ",
                                    layers_[i]->in_size(), " inputs but gets ", prev));
@@ -55,6 +63,13 @@ void Model::init(uint64_t seed) {
   write_params(host.data());
 }
 
+bool Model::holds_params() const {
+  if (params_set_) return true;
+  std::vector<float> host(params_.size());
+  read_params(host.data());
+  return std::any_of(host.begin(), host.end(), [](float v) { return v != 0.0f; });
+}
+
 void Model::set_grad_chunk(size_t floats) {
   for (auto& l : layers_) l->set_grad_chunk(floats);
 }
@@ -75,6 +90,10 @@ void Model::ensure_batch(size_t batch) {
 }
 
 void Model::forward(const float* x, const uint8_t* y, size_t batch, bool want_grad, double* acc) {
+  if (batch == 0) throw InputError("a batch needs at least one sample (got 0)");
+  // Whatever forward_train left for backward is overwritten from here on (activations, the
+  // staged batch; a larger batch reallocates them).
+  backward_pending_ = false;
   ensure_batch(batch);
   // Labels are checked on the host, before they can index anything on any backend.
   for (size_t r = 0; r < batch; ++r)
@@ -98,17 +117,44 @@ void Model::train_step(const float* x, const uint8_t* y, size_t batch, const Gra
 void Model::forward_train(const float* x, const uint8_t* y, size_t batch) {
   forward(x, y, batch, true, sums_.data());
   train_count_ += batch;
+  backward_pending_ = true;
 }
 
 void Model::backward(const GradReady& ready) {
-  DTRAIN_CHECK(staged_.x != nullptr);
+  if (!backward_pending_)
+    throw Error(
+        "Model::backward: no forward_train() since the last backward() or evaluate() (evaluate "
+        "reuses the activations backward needs: call forward_train() again)");
+  backward_pending_ = false;
   const size_t batch = staged_rows_;
+  // Each layer reports ranges of its own view only: one outside it (a layer of your own that
+  // forgot its offset) would hand other layers' unfinished gradients to the allreduce.
+  struct Reporting {
+    const GradReady* to;
+    const Layer* layer;
+    size_t index, lo, hi;
+  } rep{&ready, nullptr, 0, 0, 0};
+  const GradReady checked = [r = &rep](size_t offset, size_t count) {
+    if (offset < r->lo || count > r->hi - r->lo || offset - r->lo > r->hi - r->lo - count)
+      throw InputError(detail::cat(
+          "layer ", r->index, " (", r->layer->kind(), ") reported gradients [", offset, ", ",
+          offset + count, ") ready, outside its own [", r->lo, ", ", r->hi,
+          "): ready() takes offsets in the model's buffer (offset() + i; or use report_ready)"));
+    if (*r->to) (*r->to)(offset, count);
+  };
   int cur = 0;
   for (size_t i = layers_.size(); i-- > 0;) {
     const float* in = i == 0 ? staged_.x : acts_[i - 1].data();
     // The first layer's input gradient is never needed: skipping it saves a third of its GEMMs.
     float* dx = i == 0 ? nullptr : dbuf_[1 - cur].data();
-    layers_[i]->backward(in, acts_[i].data(), dbuf_[cur].data(), dx, batch, ready);
+    Layer& l = *layers_[i];
+    rep.layer = &l;
+    rep.index = i;
+    rep.lo = l.offset();
+    rep.hi = l.offset() + l.param_count();
+    if (l.accumulates_grads() && l.param_count())
+      be_->zero(grad_buffer_ + l.offset(), l.param_count() * sizeof(float));
+    l.backward(in, acts_[i].data(), dbuf_[cur].data(), dx, batch, checked);
     cur = 1 - cur;
   }
 }
@@ -140,6 +186,7 @@ BatchStats Model::take_train_stats() {
 }
 
 BatchStats Model::evaluate(const float* x, const uint8_t* y, size_t n, size_t eval_batch) {
+  if (eval_batch == 0) throw InputError("an evaluation batch needs at least one sample (got 0)");
   zero_sums(2);
   for (size_t i = 0; i < n; i += eval_batch) {
     const size_t b = std::min(eval_batch, n - i);
@@ -149,6 +196,7 @@ BatchStats Model::evaluate(const float* x, const uint8_t* y, size_t n, size_t ev
 }
 
 BatchStats Model::evaluate_pixels(const uint8_t* x, const uint8_t* y, size_t n, size_t eval_batch) {
+  if (eval_batch == 0) throw InputError("an evaluation batch needs at least one sample (got 0)");
   zero_sums(2);
   std::vector<float> batch(std::min(eval_batch, n) * input_size_);
   for (size_t i = 0; i < n; i += eval_batch) {

@@ -47,7 +47,10 @@ class Model {
   // Copies between the flat buffers and host memory (whole buffers), for checkpoints,
   // broadcasts and parameter servers, on any backend.
   void read_params(float* host) const { params_.to_host(host, 0, params_.size()); }
-  void write_params(const float* host) { params_.from_host(host, 0, params_.size()); }
+  void write_params(const float* host) {
+    params_.from_host(host, 0, params_.size());
+    params_set_ = true;
+  }
   void read_grads(float* host) const { be_->download(host, grad_buffer_, param_count() * 4); }
   // Backward writes the gradients into `external` (param_count() floats of host memory) instead
   // of the model's own buffer, until called with null: CPU ranks that reduce through shared
@@ -58,13 +61,19 @@ class Model {
 
   // Deterministic initialization from a seed (the same values on every backend).
   void init(uint64_t seed);
+  // True once init() or write_params() ran, or when any parameter is not zero (a model factory
+  // that wrote weights through params()): the Trainer then starts from them instead of
+  // initializing from --seed.
+  bool holds_params() const;
   void set_grad_chunk(size_t floats);
 
   // Forward and backward over one batch (host memory): leaves the mean-loss gradient in grads()
-  // and reports finished gradient ranges (last layer first) through `ready`. The batch's loss and
-  // hits are added to the running training sums (take_train_stats).
+  // and reports finished gradient ranges (last layer first) through `ready` (may be empty). The
+  // batch's loss and hits are added to the running training sums (take_train_stats). A batch has
+  // at least one sample.
   void train_step(const float* x, const uint8_t* y, size_t batch, const GradReady& ready);
-  // The two halves of train_step, for callers that time them separately.
+  // The two halves of train_step, for callers that time them separately. backward() needs a
+  // forward_train() since the last backward() or evaluate() (which reuses the activations).
   void forward_train(const float* x, const uint8_t* y, size_t batch);
   void backward(const GradReady& ready);
   // The training sums since the last call, then starts new ones. Waits for queued work.
@@ -102,6 +111,8 @@ class Model {
   size_t train_count_ = 0;
   StagedBatch staged_{nullptr, nullptr};  // the batch forward_train ran on
   size_t staged_rows_ = 0;
+  bool backward_pending_ = false;  // forward_train ran; backward may use its activations
+  bool params_set_ = false;        // init() or write_params() ran
 };
 
 // 784 -> hidden[0] -> ReLU -> hidden[1] -> ReLU ... -> classes.

@@ -1,8 +1,60 @@
 #include "runtime/timeline.h"
 
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/error.h"
 #include "runtime/files.h"
+#include "runtime/log.h"
 
 namespace dtrain {
+
+namespace {
+constexpr const char* kHeader = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+constexpr const char* kTrailer = "\n]}\n";
+constexpr size_t kFlushBytes = 256 << 10;
+constexpr int64_t kFlushEveryUs = 1000000;
+}  // namespace
+
+void Timeline::open(const std::string& path, int pid) {
+  close();
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f)
+    throw InputError(
+        detail::cat("--timeline ", path, ": cannot write it (", std::strerror(errno), ")"));
+  std::lock_guard<std::mutex> lock(mu_);
+  file_ = f;
+  path_ = path;
+  pending_ = kHeader;
+  flush_locked();
+  enabled_ = file_ != nullptr;
+  pid_ = pid;
+}
+
+void Timeline::flush_locked() {
+  if (!file_) return;
+  const bool ok = std::fwrite(pending_.data(), 1, pending_.size(), file_) == pending_.size() &&
+                  std::fflush(file_) == 0;
+  pending_.clear();
+  flushed_us_ = now_us();
+  if (!ok) {
+    log_info("warning: --timeline ", path_, ": writing failed (", std::strerror(errno),
+             "); the timeline stops here, training goes on");
+    std::fclose(file_);
+    file_ = nullptr;
+    enabled_ = false;
+  }
+}
+
+void Timeline::close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!file_) return;
+  pending_ += kTrailer;
+  flush_locked();
+  if (file_) std::fclose(file_);
+  file_ = nullptr;
+  enabled_ = false;
+}
 
 void Timeline::span(const std::string& name, int tid, int64_t start_us, int64_t end_us,
                     nlohmann::json args) {
@@ -11,12 +63,20 @@ void Timeline::span(const std::string& name, int tid, int64_t start_us, int64_t 
                       {"tid", tid},   {"ts", start_us}, {"dur", end_us - start_us}};
   if (!args.is_null()) e["args"] = std::move(args);
   std::lock_guard<std::mutex> lock(mu_);
-  events_.push_back(std::move(e));
+  if (!enabled_) return;
+  ++count_;
+  if (!file_) {
+    events_.push_back(std::move(e));
+    return;
+  }
+  if (count_ > 1) pending_ += ",\n";
+  pending_ += e.dump();
+  if (pending_.size() >= kFlushBytes || end_us - flushed_us_ >= kFlushEveryUs) flush_locked();
 }
 
 size_t Timeline::size() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return events_.size();
+  return count_;
 }
 
 void Timeline::write(const std::string& path) const {

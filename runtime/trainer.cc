@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "runtime/batcher.h"
 #include "runtime/checkpoint.h"
@@ -80,7 +81,17 @@ TrainResult Trainer::run() {
   // other's checkpoint and metrics without a word.
   OutputLock lock;
   if (writer) lock = lock_output_dir(opts_.output_dir);
-  model_.init(opts_.seed);
+  // Weights the model already holds (a model factory that loaded pretrained ones, to fine-tune)
+  // are where training starts; only a model that holds none is initialized from the seed.
+  if (model_.holds_params()) {
+    if (chief && opts_.print)
+      log_info(
+          "starting from the parameters the model holds (set before training), not from "
+          "--seed ",
+          opts_.seed, "'s initialization");
+  } else {
+    model_.init(opts_.seed);
+  }
   // Where training continues, decided by the chief and handed to every process by start().
   ResumePoint resume;
   // A restart by dtrainrun resumes this job's own checkpoint only: when the first attempt failed
@@ -173,7 +184,13 @@ TrainResult Trainer::run() {
   job["train_samples"] = data_.train.size();
   job["max_steps_per_epoch"] = opts_.max_steps_per_epoch;
   job["checkpoint_every_steps"] = opts_.checkpoint_every_steps;
-  if (!opts_.timeline_path.empty() && chief) timeline_.enable(static_cast<int>(sync_.rank()));
+  if (!opts_.timeline_path.empty() && chief)
+    timeline_.open(opts_.timeline_path, static_cast<int>(sync_.rank()));
+  // Ends the timeline's document however train() ends (a stop, an error).
+  struct CloseTimeline {
+    Timeline& t;
+    ~CloseTimeline() { t.close(); }
+  } close_timeline{timeline_};
   resume = sync_.start(model_, opt_, job, resume, timeline_);
   const bool ps_worker = sync_.name() == "ps";
   // Allreduce ranks agree on where to stop: every kStopCheckSteps steps they sum their SIGTERM
@@ -196,6 +213,9 @@ TrainResult Trainer::run() {
   Batcher batcher(data_.train.size(), opts_.batch_size, sync_.rank(), sync_.world(), opts_.seed);
   TrainResult result;
   uint64_t global_step = resume.step;
+  // The step of the checkpoint in the output folder that this job made or resumed from.
+  std::optional<uint64_t> saved_step;
+  if (opts_.resume && (resume.step || resume.epoch)) saved_step = resume.step;
   size_t peak_anon = read_memory_use().anonymous_bytes;  // sampled at every epoch's end
   double samples = 0, seconds = 0;
   for (uint64_t e = resume.epoch; e < opts_.epochs; ++e) {
@@ -245,12 +265,24 @@ TrainResult Trainer::run() {
         const bool checkpoint_here =
             (stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps);
         if (checkpoint_here && (writer || !ps_worker)) sync_.gather_state(model_, opt_);
-        if (checkpoint_here && writer) write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
+        if (checkpoint_here && writer) {
+          write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
+          saved_step = global_step;
+        }
         if (stop) {
           sync_.finish(false);
-          throw StopRequested(
-              detail::cat("stopped by SIGTERM after step ", global_step,
-                          writer ? "; checkpoint written (--resume continues)" : ""));
+          // A ps job writes none on a stop: it keeps its last one, if it has one.
+          std::string said;
+          if (checkpoint_here && writer)
+            said = "; checkpoint written (--resume continues)";
+          else if (writer && saved_step)
+            said = detail::cat("; keeping the last checkpoint (step ", *saved_step,
+                               "; --resume continues from there)");
+          else if (writer)
+            said =
+                "; it has no checkpoint yet (a ps job writes one at each epoch's end and "
+                "every --checkpoint-every-steps steps)";
+          throw StopRequested(detail::cat("stopped by SIGTERM after step ", global_step, said));
         }
         if (progress && (s % 50 == 0 || s + 1 == steps)) {
           const BatchStats so_far = model_.peek_train_stats();
@@ -300,11 +332,14 @@ TrainResult Trainer::run() {
       std::printf("epoch %llu/%zu  no step left to train (resumed at its end)  test_acc %.4f\n",
                   (unsigned long long)m.epoch, opts_.epochs, m.test_accuracy);
     std::fflush(stdout);
-    if (writer) write_epoch_outputs(m, global_step);
+    if (writer) {
+      write_epoch_outputs(m, global_step);
+      saved_step = global_step;
+    }
     result.epochs.push_back(m);
   }
   sync_.finish(true);
-  if (!opts_.timeline_path.empty() && chief) timeline_.write(opts_.timeline_path);
+  timeline_.close();
 
   const MemoryUse mem = read_memory_use();
   peak_anon = std::max(peak_anon, mem.anonymous_bytes);

@@ -11,7 +11,8 @@ scripts/build.sh mnist_train dtrainrun
 scripts/get-mnist.sh
 out="${DTRAIN_DEMO_OUTPUT:-demo-output}"
 epochs="${DTRAIN_DEMO_EPOCHS:-3}"
-rm -rf "$out"
+# Only the two jobs' own folders: DTRAIN_DEMO_OUTPUT may name a folder that holds other things.
+rm -rf "$out/allreduce" "$out/ps"
 mkdir -p "$out/allreduce" "$out/ps"
 
 report() {  # name dir

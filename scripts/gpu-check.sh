@@ -10,8 +10,13 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 DTRAIN_CMAKE_ARGS="-DDTRAIN_CUDA=ON ${DTRAIN_CMAKE_ARGS:-}" scripts/build.sh
 gpus="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)"
+# nvidia-smi lists every GPU; CUDA_VISIBLE_DEVICES limits what the processes see.
+if [[ -n "${CUDA_VISIBLE_DEVICES+x}" ]]; then
+  visible="$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c . || true)"
+  ((visible < ${gpus:-0})) && gpus="$visible"
+fi
 echo "gpu-check: ${gpus:-0} GPU(s) visible"
-(cd build && DTRAIN_REQUIRE_GPU=1 ctest -L gpu --output-on-failure)
+(cd build && DTRAIN_REQUIRE_GPU=1 ctest -L gpu --timeout 600 --output-on-failure)
 mpi=(mpirun --bind-to none --oversubscribe)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
 if ((${gpus:-0} >= 1)); then

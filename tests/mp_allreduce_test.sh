@@ -52,6 +52,10 @@ gpu)
   "$bin/mnist_train" "${data[@]}" --device cuda --model cnn --epochs 1 --output-dir "$tmp/cnn" \
     >"$tmp/cnn.out" 2>&1 || { cat "$tmp/cnn.out"; fail "CNN on the GPU exited $?"; }
   gpus="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)"
+  if [[ -n "${CUDA_VISIBLE_DEVICES+x}" ]]; then  # what the ranks can see, not the machine's
+    visible="$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c . || true)"
+    ((visible < ${gpus:-0})) && gpus="$visible"
+  fi
   ranks=$(( ${gpus:-0} >= 2 ? 2 : 1 ))  # NCCL needs a GPU per rank
   # Buckets of 0.25 MB: the MLP's 1.07 MB leave in several buckets during backward (the bucketed
   # NCCL path), also on a one-GPU machine.
@@ -107,6 +111,15 @@ buckets = [e for e in tl if e["name"] == "allreduce"]
 assert all(e["args"]["bytes"] > 0 for e in buckets)
 steps = {e["args"]["step"] for e in buckets}
 assert len(buckets) > len(steps), "0.25 MB buckets: several per step"
+# Spans on one row (pid, tid) must not overlap: a trace viewer draws "X" events of a row as a
+# stack (buckets in flight together went on one row and were drawn as nested, wrongly).
+rows = {}
+for e in tl:
+    rows.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"], e["name"]))
+for row, spans in rows.items():
+    spans.sort()
+    for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+        assert b0 >= a1 or b1 <= a1, f"row {row}: {an} [{a0}, {a1}] and {bn} [{b0}, {b1}] overlap"
 print("e2e ok: accuracy %.4f; MPI path: %d allreduce spans over %d steps" %
       (s["test_accuracy"], len(buckets), len(steps)))
 PY

@@ -108,7 +108,7 @@ sigtermstart)
   for _ in $(seq 100); do (($(segments) > 0)) && break; sleep 0.1; done
   (($(segments) > 0)) || fail "the worker offered no shared memory"
   start=$SECONDS
-  pkill -TERM -f "mnist_train.*out-worker0" || fail "worker not running"
+  pkill -TERM -f "^$bin/mnist_train .*$tmp/out-worker0" || fail "worker not running"
   wait $w; rc=$?
   ((rc == 143)) || fail "exit $rc after SIGTERM, not 143"
   ((SECONDS - start < 5)) || fail "took $((SECONDS - start)) s to stop"
@@ -136,7 +136,7 @@ vanish)
   task worker 0 --synthetic-data 60000 --epochs 100 --step-timeout 3 & w0=$!
   task worker 1 --synthetic-data 60000 --epochs 100 --step-timeout 3 & w1=$!
   sleep 2
-  pkill -9 -f "out-worker1" || fail "worker 1 not running"
+  pkill -9 -f "^$bin/mnist_train .*$tmp/out-worker1" || fail "worker 1 not running"
   start=$SECONDS
   wait $ps; rc=$?
   ((rc != 0)) || fail "ps exited 0"

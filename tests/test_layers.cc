@@ -1,6 +1,7 @@
 // Finite-difference gradient checks: each layer alone and the whole MLP with its loss.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -125,6 +126,166 @@ TEST(Model, SameSeedSameParameters) {
   EXPECT_EQ(0, std::memcmp(a->params(), b->params(), a->param_count() * sizeof(float)));
   b->init(12);
   EXPECT_NE(0, std::memcmp(a->params(), b->params(), a->param_count() * sizeof(float)));
+}
+
+// A layer of your own, written as the README's "A layer of your own" says: y = x * s + t per
+// feature, parameters [s (size), t (size)] in its view. The CPU backend's memory is the host's.
+class Scale : public Layer {
+ public:
+  explicit Scale(size_t size, bool forget_offset = false, bool accumulate = false)
+      : size_(size), forget_offset_(forget_offset), accumulate_(accumulate) {}
+  std::string kind() const override { return "scale"; }
+  nlohmann::json spec() const override { return {{"kind", "scale"}, {"size", size_}}; }
+  size_t in_size() const override { return size_; }
+  size_t out_size() const override { return size_; }
+  size_t param_count() const override { return 2 * size_; }
+  bool accumulates_grads() const override { return accumulate_; }
+  void init_params(float* p, Rng& rng) const override {
+    for (size_t j = 0; j < size_; ++j) p[j] = rng.uniform(0.5f, 1.5f);
+    for (size_t j = 0; j < size_; ++j) p[size_ + j] = rng.uniform(-0.1f, 0.1f);
+  }
+  void forward(const float* x, float* y, size_t batch) override {
+    const float *s = param_view(), *t = s + size_;
+    for (size_t r = 0; r < batch; ++r)
+      for (size_t j = 0; j < size_; ++j) y[r * size_ + j] = x[r * size_ + j] * s[j] + t[j];
+  }
+  void backward(const float* x, const float* /*y*/, float* dy, float* dx, size_t batch,
+                const GradReady& ready) override {
+    const float* s = param_view();
+    float *gs = grad_view(), *gt = gs + size_;
+    if (!accumulate_) std::fill(gs, gs + 2 * size_, 0.0f);  // this layer overwrites its view
+    for (size_t r = 0; r < batch; ++r)
+      for (size_t j = 0; j < size_; ++j) {
+        gs[j] += dy[r * size_ + j] * x[r * size_ + j];
+        gt[j] += dy[r * size_ + j];
+      }
+    if (forget_offset_) {
+      ready(0, 2 * size_);  // the mistake: offsets are the model's, not the view's
+    } else {
+      report_ready(ready, size_, size_);  // t first (last first), then s
+      report_ready(ready, 0, size_);
+    }
+    if (dx)
+      for (size_t r = 0; r < batch; ++r)
+        for (size_t j = 0; j < size_; ++j) dx[r * size_ + j] = dy[r * size_ + j] * s[j];
+  }
+
+ private:
+  size_t size_;
+  bool forget_offset_, accumulate_;
+};
+
+std::unique_ptr<Model> model_with_scale(bool forget_offset = false, bool accumulate = false) {
+  std::vector<std::unique_ptr<Layer>> layers;
+  layers.push_back(std::make_unique<Dense>(6, 5));  // the scale layer's view starts at 35
+  layers.push_back(std::make_unique<Scale>(5, forget_offset, accumulate));
+  layers.push_back(std::make_unique<Relu>(5));
+  layers.push_back(std::make_unique<Dense>(5, 4));
+  auto m = std::make_unique<Model>(6, 4, std::move(layers));
+  m->init(21);
+  return m;
+}
+
+TEST(YourOwnLayer, TrainsThroughItsViewWithTheRightGradients) {
+  auto m = model_with_scale();
+  check_model_gradient(*m, 5, 2, 64);
+}
+
+TEST(YourOwnLayer, AReadyRangeOutsideItsViewIsNamed) {
+  // Forgetting the offset handed the first layer's unfinished gradients to the allreduce.
+  auto m = model_with_scale(/*forget_offset=*/true);
+  std::vector<float> x(3 * 6, 0.25f);
+  std::vector<uint8_t> y = {0, 1, 2};
+  try {
+    m->train_step(x.data(), y.data(), 3, [](size_t, size_t) {});
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1 (scale) reported gradients [0, 10) ready, "
+                                         "outside its own [35, 45)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(YourOwnLayer, AnAccumulatingLayerStartsEachStepFromZero) {
+  // The gradient buffer holds the last step's values: a layer that adds into it is zeroed first
+  // when it says so, so a second step on the same batch gives the same gradient, not twice it.
+  auto m = model_with_scale(false, /*accumulate=*/true);
+  std::vector<float> x(4 * 6);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 7) / 7.0f - 0.4f;
+  std::vector<uint8_t> y = {0, 1, 2, 3};
+  m->train_step(x.data(), y.data(), 4, nullptr);  // an empty GradReady is allowed
+  const std::vector<float> once(m->grads(), m->grads() + m->param_count());
+  m->train_step(x.data(), y.data(), 4, nullptr);
+  const std::vector<float> twice(m->grads(), m->grads() + m->param_count());
+  EXPECT_EQ(once, twice);
+  EXPECT_NE(once[35], 0.0f);
+}
+
+TEST(Model, MisuseIsAClearErrorNotACrash) {
+  auto m = model_with_scale();
+  std::vector<float> x(4 * 6, 0.1f);
+  std::vector<uint8_t> y = {0, 1, 2, 3};
+  auto what = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(what([&] {
+              m->train_step(x.data(), y.data(), 0, nullptr);
+            }).find("a batch needs at least one sample"),
+            std::string::npos);
+  EXPECT_NE(what([&] {
+              m->evaluate(x.data(), y.data(), 4, 0);
+            }).find("an evaluation batch needs at least one sample"),
+            std::string::npos);
+  EXPECT_NE(what([&] {
+              m->evaluate_pixels(nullptr, y.data(), 4, 0);
+            }).find("an evaluation batch needs at least one sample"),
+            std::string::npos);
+  // evaluate() between the halves of a step overwrote the activations backward used (and a
+  // larger evaluation batch reallocated them): backward then trained on garbage.
+  m->forward_train(x.data(), y.data(), 4);
+  m->evaluate(x.data(), y.data(), 4);
+  EXPECT_NE(what([&] { m->backward(nullptr); }).find("no forward_train() since the last"),
+            std::string::npos);
+  m->forward_train(x.data(), y.data(), 4);
+  m->backward(nullptr);
+  EXPECT_NE(what([&] { m->backward(nullptr); }).find("no forward_train() since the last"),
+            std::string::npos);
+  // Layers without inputs or outputs, and null layers.
+  auto build = [](std::unique_ptr<Layer> l, size_t in, size_t out) {
+    std::vector<std::unique_ptr<Layer>> layers;
+    layers.push_back(std::move(l));
+    Model model(in, out, std::move(layers));
+  };
+  EXPECT_NE(what([&] {
+              build(std::make_unique<Dense>(0, 4), 0, 4);
+            }).find("a model needs inputs and classes"),
+            std::string::npos);
+  EXPECT_NE(what([&] {
+              build(std::make_unique<Relu>(0), 3, 3);
+            }).find("layer 0 (relu) has size 0 -> 0: a layer needs at least one input"),
+            std::string::npos);
+  EXPECT_NE(what([&] { build(nullptr, 3, 3); }).find("layer 0 is null"), std::string::npos);
+}
+
+TEST(Model, HoldsParamsOnceWrittenOrNotZero) {
+  auto fresh = [] { return build_mlp(6, {5}, 4); };
+  EXPECT_FALSE(fresh()->holds_params());
+  auto a = fresh();
+  a->init(3);
+  EXPECT_TRUE(a->holds_params());
+  auto b = fresh();
+  b->params()[7] = 0.5f;  // a factory writing weights through params()
+  EXPECT_TRUE(b->holds_params());
+  auto c = fresh();
+  std::vector<float> zeros(c->param_count(), 0.0f);
+  c->write_params(zeros.data());  // all zero, but written on purpose
+  EXPECT_TRUE(c->holds_params());
 }
 
 }  // namespace

@@ -5,8 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
+#include "dtrain/job.h"
 #include "runtime/checkpoint.h"
 #include "runtime/dataset.h"
 #include "runtime/error.h"
@@ -147,6 +149,39 @@ TEST(Training, LocalTimelineHasTheOptimizerSpan) {
     EXPECT_TRUE(names.count(n)) << n;
 }
 
+// The timeline is streamed: a job stopped by SIGTERM keeps the spans of the steps it made (it
+// was written only at a normal end), and a --timeline path that cannot be written is an error
+// before any training (it failed after the whole job, with no summary).
+TEST(Training, TimelineSurvivesAStopAndABadPathFailsAtStart) {
+  TempDir d;
+  JobSpec o;
+  o.epochs = 1;
+  o.batch_size = 20;
+  o.output_dir = d.path();
+  o.print = false;
+  o.timeline_path = d / "timeline.json";
+  request_stop();  // stops after the first step
+  EXPECT_THROW(train(small_data(), o), StopRequested);
+  clear_stop_request();
+  ASSERT_TRUE(std::filesystem::exists(d / "timeline.json"));
+  const nlohmann::json doc = nlohmann::json::parse(read_file(d / "timeline.json"));
+  std::set<std::string> names;
+  for (const auto& e : doc["traceEvents"]) names.insert(e["name"].get<std::string>());
+  for (const char* n : {"forward", "backward", "finish_step"}) EXPECT_TRUE(names.count(n)) << n;
+
+  TempDir e;
+  o.output_dir = e.path();
+  o.timeline_path = e / "no-such-folder/timeline.json";
+  try {
+    train(small_data(), o);
+    FAIL() << "an unwritable --timeline was accepted";
+  } catch (const InputError& err) {
+    EXPECT_NE(std::string(err.what()).find("--timeline " + o.timeline_path), std::string::npos)
+        << err.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(e / "metrics.jsonl")) << "it trained before failing";
+}
+
 TEST(Training, LearnsGeneratedData) {
   TempDir d;
   JobSpec o;
@@ -268,10 +303,16 @@ TEST(Training, OutputFolderIsOneJobsAtATime) {
   std::ofstream(d / "model/checkpoint.bin.tmp.12345") << "torn";
   std::ofstream(d / "metrics.jsonl.tmp.9") << "torn";
   std::ofstream(d / "model/notes.tmp.txt") << "mine";
+  // Only dtrain's own files' temporaries: a user's (or another tool's) file that merely ends
+  // in .tmp.<digits> stays.
+  std::ofstream(d / "model/weights.npz.tmp.77") << "mine";
+  std::ofstream(d / "export.tmp.3") << "mine";
   OutputLock again = lock_output_dir(d.path());  // released with the first
   EXPECT_FALSE(std::filesystem::exists(d / "model/checkpoint.bin.tmp.12345"));
   EXPECT_FALSE(std::filesystem::exists(d / "metrics.jsonl.tmp.9"));
   EXPECT_TRUE(std::filesystem::exists(d / "model/notes.tmp.txt"));
+  EXPECT_TRUE(std::filesystem::exists(d / "model/weights.npz.tmp.77"));
+  EXPECT_TRUE(std::filesystem::exists(d / "export.tmp.3"));
   std::ofstream(d / "afile") << "x";
   try {
     lock_output_dir(d / "afile");
@@ -279,6 +320,74 @@ TEST(Training, OutputFolderIsOneJobsAtATime) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("cannot create"), std::string::npos) << e.what();
   }
+}
+
+// Weights the model holds before training (a model factory that loaded pretrained ones, to
+// fine-tune) are where training starts: they were replaced by --seed's initialization.
+TEST(Training, StartsFromTheWeightsTheModelHolds) {
+  TempDir d;
+  auto run = [&](const std::string& out, const std::function<void(Model&)>& prepare) {
+    auto m = build_mlp(small_data().features(), {32, 16}, 10);
+    prepare(*m);
+    Optimizer opt(OptimizerOptions{}, m->param_count());
+    LocalSync sync;
+    JobSpec o;
+    o.epochs = 1;
+    o.print = false;
+    o.seed = 1;
+    o.output_dir = d / out;
+    Trainer(*m, opt, sync, small_data(), o).run();
+    return std::vector<float>(m->params(), m->params() + m->param_count());
+  };
+  const auto fresh = run("fresh", [](Model&) {});
+  const auto loaded = run("loaded", [](Model& m) { m.init(77); });
+  const auto copied = run("copied", [](Model& m) {
+    auto pretrained = build_mlp(m.input_size(), {32, 16}, 10);
+    pretrained->init(77);
+    std::copy(pretrained->params(), pretrained->params() + m.param_count(), m.params());
+  });
+  const auto seed1 = run("seed1", [](Model& m) { m.init(1); });
+  EXPECT_EQ(loaded, copied) << "weights written through params() count as the model's";
+  EXPECT_NE(loaded, fresh) << "the loaded weights were replaced";
+  EXPECT_EQ(seed1, fresh) << "a fresh model starts from --seed's initialization";
+}
+
+// The library's Job used the wrong way: a clear error, not a segfault.
+TEST(JobApi, MisuseIsAClearError) {
+  TempDir d;
+  JobOptions o;
+  o.mode = "local";
+  o.device = "cpu";
+  o.spec.print = false;
+  o.spec.output_dir = d.path();
+  o.spec.epochs = 1;
+  auto what = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  auto mlp = [](const JobSpec&, Backend& be) {
+    return build_mlp(small_data().features(), {8}, 10, be);
+  };
+  Job job(o);
+  EXPECT_NE(what([&] { job.backend(); }).find("Job::backend: the job is not started"),
+            std::string::npos);
+  EXPECT_NE(what([&] { job.train(mlp, small_data()); }).find("Job::train: the job is not started"),
+            std::string::npos);
+  job.start(nullptr, nullptr);
+  EXPECT_NE(what([&] { job.start(nullptr, nullptr); }).find("was started already"),
+            std::string::npos);
+  const ModelFactory none = [](const JobSpec&, Backend&) { return std::unique_ptr<Model>(); };
+  EXPECT_NE(
+      what([&] { job.train(none, small_data()); }).find("the model factory returned no model"),
+      std::string::npos);
+  EXPECT_NE(what([&] { job.train(nullptr, small_data()); }).find("no model factory"),
+            std::string::npos);
+  const TrainResult r = job.train(mlp, small_data());  // and it still trains
+  EXPECT_EQ(r.epochs.size(), 1u);
 }
 
 }  // namespace

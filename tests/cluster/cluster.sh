@@ -38,8 +38,13 @@ cluster_up() {
   for t in ip unshare nsenter ssh ssh-keygen /usr/sbin/sshd; do
     command -v "$t" >/dev/null || { cluster_skip "$t is not installed (scripts/setup.sh installs it)"; return 77; }
   done
+  cluster_remove_stale
   CLUSTER_DIR="$(mktemp -d /tmp/dtrain-cluster.XXXXXX)"
   trap cluster_down EXIT
+  # A test killed outright (ctest's timeout sends SIGKILL) cannot run its EXIT trap; a SIGTERM
+  # or SIGINT ends it through the trap.
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
   if ! ip netns add "$CLUSTER_PREFIX-sw" 2>"$CLUSTER_DIR/err"; then
     cluster_skip "cannot create a network namespace: $(cat "$CLUSTER_DIR/err")"
     return 77
@@ -112,9 +117,10 @@ CFG
     done
     ((ok)) && break
     if ((SECONDS > deadline)); then
+      # Namespaces were made: this is a failure of the set-up, not a machine that cannot.
       cat "$CLUSTER_DIR"/sshd.*.log >&2
-      cluster_skip "the nodes' sshd did not answer within 20 s"
-      return 77
+      echo "FAIL: simulated cluster: the nodes' sshd did not answer within 20 s" >&2
+      return 1
     fi
     sleep 0.2
   done
@@ -135,10 +141,29 @@ cluster_cap() {
 
 # The nodes share this machine's cores, which Open MPI cannot know: its ranks would busy-poll
 # against each other's compute (4 ranks on 2 cores measured 16x slower). Waiting ranks yield.
+# With CLUSTER_JOB_TIMEOUT set (seconds), CMD is killed after that long (exit 124), so that a
+# hung job ends the test through its own cleanup, not through ctest's kill that skips it.
 on_node() {
   local i="$1"
   shift
-  OMPI_MCA_mpi_yield_when_idle=1 nsenter -t "${CLUSTER_PIDS[$i]}" -n -u -m --wd="$PWD" -- "$@"
+  local limit=()
+  [[ -n "${CLUSTER_JOB_TIMEOUT:-}" ]] && limit=(timeout -k 5 "$CLUSTER_JOB_TIMEOUT")
+  OMPI_MCA_mpi_yield_when_idle=1 "${limit[@]}" \
+    nsenter -t "${CLUSTER_PIDS[$i]}" -n -u -m --wd="$PWD" -- "$@"
+}
+
+# Namespaces of an earlier cluster whose shell is gone (killed before its cleanup could run):
+# their processes and the namespaces go. Only dtc<pid>-* names, which only this file makes.
+cluster_remove_stale() {
+  local ns owner
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^dtc[0-9]+-(n[0-9]+|sw)$'); do
+    owner="${ns#dtc}"
+    owner="${owner%%-*}"
+    kill -0 "$owner" 2>/dev/null && continue
+    echo "cluster: removing $ns, left by an earlier run (pid $owner is gone)" >&2
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
 }
 
 # Every process still in a node's namespace: what a test must find none of, after a job.
@@ -148,6 +173,7 @@ node_processes() {  # I -> pids other than that node's sshd
 
 cluster_down() {
   local rc=$? i ns c
+  set +e  # every step runs, whatever fails (an EXIT trap under set -e stopped halfway)
   for c in "${CLUSTER_EXTRA_CLEANUP[@]}"; do eval "$c" || true; done
   for ((i = 1; i <= CLUSTER_NODES; ++i)); do
     ns="$(node_ns "$i")"

@@ -30,6 +30,9 @@
 set -uo pipefail
 bin="$1"; src="$2"; case_="$3"
 source "$src/tests/cluster/cluster.sh"
+# Each job ends within this (ctest kills the whole test at its TIMEOUT, skipping the cleanup);
+# a stalled job ends sooner, through the stall watchdog.
+export CLUSTER_JOB_TIMEOUT=150 DTRAIN_STALL_TIMEOUT=${DTRAIN_STALL_TIMEOUT:-120}
 tmp="$(mktemp -d /tmp/dtrain-cluster-test.XXXXXX)"
 cluster_on_exit 'pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"'
 cluster_up 2 || exit $?
@@ -249,9 +252,9 @@ partition)
     grep -q "epoch 2/" "console.$mode" || fail "$mode: training did not start"
     ip -n "$(node_ns 2)" link set eth0 down
     start=$SECONDS
-    while pgrep -f "dtrainrun .*job-$mode" >/dev/null && ((SECONDS - start < 40)); do sleep 0.2; done
+    while pgrep -f "^$bin/dtrainrun .*job-$mode" >/dev/null && ((SECONDS - start < 40)); do sleep 0.2; done
     took=$((SECONDS - start))
-    pgrep -f "dtrainrun .*job-$mode" >/dev/null && fail "$mode: still running $took s after the partition"
+    pgrep -f "^$bin/dtrainrun .*job-$mode" >/dev/null && fail "$mode: still running $took s after the partition"
     wait
     ((took <= 18)) || fail "$mode: ended $took s after the partition (timeout 8 + 10)"
     grep -q "^\[dtrainrun\] task .* the other tasks were stopped" "console.$mode" ||
@@ -313,14 +316,18 @@ killlauncher)
     fi
     on_node 1 "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 200 \
       >"console.$mode" 2>&1 &
+    job=$!
+    launcher=""
     for _ in $(seq 50); do
-      launcher="$(pgrep -f "dtrainrun .*job-$mode")" && break
+      launcher="$(pgrep -f "^$bin/dtrainrun .*job-$mode")" && break
       sleep 0.1
     done
+    [[ -n "$launcher" ]] || fail "$mode: no dtrainrun process found to kill"
     for _ in $(seq 100); do grep -q "epoch 1/" "console.$mode" 2>/dev/null && break; sleep 0.2; done
     [[ -n "$(node_processes 2)" ]] || { cat "console.$mode"; fail "$mode: nothing runs on dtn2"; }
     kill -9 $launcher
-    wait 2>/dev/null
+    wait $job 2>/dev/null; rc=$?
+    ((rc == 137)) || fail "$mode: the job exited $rc, not 137 (SIGKILL of the launcher)"
     no_leftovers "launcher killed ($mode)"
     echo "$mode: nothing left on any node after SIGKILL of the launcher"
   done
