@@ -123,6 +123,19 @@ std::optional<ParameterServerSync::Reply> ParameterServerSync::recv_reply(size_t
   return r;
 }
 
+void ParameterServerSync::stop_if_stuck(double waited, const WaitFor& what,
+                                        const std::vector<size_t>& servers) {
+  // A SIGTERM normally stops the job at the next step boundary; a wait that outlasts a second
+  // after it is one for servers that were stopped with us (the launcher stops every task):
+  // waiting on ended in the launcher's SIGKILL with nothing said.
+  if (waited < 1.0 || !stop_requested()) return;
+  finish(false);  // says done, as a stop at a step boundary does
+  throw StopRequested(detail::cat("worker ", opts_.worker_rank,
+                                  ": stopped by SIGTERM after waiting ", static_cast<int>(waited),
+                                  " s in ", what, " for ", NameList{opts_.server_names, &servers},
+                                  " (stopped too?); the job keeps its last checkpoint"));
+}
+
 std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
     const std::vector<size_t>& servers, double timeout_s, const WaitFor& what) {
   std::vector<Reply> out(socks_.size());
@@ -148,6 +161,7 @@ std::vector<ParameterServerSync::Reply> ParameterServerSync::wait_replies(
                                      silent, " within ", timeout_s, " s"));
     }
     const double waited = seconds_since(t0);
+    stop_if_stuck(waited, what, which);
     if (opts_.stall_warning_s > 0 && waited >= warned_after + opts_.stall_warning_s) {
       warned_after = waited;
       log_info("stall: worker ", opts_.worker_rank, " has waited ", static_cast<int>(waited),
@@ -433,6 +447,13 @@ void ParameterServerSync::finish_sync_step(Model& model) {
         take_params(s, *r, p.offset, p.count, model.params());
         outstanding.erase(it);
       }
+    }
+    if (!outstanding.empty()) {
+      std::vector<size_t> silent;
+      for (auto& [key, i] : outstanding)
+        if (std::find(silent.begin(), silent.end(), key.first) == silent.end())
+          silent.push_back(key.first);
+      stop_if_stuck(seconds_since(t0), WaitFor("step", step_), silent);
     }
     if (!outstanding.empty() && seconds_since(t0) > opts_.step_timeout_s + kServerSpeaksFirstS) {
       std::set<size_t> silent;

@@ -93,6 +93,8 @@ class ParameterServerSync : public GradientSync {
   // The next message waiting on server s, if any (header and payload; extra frames drained).
   // A reply that does not decode is a PeerError naming the server.
   std::optional<Reply> recv_reply(size_t s, const WaitFor& what);
+  // After a SIGTERM, a wait of over a second ends in StopRequested, naming `servers`.
+  void stop_if_stuck(double waited, const WaitFor& what, const std::vector<size_t>& servers);
   std::vector<size_t> all_servers() const;
   void apply_params_reply(Model& model);
   // Copies the parameters a kParams or kParamsShm reply from server s carries for

@@ -30,7 +30,8 @@ while (($#)); do
     *) echo "bench-cluster: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ -x build/bin/mnist_train ]] || scripts/build.sh
+# Always: an incremental build is quick, and a stale binary measures old code.
+scripts/build.sh mnist_train dtrainrun dtrain_bench
 data=(--data-folder "$src/data/mnist")
 [[ -f data/mnist/train-images-idx3-ubyte || -f data/mnist/train-images-idx3-ubyte.gz ]] ||
   data=(--synthetic-data 60000)
@@ -114,8 +115,9 @@ for (link, c), s in rows.items():
 
 # Allreduce busbw across the nodes next to one TCP stream between them (uncapped).
 on_node 1 "$src/build/bin/dtrainrun" --output-dir bench -H dtn1:1,dtn2:1 -- \
-  "$src/build/bin/dtrain_bench" allreduce -b 1M -e 16M -f 4 2>/dev/null |
-  sed 's/^\[worker:0\] //' | grep '^{' | tee -a "$out/cluster.jsonl"
+  "$src/build/bin/dtrain_bench" allreduce -b 1M -e 16M -f 4 >busbw.out 2>&1 ||
+  { tail -n 20 busbw.out >&2; echo "bench-cluster: dtrain_bench allreduce across the nodes failed" >&2; exit 1; }
+sed 's/^\[worker:0\] //' busbw.out | grep '^{' | tee -a "$out/cluster.jsonl"
 
 if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
   /usr/bin/python3 - "$out/cluster.jsonl" "$out/cluster.png" <<'PY'

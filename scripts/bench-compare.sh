@@ -8,6 +8,7 @@
 # e.g. git worktree add /tmp/base HEAD~1 && (cd /tmp/base && scripts/build.sh) &&
 #      scripts/bench-compare.sh /tmp/base/build/bin build/bin
 set -euo pipefail
+shopt -s inherit_errexit  # a failed measurement inside $(...) stops the run (it printed nothing)
 cd "$(dirname "$0")/.."
 (($# >= 2)) || { sed -n 2,9p "$0" >&2; exit 2; }
 base_bin="$1" new_bin="$2"; shift 2
@@ -47,8 +48,8 @@ for ((r = 1; r <= rounds; r++)); do
   if ((r % 2)); then order="base new"; else order="new base"; fi
   for which in $order; do
     bin=$([[ $which == base ]] && echo "$base_bin" || echo "$new_bin")
-    echo "{\"round\":$r,\"build\":\"$which\",\"samples_per_sec\":$(measure "$bin")}" |
-      tee -a "$tmp/rounds.jsonl"
+    m="$(measure "$bin")" || { echo "bench-compare: a measurement of $which ($bin) failed" >&2; exit 1; }
+    echo "{\"round\":$r,\"build\":\"$which\",\"samples_per_sec\":$m}" | tee -a "$tmp/rounds.jsonl"
   done
 done
 python3 - "$tmp/rounds.jsonl" "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" <<'PY'

@@ -16,7 +16,7 @@ while (($#)); do
     *) echo "bench-cpu: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ -x build/bin/dtrain_bench ]] || scripts/build.sh dtrain_bench
+scripts/build.sh dtrain_bench  # incremental: a stale binary measures old code
 /usr/bin/python3 -c "import torch" 2>/dev/null ||
   { echo "bench-cpu: PyTorch is missing; run scripts/setup.sh --bench" >&2; exit 1; }
 tmp="$(mktemp -d)"

@@ -10,7 +10,7 @@
 # Prints one JSON line per job, naming the CPU.   scripts/bench-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -x build/bin/mnist_train ]] || scripts/build.sh mnist_train
+scripts/build.sh mnist_train  # incremental: a stale binary measures old code
 [[ -f data/mnist/train-images-idx3-ubyte ]] || scripts/get-mnist.sh
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -18,9 +18,12 @@ mpi=(mpirun --bind-to none --oversubscribe)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
 cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 big=build/bench/mnist20x
-if [[ ! -f $big/train-labels-idx1-ubyte ]]; then
-  mkdir -p "$big"
-  python3 - data/mnist "$big" <<'PY'
+if [[ ! -f $big/.complete ]]; then
+  # Made in a folder of its own and renamed when whole: an interrupted run left a truncated set
+  # that later runs reused.
+  rm -rf "$big" "$big.partial"
+  mkdir -p "$big.partial"
+  python3 - data/mnist "$big.partial" <<'PY'
 import os, struct, sys
 src, dst = sys.argv[1], sys.argv[2]
 for name, hdr in (("train-images-idx3-ubyte", 16), ("train-labels-idx1-ubyte", 8)):
@@ -33,7 +36,13 @@ for name, hdr in (("train-images-idx3-ubyte", 16), ("train-labels-idx1-ubyte", 8
 for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
     open(os.path.join(dst, name), "wb").write(open(os.path.join(src, name), "rb").read())
 PY
+  touch "$big.partial/.complete"
+  mv "$big.partial" "$big"
 fi
+run() {  # LOG CMD...: a failed job shows its last lines (its log is in a temporary folder)
+  local log="$1"; shift
+  "$@" >"$log" 2>&1 || { tail -n 20 "$log" >&2; echo "bench-memory: failed: $*" >&2; exit 1; }
+}
 report() {  # NAME LOG...: one line from the summary (rank 0) and every rank's --verbose memory line
   local name="$1"; shift
   python3 - "$name" "$cpu" "$@" <<'PY'
@@ -51,17 +60,17 @@ print(json.dumps({"bench": "memory", "job": name, "cpu": cpu, "ranks": ranks,
 PY
 }
 train=(build/bin/mnist_train --device cpu --mode local --verbose --output-dir "$tmp/out")
-"${train[@]}" --data-folder data/mnist --epochs 1 >"$tmp/mlp.log" 2>&1
+run "$tmp/mlp.log" "${train[@]}" --data-folder data/mnist --epochs 1
 report mlp_1rank "$tmp/mlp.log"
-"${train[@]}" --data-folder data/mnist --epochs 1 --model cnn --max-steps-per-epoch 100 >"$tmp/cnn.log" 2>&1
+run "$tmp/cnn.log" "${train[@]}" --data-folder data/mnist --epochs 1 --model cnn --max-steps-per-epoch 100
 report cnn_1rank "$tmp/cnn.log"
-"${train[@]}" --data-folder "$big" --epochs 1 --max-steps-per-epoch 2000 >"$tmp/big.log" 2>&1
+run "$tmp/big.log" "${train[@]}" --data-folder "$big" --epochs 1 --max-steps-per-epoch 2000
 report mlp_20x "$tmp/big.log"
-"${mpi[@]}" -np 4 build/bin/mnist_train --device cpu --mode allreduce --verbose --data-folder data/mnist \
-  --epochs 1 --output-dir "$tmp/out4" >"$tmp/four.log" 2>&1
+run "$tmp/four.log" "${mpi[@]}" -np 4 build/bin/mnist_train --device cpu --mode allreduce --verbose \
+  --data-folder data/mnist --epochs 1 --output-dir "$tmp/out4"
 report mlp_4ranks "$tmp/four.log"
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
   /usr/bin/python3 scripts/bench_torch_memory.py data/mnist
 else
-  echo "bench-memory: python3-torch not installed; no PyTorch figure (scripts/setup.sh --bench)" >&2
+  echo "bench-memory: python3-torch not installed; no PyTorch figure (scripts/setup.sh installs it)" >&2
 fi

@@ -21,7 +21,7 @@ while (($#)); do
     *) echo "bench-scaling: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ -x build/bin/mnist_train ]] || scripts/build.sh
+scripts/build.sh  # incremental: a stale binary measures old code
 data=(--data-folder data/mnist)
 [[ -f data/mnist/train-images-idx3-ubyte || -f data/mnist/train-images-idx3-ubyte.gz ]] ||
   data=(--synthetic-data 60000)
@@ -70,11 +70,17 @@ done
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
   /usr/bin/python3 scripts/bench_torch.py 50 1200 | tee -a "$out/scaling.jsonl"
   port=$((29500 + RANDOM % 1000))
+  ddp=()
   for rank in 0 1; do
     MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$rank WORLD_SIZE=2 \
-      /usr/bin/python3 scripts/bench_torch_dist.py ddp-gloo 600 &
-  done | tee -a "$out/scaling.jsonl"
-  wait
+      /usr/bin/python3 scripts/bench_torch_dist.py ddp-gloo 600 >"$out/ddp$rank.out" 2>&1 &
+    ddp+=($!)
+  done
+  for rank in 0 1; do  # a failed DDP process is a failed run, not a missing figure
+    wait "${ddp[$rank]}" ||
+      { cat "$out/ddp$rank.out" >&2; echo "bench-scaling: ddp-gloo rank $rank failed" >&2; exit 1; }
+  done
+  grep -h '^{' "$out/ddp0.out" "$out/ddp1.out" | tee -a "$out/scaling.jsonl"
   if /usr/bin/python3 -c "import mpi4py" 2>/dev/null; then
     "${mpi[@]}" -np 2 /usr/bin/python3 scripts/bench_torch_dist.py mpi4py-fused 600 |
       tee -a "$out/scaling.jsonl"

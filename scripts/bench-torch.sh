@@ -55,11 +55,15 @@ for ((r = 1; r <= rounds; r++)); do
   run plain "${bench[@]}" plain "$steps"
   run dtrain-1 "${bench[@]}" dtrain "$steps"
   port=$((29500 + RANDOM % 1000))
+  ddp=()
   for rank in 0 1; do
     MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$rank WORLD_SIZE=2 \
       "${bench[@]}" ddp-gloo "$steps" >"$tmp/ddp$rank" 2>&1 &
+    ddp+=($!)
   done
-  wait
+  for rank in 0 1; do  # a failed DDP process (a port in use, say) is a failed run, not a figure
+    wait "${ddp[$rank]}" || { cat "$tmp/ddp$rank" >&2; echo "bench-torch: ddp-gloo rank $rank failed" >&2; exit 1; }
+  done
   run ddp-gloo cat "$tmp/ddp0"
   run mpi4py "${mpi[@]}" -np 2 "${bench[@]}" mpi4py-fused "$steps"
   run mpi4py-yield "${mpi[@]}" --mca mpi_yield_when_idle 1 -np 2 "${bench[@]}" mpi4py-fused "$steps"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dtrain needs; skips what is already installed. Idempotent.
 #   scripts/setup.sh           build and test dependencies
-#   scripts/setup.sh --bench   also PyTorch (python3-torch) for the comparison benchmarks
+#   scripts/setup.sh --bench   also mpi4py and matplotlib for the comparison benchmarks (PyTorch,
+#                              python3-torch, is always installed: dtrain.torch's tests need it)
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config git ca-certificates
@@ -14,7 +15,7 @@ packages=(build-essential cmake pkg-config git ca-certificates
 command -v npm >/dev/null || packages+=(npm)
 command -v python3 >/dev/null || packages+=(python3)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-mpi4py python3-matplotlib)
+  packages+=(python3-mpi4py python3-matplotlib)
 fi
 
 missing=()

@@ -273,6 +273,13 @@ sigterm)
     sleep 0.5
     left="$(pgrep -f "$tmp/job" || true)"
     [[ -z "$left" ]] || fail "$mode: processes left behind: $left"
+    # A ps chief says it stopped (waiting on servers stopped with it, it was SIGKILLed by the
+    # launcher after --grace-period, saying nothing). Allreduce ranks get their SIGTERM from
+    # mpirun, which SIGKILLs them soon after on its own clock.
+    if [[ $mode == ps ]]; then
+      grep -q "stopped by SIGTERM" "$tmp/job/logs/worker:0/stderr" ||
+        fail "$mode: the chief did not say it stopped: $(tail -n 3 "$tmp/job/logs/worker:0/stderr")"
+    fi
     echo "$mode: stopped cleanly"
   done
   # A ps chief stopped by a SIGTERM of its own writes no checkpoint (the servers hold the state)
@@ -374,7 +381,7 @@ rejoin)
   line="$(grep -o "worker 1 rejoins the job at step .*" "$tmp/console")"
   [[ -n "$line" ]] || fail "worker 1 did not say where it rejoined"
   # An asynchronous job through a kill, 4 processes on 2 cores: its test accuracy after 3
-  # epochs spreads with the timing (0.968-0.978 in 10 runs here, 0.9536 once in CI; 0.975-0.977
+  # epochs spreads with the timing (0.961-0.978 in 20 runs here, 0.9536 once in CI; 0.975-0.977
   # without the kill), so the bar is lower than a synchronous job's.
   check_summary "$tmp/console" 0.94
   # Synchronous jobs cannot take a worker back: said, and the job ends.
