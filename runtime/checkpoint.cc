@@ -10,6 +10,7 @@
 
 #include "runtime/error.h"
 #include "runtime/files.h"
+#include "runtime/log.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 
@@ -22,6 +23,11 @@ constexpr uint32_t kVersion = 1;
 template <typename T>
 void put(std::string& s, const T& v) {
   s.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+// zlib's crc32 takes a 32-bit length: a file over 4 GiB was checked on its first (size - 4 GiB)
+// bytes only. crc32_z takes a size_t.
+uint32_t crc_of(const char* p, size_t n) {
+  return static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(p), n));
 }
 }  // namespace
 
@@ -54,8 +60,7 @@ void write_checkpoint(const std::string& path, const CheckpointSnapshot& snap) {
   const size_t at = s.size();
   s.resize(at + snap.floats.size() * sizeof(float));
   std::memcpy(s.data() + at, snap.floats.data(), snap.floats.size() * sizeof(float));
-  const uint32_t crc = static_cast<uint32_t>(
-      crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
+  const uint32_t crc = crc_of(s.data(), s.size());
   put(s, crc);
   write_file_atomic(path, s);
 }
@@ -90,9 +95,19 @@ CheckpointWriter::CheckpointWriter() : st_(std::make_unique<State>()) {
       } catch (...) {
         err = std::current_exception();
       }
+      if (err) {
+        // Said now, not at the next flush (an epoch later, as the job's end): the previous
+        // checkpoint stays, and the next write may well succeed (space freed meanwhile).
+        try {
+          std::rethrow_exception(err);
+        } catch (const std::exception& e) {
+          log_info("warning: a periodic checkpoint could not be written (", e.what(),
+                   "); the previous one stays, training goes on");
+        }
+      }
       lock.lock();
       s->busy = false;
-      if (err) s->error = err;
+      s->error = err;  // a later success clears it
       s->cv.notify_all();
     }
   });
@@ -115,14 +130,10 @@ void CheckpointWriter::submit(std::string path, CheckpointSnapshot snap) {
   st_->cv.notify_all();
 }
 
-void CheckpointWriter::flush() {
+bool CheckpointWriter::flush() {
   std::unique_lock<std::mutex> lock(st_->mu);
   st_->cv.wait(lock, [&] { return !st_->pending && !st_->busy; });
-  if (st_->error) {
-    std::exception_ptr e = st_->error;
-    st_->error = nullptr;
-    std::rethrow_exception(e);
-  }
+  return !st_->error;
 }
 
 namespace {
@@ -133,6 +144,28 @@ struct CheckedFile {
   uint64_t jlen = 0;
   nlohmann::json meta;
 };
+// The metadata's fields this build reads, each of the type it must have: a file with a valid
+// checksum but other metadata (another tool's, hand-edited) is an error naming the field.
+void check_meta(const std::string& path, const nlohmann::json& j) {
+  auto bad = [&](const char* key, const char* want) {
+    return InputError(detail::cat(path, ": bad metadata: '", key, "' must be ", want, ", is ",
+                                  j.contains(key) ? j[key].dump() : std::string("missing")));
+  };
+  if (!j.is_object()) throw InputError(path + ": bad metadata: not a JSON object");
+  for (const char* k :
+       {"epoch", "global_step", "seed", "optimizer_steps", "optimizer_state_floats"})
+    if (!j.contains(k) || !j[k].is_number_unsigned()) throw bad(k, "a whole number >= 0");
+  if (!j.contains("model") || !j["model"].is_object()) throw bad("model", "an object");
+  if (!j.contains("optimizer") || !j["optimizer"].is_object() || !j["optimizer"].contains("name") ||
+      !j["optimizer"]["name"].is_string())
+    throw bad("optimizer", "an object with a name");
+  if (j.contains("extra") && !j["extra"].is_object() && !j["extra"].is_null())
+    throw bad("extra", "an object");
+  if (j.contains("extra") && j["extra"].is_object() && j["extra"].contains("step_in_epoch") &&
+      !j["extra"]["step_in_epoch"].is_number_unsigned())
+    throw InputError(path + ": bad metadata: 'extra.step_in_epoch' must be a whole number >= 0");
+}
+
 CheckedFile read_checked(const std::string& path) {
   CheckedFile f;
   f.bytes = read_file(path);
@@ -149,8 +182,7 @@ CheckedFile read_checked(const std::string& path) {
     throw InputError(
         detail::cat(path, ": checkpoint version ", version, ", this build reads ", kVersion));
   std::memcpy(&crc_file, s.data() + s.size() - 4, 4);
-  const uint32_t crc = static_cast<uint32_t>(
-      crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size() - 4)));
+  const uint32_t crc = crc_of(s.data(), s.size() - 4);
   if (crc != crc_file) throw InputError(path + ": checksum mismatch (corrupt or torn file)");
   if (jlen > s.size() - head - 4) throw InputError(path + ": metadata length out of range");
   try {
@@ -158,17 +190,19 @@ CheckedFile read_checked(const std::string& path) {
   } catch (const std::exception& e) {
     throw InputError(path + ": bad metadata: " + e.what());
   }
+  check_meta(path, f.meta);
   f.head = head;
   f.jlen = jlen;
   return f;
 }
 
-CheckpointMeta meta_of(nlohmann::json j) {
+CheckpointMeta meta_of(const nlohmann::json& j) {
   CheckpointMeta m;
   m.epoch = j["epoch"].get<uint64_t>();
   m.global_step = j["global_step"].get<uint64_t>();
   m.seed = j["seed"].get<uint64_t>();
-  m.extra = j["extra"];
+  m.extra = j.value("extra", nlohmann::json::object());
+  if (m.extra.is_null()) m.extra = nlohmann::json::object();
   return m;
 }
 }  // namespace

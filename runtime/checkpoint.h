@@ -39,13 +39,14 @@ CheckpointSnapshot snapshot_checkpoint(const Model& model, const Optimizer& opt,
 void write_checkpoint(const std::string& path, const CheckpointSnapshot& snap);
 
 // Writes snapshots on a thread of its own; the latest one submitted wins when several wait.
-// flush() returns once everything submitted is on disk (and rethrows a write's error).
+// A write that fails is a warning when it happens (the previous checkpoint stays); flush()
+// returns once everything submitted is written or failed: true when the last write succeeded.
 class CheckpointWriter {
  public:
   CheckpointWriter();
   ~CheckpointWriter();
   void submit(std::string path, CheckpointSnapshot snap);
-  void flush();
+  bool flush();
 
  private:
   struct State;

@@ -38,6 +38,17 @@ OutputLock lock_output_dir(const std::string& dir) {
   if (ec)
     throw InputError(detail::cat("--output-dir ", dir, ": cannot create ",
                                  (fs::path(dir) / "model").string(), ": ", ec.message()));
+  // Every file the job writes goes in these two folders: one that exists but cannot be
+  // written (read-only, another user's) is found now, not after the first epoch's training.
+  for (const fs::path& d : {fs::path(dir), fs::path(dir) / "model"}) {
+    const std::string probe = (d / detail::cat(".dtrain.probe.", ::getpid())).string();
+    const int pfd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (pfd < 0)
+      throw InputError(detail::cat("--output-dir ", dir, ": cannot write files in ", d.string(),
+                                   ": ", std::strerror(errno)));
+    ::close(pfd);
+    ::unlink(probe.c_str());
+  }
   const std::string path = (fs::path(dir) / ".dtrain.lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
@@ -128,10 +139,13 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw InputError(path + ": is a folder, not a file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot open");
   std::ostringstream os;
   os << f.rdbuf();
+  if (f.bad()) throw InputError(path + ": cannot read it");
   return os.str();
 }
 

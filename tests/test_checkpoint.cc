@@ -1,8 +1,11 @@
 // Checkpoints: round trip, atomic replacement, rejection of torn or foreign files.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
@@ -97,6 +100,89 @@ TEST(Checkpoint, RejectsCorruptTruncatedAndForeignFiles) {
   sgd.name = "sgd";
   Optimizer sopt(sgd, m->param_count());
   EXPECT_THROW(load_checkpoint(d / "ck.bin", *m, sopt), InputError);
+}
+
+// A checkpoint whose checksum is right but whose metadata is not this build's (another tool's,
+// hand-edited) is an error naming the file and the field (a raw JSON type error before, with no
+// file name; "epoch": -1 read as 2^64 - 1); a folder where the file should be says so.
+TEST(Checkpoint, ForeignMetadataAndFoldersAreNamedErrors) {
+  TempDir d;
+  auto m = build_mlp(10, {4, 4}, 10);
+  m->init(1);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  save_checkpoint(d / "ck.bin", *m, opt, CheckpointMeta{});
+  const std::string bytes = read_file(d / "ck.bin");
+  uint64_t jlen;
+  std::memcpy(&jlen, bytes.data() + 12, 8);
+  const nlohmann::json meta = nlohmann::json::parse(bytes.substr(20, jlen));
+  // Rewrites the metadata and the checksum, as a tool of someone else's would.
+  auto with_meta = [&](const std::string& name, const nlohmann::json& j) {
+    const std::string js = j.dump();
+    std::string s = bytes.substr(0, 12);
+    const uint64_t n = js.size();
+    s.append(reinterpret_cast<const char*>(&n), 8);
+    s += js;
+    s += bytes.substr(20 + jlen, bytes.size() - 20 - jlen - 4);
+    const uint32_t crc =
+        static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(s.data()), s.size()));
+    s.append(reinterpret_cast<const char*>(&crc), 4);
+    write_file_atomic(d / name, s);
+    return d / name;
+  };
+  nlohmann::json no_state = meta;
+  no_state.erase("optimizer_state_floats");
+  nlohmann::json negative = meta;
+  negative["epoch"] = -1;
+  nlohmann::json text_step = meta;
+  text_step["extra"] = {{"step_in_epoch", "three"}};
+  for (const auto& [name, j, field] :
+       {std::tuple{"nostate.bin", no_state, "optimizer_state_floats"},
+        std::tuple{"negative.bin", negative, "epoch"},
+        std::tuple{"text.bin", text_step, "step_in_epoch"}}) {
+    const std::string path = with_meta(name, j);
+    for (int meta_only = 0; meta_only < 2; ++meta_only) {
+      try {
+        if (meta_only)
+          read_checkpoint_meta(path);
+        else
+          load_checkpoint(path, *m, opt);
+        FAIL() << name << " was accepted";
+      } catch (const InputError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(path), std::string::npos) << what;
+        EXPECT_NE(what.find(field), std::string::npos) << what;
+      }
+    }
+  }
+  std::filesystem::create_directory(d / "folder.bin");
+  try {
+    load_checkpoint(d / "folder.bin", *m, opt);
+    FAIL() << "a folder was read as a checkpoint";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a folder"), std::string::npos) << e.what();
+  }
+}
+
+// A periodic checkpoint that cannot be written (a full disk for a moment) is a warning when it
+// happens; the next one is written, and flush() does not throw the old error later (it ended
+// the job an epoch later, skipping the epoch-end checkpoint, even after space was freed).
+TEST(Checkpoint, AFailedBackgroundWriteIsAWarningAndTheNextOneIsWritten) {
+  TempDir d;
+  auto m = build_mlp(10, {4, 4}, 10);
+  m->init(1);
+  Optimizer opt(OptimizerOptions{}, m->param_count());
+  CheckpointWriter w;
+  std::ofstream(d / "afile") << "x";  // a file where the folder should be: the write fails
+  w.submit(d / "afile/ck.bin", snapshot_checkpoint(*m, opt, CheckpointMeta{}));
+  bool ok = true;
+  EXPECT_NO_THROW(ok = w.flush());
+  EXPECT_FALSE(ok) << "the failed write is not reported";
+  CheckpointMeta meta;
+  meta.global_step = 7;
+  w.submit(d / "ck.bin", snapshot_checkpoint(*m, opt, meta));
+  EXPECT_NO_THROW(ok = w.flush());
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(read_checkpoint_meta(d / "ck.bin").global_step, 7u);
 }
 
 }  // namespace

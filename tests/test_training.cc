@@ -1,6 +1,7 @@
 // The trainer end to end in one process: reproducibility, resume equivalence, outputs, and the
 // accuracy bar on real MNIST (generated data when data/mnist is absent).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -180,6 +181,52 @@ TEST(Training, TimelineSurvivesAStopAndABadPathFailsAtStart) {
         << err.what();
   }
   EXPECT_FALSE(std::filesystem::exists(e / "metrics.jsonl")) << "it trained before failing";
+}
+
+// An output folder whose model/ exists but cannot be written is refused before training (it
+// trained a whole epoch, lost every periodic checkpoint silently and failed at the epoch's
+// end, after overwriting metrics.jsonl). Root writes anywhere, so as root the check runs in a
+// child that becomes nobody.
+TEST(Training, AnOutputFolderThatCannotBeWrittenIsRefusedBeforeTraining) {
+  TempDir d;
+  const std::string out = d / "out";
+  std::filesystem::create_directories(out + "/model");
+  std::filesystem::permissions(d.path(), std::filesystem::perms(0755));
+  std::filesystem::permissions(out, std::filesystem::perms(0777));
+  std::filesystem::permissions(out + "/model", std::filesystem::perms(0555));
+  auto check = [&]() -> std::string {
+    try {
+      OutputLock lock = lock_output_dir(out);
+      return "accepted";
+    } catch (const InputError& e) {
+      return e.what();
+    }
+  };
+  std::string what;
+  if (geteuid() != 0) {
+    what = check();
+  } else {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(fds[0]);
+      if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+      const std::string r = check();
+      ssize_t n = write(fds[1], r.data(), r.size());
+      _exit(n == ssize_t(r.size()) ? 0 : 4);
+    }
+    close(fds[1]);
+    char buf[1024];
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof(buf))) > 0) what.append(buf, size_t(n));
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  }
+  EXPECT_NE(what.find("cannot write files in " + out + "/model"), std::string::npos) << what;
 }
 
 TEST(Training, LearnsGeneratedData) {
