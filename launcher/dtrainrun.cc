@@ -142,6 +142,10 @@ int main(int argc, char** argv) {
       if (total < o.min_np)
         throw dtrain::InputError(
             dtrain::detail::cat("--min-np ", o.min_np, " but the job has ", total, " rank(s)"));
+      // The first start too runs at most --max-np ranks (it ran every slot).
+      plan =
+          plan_job(with_hosts(o, hosts), env.tf_config.value_or(""), geteuid() == 0, {}, nullptr);
+      set_task_env(plan, "DTRAIN_JOB_ID", job_id);
     }
     if (o.dry_run) {
       // Secret keys never reach a terminal (or a CI log): shell_line shows them as <secret>.
@@ -184,7 +188,8 @@ int main(int argc, char** argv) {
       if (elastic) {
         std::optional<std::vector<std::pair<std::string, size_t>>> discovered;
         if (!o.host_discovery_script.empty()) discovered = discover_hosts(o.host_discovery_script);
-        hosts = shrink_hosts(hosts, r.failed_host, &dropped, discovered, o.max_np);
+        // Never more ranks than the job had, unless --max-np lets it grow (host discovery).
+        hosts = shrink_hosts(hosts, r.failed_host, &dropped, discovered, std::max(o.max_np, o.np));
         size_t total = 0;
         for (const auto& h : hosts) total += h.second;
         const std::string list = describe_hosts(hosts);

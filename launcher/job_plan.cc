@@ -143,7 +143,15 @@ bool is_local_host(const std::string& h) {
 JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAllocation* slurm) {
   if (!o.cluster_spec.empty()) throw InputError("--cluster-spec is for --mode ps");
   std::vector<HostSlots> hosts;
-  for (const auto& h : o.hosts) hosts.push_back(parse_host_slots(h));
+  for (const auto& h : o.hosts) {
+    hosts.push_back(parse_host_slots(h));
+    // mpirun merges them: -H n2,n2 with --node-count 2 put all ranks on n2, silently.
+    for (size_t k = 0; k + 1 < hosts.size(); ++k)
+      if (hosts[k].host == hosts.back().host)
+        throw InputError(detail::cat("-H names ", hosts.back().host,
+                                     " twice: give each machine once, with its slots (",
+                                     hosts.back().host, ":N)"));
+  }
   // Inside a Slurm allocation the nodes and their tasks are Slurm's unless -H/--hostfile say.
   const bool from_slurm = hosts.empty() && o.hostfile.empty() && slurm;
   if (from_slurm)
@@ -179,6 +187,17 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
     throw InputError("-H and --hostfile both name the hosts: give one of them");
   // The hostfile's slots count as -H's do (mpirun starts that many ranks by default).
   const std::vector<HostSlots> counted = o.hostfile.empty() ? hosts : read_hostfile(o.hostfile);
+  // A loopback interface in a job across machines: mpirun offered 127.0.0.1 to the other
+  // machines and the job hung before any rank spoke (lo,eth0) or died in Open MPI's TCP code.
+  const bool across = std::any_of(counted.begin(), counted.end(),
+                                  [](const HostSlots& h) { return !is_local_host(h.host); });
+  if (across && !o.network_interface.empty())
+    for (const auto& name : split_interfaces(o.network_interface, "--network-interface"))
+      if (interface_address(name, "--network-interface").rfind("127.", 0) == 0)
+        throw InputError(detail::cat(
+            "--network-interface ", o.network_interface, ": ", name,
+            " is this machine's loopback interface, which the other machines cannot reach; "
+            "name only the interfaces that connect the machines"));
   if (!o.hostfile.empty() && o.node_count) {
     // mpirun fills a host's slots before the next host's: the hostfile must give each node
     // exactly --process-count-per-node slots, or the ranks would not be laid out as asked.
@@ -220,6 +239,9 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
       list += (list.empty() ? "" : ",") + h.host + ":" + std::to_string(h.slots ? h.slots : 1);
     t.argv.insert(t.argv.end(), {"-H", list});
   }
+  for (const auto& h : counted)
+    for (size_t k = 0; k < (h.slots ? h.slots : 1) && t.rank_hosts.size() < np; ++k)
+      t.rank_hosts.push_back(h.host);
   if (!o.hostfile.empty()) t.argv.insert(t.argv.end(), {"--hostfile", o.hostfile});
   if (is_root) t.argv.push_back("--allow-run-as-root");
   // One process per core is the job's layout; mpirun's default binding fights oversubscription,
@@ -479,6 +501,20 @@ std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOption
              : (o.node_count && o.process_count_per_node ? o.node_count * o.process_count_per_node
                                                          : 1);
     out.emplace_back("", np);
+  }
+  // The job's ranks, not its slots: -np (else --max-np) of them, each host's slots in turn as
+  // mpirun fills them (a restart ran every slot: 3 ranks for -np 2 on hosts of 2 + 2).
+  const size_t cap = o.np ? o.np : o.max_np;
+  if (cap) {
+    size_t total = 0;
+    std::vector<std::pair<std::string, size_t>> kept;
+    for (const auto& [h, n] : out) {
+      const size_t take = std::min(n, cap - total);
+      if (take == 0) break;
+      kept.emplace_back(h, take);
+      total += take;
+    }
+    out = std::move(kept);
   }
   return out;
 }

@@ -25,6 +25,10 @@ struct Task {
   std::map<std::string, std::string> secrets;
   // For the mpirun task: its ranks' lines come tagged and are split into worker:r.
   bool mpi_tagged_output = false;
+  // For the mpirun task with hosts: the host of each rank as mpirun places them (each host's
+  // slots in turn, in the order given), so that a failed rank's machine is known even when
+  // mpirun names only the rank (an elastic job drops that machine, not this one).
+  std::vector<std::string> rank_hosts;
   // >= 0: run pinned to this CPU (local tasks only; --bind-to).
   int cpu = -1;
   // ps mode with --rejoin-workers: a worker other than the chief; when it fails it is started
@@ -50,6 +54,7 @@ constexpr uint16_t kSlurmPortBase = 29400;
 
 // An allreduce job's machines and their slots as planned: -H (with --process-count-per-node),
 // else the hostfile, else the Slurm allocation; {{"", np}} for a job on this machine alone.
+// At most -np (else --max-np) ranks in all, each host's slots in turn.
 // The elastic launcher (--min-np) shrinks this list after a failure and plans again from it.
 std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOptions& o,
                                                             const SlurmAllocation* slurm);

@@ -245,6 +245,7 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // A surviving rank's report of the peer that hung up on it.
   const std::regex peer_host(R"(^\s*Peer host:\s+(\S+)\s*$)");
   const std::regex exit_name(R"(Process name:\s+\[\[\d+,\d+\],(\d+)\])");
+  const std::regex ssh_closed(R"(^Connection to (\S+) closed)");
   // A rank that called MPI_Abort (an error on one rank only: dtrain aborts the job with it).
   const std::regex aborted(R"(MPI_ABORT was invoked on rank (\d+))");
   const std::regex abort_code(R"(^\s*with errorcode (\d+))");
@@ -283,6 +284,8 @@ RunResult Supervisor::run(const JobPlan& plan) {
     } else if (t.mpi_tagged_output && mpi_failed_rank.empty() &&
                std::regex_search(line, m, exit_name)) {
       mpi_failed_rank = m[1];
+    } else if (t.mpi_tagged_output && mpi_node.empty() && std::regex_search(line, m, ssh_closed)) {
+      mpi_node = m[1];  // ssh's word for a machine whose daemon went away
     } else if (t.mpi_tagged_output && std::regex_search(line, m, lost_daemon)) {
       mpi_node = m[1];
     } else if (t.mpi_tagged_output && mpi_node.empty() && std::regex_match(line, m, peer_host)) {
@@ -429,6 +432,14 @@ RunResult Supervisor::run(const JobPlan& plan) {
   }
   kill_descendants();
   const bool mpirun_failed = result.failed_task == "mpirun";
+  // mpirun named the failed rank but not its machine: the plan's placement says where it ran.
+  const std::string& named_rank = !mpi_failed_rank.empty() ? mpi_failed_rank : abort_rank;
+  if (mpirun_failed && mpi_node.empty() && !named_rank.empty()) {
+    for (const Task& t : plan.tasks) {
+      const size_t r = std::stoul(named_rank);
+      if (t.mpi_tagged_output && r < t.rank_hosts.size()) mpi_node = t.rank_hosts[r];
+    }
+  }
   if (mpirun_failed && !mpi_node.empty() && mpi_node != host_name()) result.failed_host = mpi_node;
   if (mpirun_failed && !mpi_failed_rank.empty()) {
     result.failed_task = "worker:" + mpi_failed_rank;

@@ -252,6 +252,11 @@ TEST(Launcher, NetworkInterface) {
                "interfaces here: lo (127.0.0.1)");
   o.network_interface = "lo,";
   expect_error(o, "an empty interface name");
+  // Loopback in a job across machines: refused (it hung before any rank spoke).
+  LauncherOptions across = with_command();
+  across.hosts = {"node-a:1", "node-b:1"};
+  across.network_interface = "lo";
+  expect_error(across, "--network-interface lo: lo is this machine's loopback interface");
 }
 
 TEST(Slurm, ExpandsNodeLists) {
@@ -343,6 +348,34 @@ TEST(Launcher, ElasticHostLists) {
   EXPECT_EQ(shrink_hosts({{"", 3}}, "", &dropped, std::nullopt, 0), (Hosts{{"", 2}}));
   EXPECT_EQ(shrink_hosts({{"n1", 2}}, "", &dropped, Hosts{{"n1", 2}, {"n2", 4}, {"n3", 4}}, 5),
             (Hosts{{"n1", 2}, {"n3", 3}}));  // n2 stays out, capped at 5 slots
+}
+
+// Found on the simulated cluster: an elastic job whose rank on n2 failed dropped this machine
+// (mpirun named the rank, not its node: the plan's placement now says where each rank runs);
+// -H n2,n2 with --node-count 2 put every rank on n2; a restart ran every slot, not -np ranks.
+TEST(Launcher, RankHostsDuplicateHostsAndElasticCaps) {
+  LauncherOptions o = with_command();
+  o.hosts = {"n1:2", "n2:1"};
+  EXPECT_EQ(plan_job(o, "", false).tasks[0].rank_hosts,
+            (std::vector<std::string>{"n1", "n1", "n2"}));
+  o.np = 2;
+  EXPECT_EQ(plan_job(o, "", false).tasks[0].rank_hosts, (std::vector<std::string>{"n1", "n1"}));
+  LauncherOptions dup = with_command();
+  dup.node_count = 2;
+  dup.process_count_per_node = 2;
+  dup.hosts = {"n2", "n2"};
+  expect_error(dup, "-H names n2 twice: give each machine once, with its slots (n2:N)");
+  using Hosts = std::vector<std::pair<std::string, size_t>>;
+  LauncherOptions e = with_command();
+  e.hosts = {"n1:2", "n2:2"};
+  e.np = 2;
+  e.min_np = 1;
+  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}}));
+  e.np = 3;
+  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}, {"n2", 1}}));
+  e.np = 0;
+  e.max_np = 2;
+  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}}));
 }
 
 TEST(Launcher, NoCommandIsAnError) {

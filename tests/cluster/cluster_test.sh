@@ -305,6 +305,23 @@ PY
   no_leftovers elastic
   grep -h -e "elastic: going on" -e "checkpoint was made by" -e "resuming from" console
   echo "elastic ok: training again $back s after dtn2 was lost"
+  # dtn2's rank fails at its first start (exit 3, no signal: mpirun names the rank, not its
+  # node): the job goes on without dtn2, not without dtn1 (it dropped dtn1, the launcher's).
+  cat >"$tmp/failonce.sh" <<SH
+#!/bin/sh
+if [ "\$(hostname)" = dtn2 ] && [ ! -e "$tmp/failed-once" ]; then touch "$tmp/failed-once"; exit 3; fi
+exec "\$@"
+SH
+  chmod +x "$tmp/failonce.sh"
+  on_node 1 "${run[@]}" --output-dir job2 -H dtn1:1,dtn2:1 --min-np 1 -- "$tmp/failonce.sh" \
+    "$bin/mnist_train" --synthetic-data 4000 --seed 7 --epochs 1 --output-dir job2/outputs \
+    >console2 2>&1 || { tail -30 console2; fail "the job with dtn2 failing once exited $?"; }
+  grep -q "task worker:1 on dtn2 exited with code 3" console2 ||
+    { tail -30 console2; fail "the failed rank's machine is not named"; }
+  grep -q "elastic: going on with 1 rank(s) on dtn1:1" console2 ||
+    { tail -30 console2; fail "the elastic restart did not drop dtn2"; }
+  no_leftovers elastic2
+  echo "elastic ok: dtn2's failed rank dropped dtn2"
   ;;
 killlauncher)
   echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
