@@ -143,12 +143,17 @@ void Job::start(int* argc, char*** argv) {
     mpi_ = std::make_unique<MpiCommunicator>(argc, argv);
     set_log_identity("rank", mpi_->rank(), mpi_->size());
     device_ = choose_device(o_.device, mpi_->local_rank());
-    // Where the rank landed: the node, its place there (which picks its GPU) and the device.
-    log_debug("node ", host_name(), ": local rank ", mpi_->local_rank(), " of ", mpi_->local_size(),
-              ", node ", mpi_->cross_rank(), " of ", mpi_->cross_size(), ", device ",
-              device_.cuda ? detail::cat("cuda:", device_.gpu) : std::string("cpu"));
     // Collectives every rank makes, whatever it chooses later.
     even_machines_ = HierarchicalAllreduce::machines_even(*mpi_);
+    // Where the rank landed: the node, its place there (which picks its GPU) and the device.
+    // The cross communicator joins the ranks of one local rank across machines: its rank and
+    // size are the machine's index and count when every machine has as many ranks, and nothing
+    // meaningful otherwise (rank 2 of dtn1:1,dtn2:3 said 'node 0 of 1'), so then they go.
+    log_debug("node ", host_name(), ": local rank ", mpi_->local_rank(), " of ", mpi_->local_size(),
+              even_machines_
+                  ? detail::cat(", node ", mpi_->cross_rank(), " of ", mpi_->cross_size())
+                  : std::string(),
+              ", device ", device_.cuda ? detail::cat("cuda:", device_.gpu) : std::string("cpu"));
     const std::string kinds = device_kind_problem(
         mpi_->allgather(device_.cuda ? "cuda" : "cpu", "agreeing on the device"));
     if (!kinds.empty()) throw ConsistencyError(kinds);  // every rank sees the same list
@@ -222,14 +227,6 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model, const Optimizer
             "rings and trees already follow the machines");
       return std::make_unique<BucketedAllreduce>(*nccl_, ao, mpi_.get());
     }
-    if (env.hierarchical.value_or(false)) {
-      if (!model.on_host() || !even_machines_)
-        throw InputError(detail::cat(
-            "DTRAIN_HIERARCHICAL=1 needs CPU ranks and the same number of ranks on every machine "
-            "(this rank's machine has ",
-            mpi_->local_size(), " of the job's ", mpi_->size(), ")"));
-      return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
-    }
     // Shared memory needs CPU ranks; the one-machine and the hierarchical path both use it, and
     // room in Open MPI's backing folder: each rank's gradient slot and its published pieces of
     // the parameters and optimizer state. A small /dev/shm (Docker's 64 MB: the CNN with Adam on
@@ -250,6 +247,32 @@ std::unique_ptr<GradientSync> Job::make_sync(const Model& model, const Optimizer
                  ", e.g. docker run --shm-size, keeps the faster path)");
         ao.shared_memory = false;
       }
+    }
+    // Every rank of the job decides together: one machine short of room left its ranks on
+    // MPI_Allreduce and the others on the hierarchical path, and the start-up check ended the
+    // job ('rank 2 disagrees with rank 0 on allreduce_strategy'). Every CPU rank makes this sum.
+    if (model.on_host()) {
+      double short_of_room = env.allreduce_shm && !ao.shared_memory ? 1 : 0;
+      mpi_->allreduce(&short_of_room, 1, OpName{"shared-memory room"});
+      if (short_of_room > 0 && ao.shared_memory) {
+        if (mpi_->rank() == 0)
+          log_info("note: ", static_cast<int>(short_of_room),
+                   " rank(s) of this job have too little room for the shared-memory allreduce "
+                   "(see their note): every rank uses MPI_Allreduce");
+        ao.shared_memory = false;
+      }
+      if (short_of_room > 0 && env.hierarchical.value_or(false))
+        throw InputError(
+            "DTRAIN_HIERARCHICAL=1 needs the shared-memory allreduce on every machine, and a "
+            "machine of this job has too little room for it (its ranks' note says how much)");
+    }
+    if (env.hierarchical.value_or(false)) {
+      if (!model.on_host() || !even_machines_)
+        throw InputError(detail::cat(
+            "DTRAIN_HIERARCHICAL=1 needs CPU ranks and the same number of ranks on every machine "
+            "(this rank's machine has ",
+            mpi_->local_size(), " of the job's ", mpi_->size(), ")"));
+      return std::make_unique<HierarchicalAllreduce>(*mpi_, ao);
     }
     if (ao.shared_memory && model.on_host()) {
       if (SharedMemoryAllreduce::available(*mpi_))  // every rank on this machine

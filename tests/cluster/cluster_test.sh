@@ -97,6 +97,14 @@ allreduce)
   grep -q "no network interface 'nope0' on this machine; interfaces here: .*eth0 (10.213.77.11)" \
     console.badif || fail "a wrong interface name does not list the interfaces"
   same_params one/outputs/model/checkpoint.bin three/outputs/model/checkpoint.bin "2 nodes x 2 (--hostfile, flat)"
+  # One machine short of /dev/shm: every rank falls back to MPI_Allreduce together (dtn2's
+  # ranks alone did, and the start-up check ended the job: 'disagrees ... allreduce_strategy').
+  on_node 2 mount -o remount,size=2m /dev/shm
+  on_node 1 "${run[@]}" --output-dir five -H dtn1:2,dtn2:2 -- "${train[@]}" --epochs 1 \
+    --output-dir five/outputs >console.shm 2>&1 || { tail -20 console.shm; fail "a small /dev/shm on dtn2: exit $?"; }
+  on_node 2 mount -o remount,size=4g /dev/shm
+  grep -q "rank(s) of this job have too little room for the shared-memory allreduce" console.shm ||
+    { tail -20 console.shm; fail "a small /dev/shm on dtn2: no note"; }
   no_leftovers allreduce
   ;;
 ps)
