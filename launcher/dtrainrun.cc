@@ -136,16 +136,21 @@ int main(int argc, char** argv) {
     const bool elastic = o.min_np > 0;
     std::vector<std::pair<std::string, size_t>> hosts;
     if (elastic) {
-      hosts = allreduce_hosts(o, slurm ? &*slurm : nullptr);
-      size_t total = 0;
-      for (const auto& h : hosts) total += h.second;
+      hosts = allreduce_hosts(o, slurm ? &*slurm : nullptr);  // the pool, spare slots too
+      size_t slots = 0;
+      for (const auto& h : hosts) slots += h.second;
+      const size_t cap = elastic_cap(o);
+      const size_t total = cap ? std::min(cap, slots) : slots;
       if (total < o.min_np)
         throw dtrain::InputError(
             dtrain::detail::cat("--min-np ", o.min_np, " but the job has ", total, " rank(s)"));
-      // The first start too runs at most --max-np ranks (it ran every slot).
-      plan =
-          plan_job(with_hosts(o, hosts), env.tf_config.value_or(""), geteuid() == 0, {}, nullptr);
-      set_task_env(plan, "DTRAIN_JOB_ID", job_id);
+      // The first start runs at most --max-np ranks too (it ran every slot). With -np the plan
+      // already has that many.
+      if (cap && cap < slots && (!o.np || o.np > cap)) {
+        plan = plan_job(with_hosts(o, cap_hosts(hosts, cap)), env.tf_config.value_or(""),
+                        geteuid() == 0, {}, nullptr);
+        set_task_env(plan, "DTRAIN_JOB_ID", job_id);
+      }
     }
     if (o.dry_run) {
       // Secret keys never reach a terminal (or a CI log): shell_line shows them as <secret>.
@@ -189,7 +194,7 @@ int main(int argc, char** argv) {
         std::optional<std::vector<std::pair<std::string, size_t>>> discovered;
         if (!o.host_discovery_script.empty()) discovered = discover_hosts(o.host_discovery_script);
         // Never more ranks than the job had, unless --max-np lets it grow (host discovery).
-        hosts = shrink_hosts(hosts, r.failed_host, &dropped, discovered, std::max(o.max_np, o.np));
+        hosts = shrink_hosts(hosts, r.failed_host, &dropped, discovered, elastic_cap(o));
         size_t total = 0;
         for (const auto& h : hosts) total += h.second;
         const std::string list = describe_hosts(hosts);

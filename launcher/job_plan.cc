@@ -1,6 +1,7 @@
 #include "launcher/job_plan.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -130,6 +131,21 @@ std::vector<HostSlots> read_hostfile(const std::string& path) {
 
 // This machine: loopback, its host name, or one of its interfaces' addresses (a cluster spec
 // written with this machine's address starts its tasks here, not over ssh to itself).
+// A name that resolves to loopback addresses only (an alias of 127.0.0.1 in /etc/hosts).
+bool resolves_to_loopback(const std::string& h) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(h.c_str(), nullptr, &hints, &res) != 0 || !res) return false;
+  bool all = true;
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+    if ((ntohl(in->sin_addr.s_addr) >> 24) != 127) all = false;
+  }
+  freeaddrinfo(res);
+  return all;
+}
+
 bool is_local_host(const std::string& h) {
   if (h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1") return true;
   char name[256] = "";
@@ -189,8 +205,9 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
   const std::vector<HostSlots> counted = o.hostfile.empty() ? hosts : read_hostfile(o.hostfile);
   // A loopback interface in a job across machines: mpirun offered 127.0.0.1 to the other
   // machines and the job hung before any rank spoke (lo,eth0) or died in Open MPI's TCP code.
-  const bool across = std::any_of(counted.begin(), counted.end(),
-                                  [](const HostSlots& h) { return !is_local_host(h.host); });
+  const bool across = std::any_of(counted.begin(), counted.end(), [](const HostSlots& h) {
+    return !is_local_host(h.host) && !resolves_to_loopback(h.host);
+  });
   if (across && !o.network_interface.empty())
     for (const auto& name : split_interfaces(o.network_interface, "--network-interface"))
       if (interface_address(name, "--network-interface").rfind("127.", 0) == 0)
@@ -239,9 +256,12 @@ JobPlan plan_allreduce(const LauncherOptions& o, bool is_root, const SlurmAlloca
       list += (list.empty() ? "" : ",") + h.host + ":" + std::to_string(h.slots ? h.slots : 1);
     t.argv.insert(t.argv.end(), {"-H", list});
   }
-  for (const auto& h : counted)
-    for (size_t k = 0; k < (h.slots ? h.slots : 1) && t.rank_hosts.size() < np; ++k)
-      t.rank_hosts.push_back(h.host);
+  {
+    std::vector<std::pair<std::string, size_t>> placed;
+    for (const auto& h : counted) placed.emplace_back(h.host, h.slots ? h.slots : 1);
+    for (const auto& [h, n] : merge_hosts(std::move(placed)))  // mpirun merges repeated hosts
+      for (size_t k = 0; k < n && t.rank_hosts.size() < np; ++k) t.rank_hosts.push_back(h);
+  }
   if (!o.hostfile.empty()) t.argv.insert(t.argv.end(), {"--hostfile", o.hostfile});
   if (is_root) t.argv.push_back("--allow-run-as-root");
   // One process per core is the job's layout; mpirun's default binding fights oversubscription,
@@ -502,21 +522,38 @@ std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOption
                                                          : 1);
     out.emplace_back("", np);
   }
-  // The job's ranks, not its slots: -np (else --max-np) of them, each host's slots in turn as
-  // mpirun fills them (a restart ran every slot: 3 ranks for -np 2 on hosts of 2 + 2).
-  const size_t cap = o.np ? o.np : o.max_np;
-  if (cap) {
-    size_t total = 0;
-    std::vector<std::pair<std::string, size_t>> kept;
-    for (const auto& [h, n] : out) {
-      const size_t take = std::min(n, cap - total);
-      if (take == 0) break;
-      kept.emplace_back(h, take);
-      total += take;
-    }
-    out = std::move(kept);
+  return merge_hosts(std::move(out));
+}
+
+std::vector<std::pair<std::string, size_t>> merge_hosts(
+    std::vector<std::pair<std::string, size_t>> hosts) {
+  std::vector<std::pair<std::string, size_t>> out;
+  for (auto& [h, n] : hosts) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& x) { return x.first == h; });
+    if (it == out.end())
+      out.emplace_back(std::move(h), n);
+    else
+      it->second += n;  // as mpirun merges a host named twice
   }
   return out;
+}
+
+std::vector<std::pair<std::string, size_t>> cap_hosts(
+    const std::vector<std::pair<std::string, size_t>>& hosts, size_t cap) {
+  if (!cap) return hosts;
+  std::vector<std::pair<std::string, size_t>> out;
+  size_t total = 0;
+  for (const auto& [h, n] : hosts) {
+    const size_t take = std::min(n, cap - total);
+    if (take == 0) break;
+    out.emplace_back(h, take);
+    total += take;
+  }
+  return out;
+}
+
+size_t elastic_cap(const LauncherOptions& o) {
+  return o.np && o.max_np ? std::min(o.np, o.max_np) : o.np ? o.np : o.max_np;
 }
 
 LauncherOptions with_hosts(LauncherOptions o,
@@ -581,7 +618,7 @@ std::vector<std::pair<std::string, size_t>> parse_host_lines(const std::string& 
       throw InputError(detail::cat(what, " line ", no, ": ", e.what()));
     }
   }
-  return out;
+  return merge_hosts(std::move(out));
 }
 
 }  // namespace dtrain::launcher

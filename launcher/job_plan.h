@@ -54,10 +54,20 @@ constexpr uint16_t kSlurmPortBase = 29400;
 
 // An allreduce job's machines and their slots as planned: -H (with --process-count-per-node),
 // else the hostfile, else the Slurm allocation; {{"", np}} for a job on this machine alone.
-// At most -np (else --max-np) ranks in all, each host's slots in turn.
+// The whole pool (a host named twice counts once, with its slots added): the ranks that run
+// are capped when the job is planned (cap_hosts, elastic_cap).
 // The elastic launcher (--min-np) shrinks this list after a failure and plans again from it.
 std::vector<std::pair<std::string, size_t>> allreduce_hosts(const LauncherOptions& o,
                                                             const SlurmAllocation* slurm);
+
+// Hosts named more than once become one entry with their slots added (as mpirun merges them).
+std::vector<std::pair<std::string, size_t>> merge_hosts(
+    std::vector<std::pair<std::string, size_t>> hosts);
+// The first `cap` slots of `hosts`, each host's in turn (0: all).
+std::vector<std::pair<std::string, size_t>> cap_hosts(
+    const std::vector<std::pair<std::string, size_t>>& hosts, size_t cap);
+// The most ranks an elastic job runs: -np, else --max-np, the smaller when both (0: every slot).
+size_t elastic_cap(const LauncherOptions& o);
 
 // The options that run an allreduce job on exactly `hosts` (one "" entry: this machine).
 LauncherOptions with_hosts(LauncherOptions o,

@@ -74,6 +74,8 @@ struct CheckpointWriter::State {
   std::mutex mu;
   std::condition_variable cv;
   std::optional<std::pair<std::string, CheckpointSnapshot>> pending;
+  uint64_t pending_step = 0;
+  std::optional<uint64_t> last_ok;
   bool busy = false, stop = false;
   std::exception_ptr error;
   std::thread thread;
@@ -86,6 +88,7 @@ CheckpointWriter::CheckpointWriter() : st_(std::make_unique<State>()) {
       s->cv.wait(lock, [&] { return s->stop || s->pending; });
       if (!s->pending) return;
       auto job = std::move(*s->pending);
+      const uint64_t step = s->pending_step;
       s->pending.reset();
       s->busy = true;
       lock.unlock();
@@ -108,6 +111,7 @@ CheckpointWriter::CheckpointWriter() : st_(std::make_unique<State>()) {
       lock.lock();
       s->busy = false;
       s->error = err;  // a later success clears it
+      if (!err) s->last_ok = step;
       s->cv.notify_all();
     }
   });
@@ -122,12 +126,18 @@ CheckpointWriter::~CheckpointWriter() {
   st_->thread.join();  // the last pending snapshot is written first
 }
 
-void CheckpointWriter::submit(std::string path, CheckpointSnapshot snap) {
+void CheckpointWriter::submit(std::string path, CheckpointSnapshot snap, uint64_t step) {
   {
     std::lock_guard<std::mutex> lock(st_->mu);
     st_->pending.emplace(std::move(path), std::move(snap));
+    st_->pending_step = step;
   }
   st_->cv.notify_all();
+}
+
+std::optional<uint64_t> CheckpointWriter::last_written_step() const {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->last_ok;
 }
 
 bool CheckpointWriter::flush() {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,8 +46,11 @@ class CheckpointWriter {
  public:
   CheckpointWriter();
   ~CheckpointWriter();
-  void submit(std::string path, CheckpointSnapshot snap);
+  // `step`: the job's step the snapshot is of (last_written_step() reports it once written).
+  void submit(std::string path, CheckpointSnapshot snap, uint64_t step = 0);
   bool flush();
+  // The step of the newest snapshot written successfully, if any (after flush(): final).
+  std::optional<uint64_t> last_written_step() const;
 
  private:
   struct State;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "runtime/error.h"
 #include "runtime/files.h"
@@ -18,6 +19,9 @@ constexpr int64_t kFlushEveryUs = 1000000;
 
 void Timeline::open(const std::string& path, int pid) {
   close();
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);  // as before: made
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (!f)
     throw InputError(
@@ -29,6 +33,15 @@ void Timeline::open(const std::string& path, int pid) {
   flush_locked();
   enabled_ = file_ != nullptr;
   pid_ = pid;
+  stop_flusher_ = false;
+  if (file_)
+    flusher_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!stop_flusher_) {
+        wake_.wait_for(lock, std::chrono::seconds(1));
+        if (!stop_flusher_ && file_ && !pending_.empty()) flush_locked();
+      }
+    });
 }
 
 void Timeline::flush_locked() {
@@ -47,6 +60,12 @@ void Timeline::flush_locked() {
 }
 
 void Timeline::close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_flusher_ = true;
+  }
+  wake_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
   std::lock_guard<std::mutex> lock(mu_);
   if (!file_) return;
   pending_ += kTrailer;

@@ -10,11 +10,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace dtrain {
@@ -61,6 +63,11 @@ class Timeline {
   std::FILE* file_ = nullptr;  // open(): streamed
   std::string path_, pending_;
   int64_t flushed_us_ = 0;
+  // open(): writes what is pending once a second even when no span comes (a stalled job,
+  // which the watchdog then ends with _Exit, kept nothing of its last second otherwise).
+  std::thread flusher_;
+  std::condition_variable wake_;
+  bool stop_flusher_ = false;
 };
 
 }  // namespace dtrain

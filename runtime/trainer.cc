@@ -267,10 +267,16 @@ TrainResult Trainer::run() {
         if (checkpoint_here && (writer || !ps_worker)) sync_.gather_state(model_, opt_);
         if (checkpoint_here && writer) {
           write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
-          saved_step = global_step;
+          if (stop) saved_step = global_step;  // written now (a failure threw)
         }
         if (stop) {
           sync_.finish(false);
+          // A periodic checkpoint counts once written (a failed write is only a warning).
+          if (writer && writer_) {
+            writer_->flush();
+            const std::optional<uint64_t> w = writer_->last_written_step();
+            if (w && (!saved_step || *w > *saved_step)) saved_step = w;
+          }
           // A ps job writes none on a stop: it keeps its last one, if it has one.
           std::string said;
           if (checkpoint_here && writer)
@@ -402,7 +408,7 @@ void Trainer::write_step_checkpoint(uint64_t epoch, uint64_t step_in_epoch, uint
     writer_->flush();
     save_checkpoint(path, model_, opt_, meta);
   } else {
-    writer_->submit(path, snapshot_checkpoint(model_, opt_, meta));
+    writer_->submit(path, snapshot_checkpoint(model_, opt_, meta), global_step);
   }
 }
 

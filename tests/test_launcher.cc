@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <set>
 
 #include "launcher/job_plan.h"
 #include "runtime/cluster_spec.h"
@@ -370,12 +373,31 @@ TEST(Launcher, RankHostsDuplicateHostsAndElasticCaps) {
   e.hosts = {"n1:2", "n2:2"};
   e.np = 2;
   e.min_np = 1;
-  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}}));
-  e.np = 3;
-  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}, {"n2", 1}}));
+  // The pool keeps the spare slots (a restart after n1 fails goes on on n2); the ranks that
+  // run are capped: -np, --max-np, the smaller of the two.
+  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}, {"n2", 2}}));
+  EXPECT_EQ(elastic_cap(e), 2u);
+  EXPECT_EQ(cap_hosts(allreduce_hosts(e, nullptr), 3), (Hosts{{"n1", 2}, {"n2", 1}}));
+  std::set<std::string> dropped;
+  EXPECT_EQ(shrink_hosts(allreduce_hosts(e, nullptr), "n1", &dropped, std::nullopt, 2),
+            (Hosts{{"n2", 2}}));
+  e.max_np = 1;
+  EXPECT_EQ(elastic_cap(e), 1u);
   e.np = 0;
-  e.max_np = 2;
-  EXPECT_EQ(allreduce_hosts(e, nullptr), (Hosts{{"n1", 2}}));
+  e.max_np = 3;
+  EXPECT_EQ(elastic_cap(e), 3u);
+  // A host named twice (a hostfile, a discovery script) is one host with its slots added, as
+  // mpirun places them; the ranks' hosts follow.
+  EXPECT_EQ(parse_host_lines("n1:1\nn2:1\nn1:1\n", "script"), (Hosts{{"n1", 2}, {"n2", 1}}));
+  const std::string hf = ::testing::TempDir() + "dtrain_hostfile_repeated";
+  {
+    std::ofstream(hf) << "a slots=1\nb slots=1\na slots=1\n";
+    LauncherOptions f = with_command();
+    f.hostfile = hf;
+    EXPECT_EQ(plan_job(f, "", false).tasks[0].rank_hosts,
+              (std::vector<std::string>{"a", "a", "b"}));
+    std::remove(hf.c_str());
+  }
 }
 
 TEST(Launcher, NoCommandIsAnError) {

@@ -4,16 +4,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
+#include <thread>
 
 #include "dtrain/job.h"
 #include "runtime/checkpoint.h"
 #include "runtime/dataset.h"
 #include "runtime/error.h"
 #include "runtime/files.h"
+#include "runtime/timeline.h"
 #include "runtime/trainer.h"
 #include "tests/test_util.h"
 
@@ -172,7 +175,8 @@ TEST(Training, TimelineSurvivesAStopAndABadPathFailsAtStart) {
 
   TempDir e;
   o.output_dir = e.path();
-  o.timeline_path = e / "no-such-folder/timeline.json";
+  std::ofstream(e / "afile") << "x";
+  o.timeline_path = e / "afile/timeline.json";  // a file where the folder should be
   try {
     train(small_data(), o);
     FAIL() << "an unwritable --timeline was accepted";
@@ -227,6 +231,22 @@ TEST(Training, AnOutputFolderThatCannotBeWrittenIsRefusedBeforeTraining) {
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
   }
   EXPECT_NE(what.find("cannot write files in " + out + "/model"), std::string::npos) << what;
+}
+
+// What a stalled job recorded reaches the file within a second even when no span follows (it
+// was written only when the next span came, and the stall watchdog's _Exit lost it); the
+// folder of the path is made, as before.
+TEST(Training, TimelineIsFlushedEverySecondWithoutNewSpans) {
+  TempDir d;
+  Timeline tl;
+  tl.open(d / "sub/timeline.json", 0);
+  tl.span("the last span before a stall", 0, tl.now_us(), tl.now_us() + 5);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_NE(read_file(d / "sub/timeline.json").find("the last span before a stall"),
+            std::string::npos);
+  tl.close();
+  const nlohmann::json doc = nlohmann::json::parse(read_file(d / "sub/timeline.json"));
+  EXPECT_EQ(doc["traceEvents"].size(), 1u);
 }
 
 TEST(Training, LearnsGeneratedData) {

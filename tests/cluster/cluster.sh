@@ -147,7 +147,9 @@ on_node() {
   local i="$1"
   shift
   local limit=()
-  [[ -n "${CLUSTER_JOB_TIMEOUT:-}" ]] && limit=(timeout -k 5 "$CLUSTER_JOB_TIMEOUT")
+  # --foreground: timeout stays in the test's process group, so Ctrl-C and the test's own
+  # SIGTERM reach the job (dtrainrun ends what it started; nsenter execs it).
+  [[ -n "${CLUSTER_JOB_TIMEOUT:-}" ]] && limit=(timeout --foreground -k 5 "$CLUSTER_JOB_TIMEOUT")
   OMPI_MCA_mpi_yield_when_idle=1 "${limit[@]}" \
     nsenter -t "${CLUSTER_PIDS[$i]}" -n -u -m --wd="$PWD" -- "$@"
 }
