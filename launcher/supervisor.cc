@@ -435,10 +435,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // mpirun named the failed rank but not its machine: the plan's placement says where it ran.
   const std::string& named_rank = !mpi_failed_rank.empty() ? mpi_failed_rank : abort_rank;
   if (mpirun_failed && mpi_node.empty() && !named_rank.empty()) {
-    for (const Task& t : plan.tasks) {
-      const size_t r = std::stoul(named_rank);
+    const size_t r = std::stoul(named_rank);
+    for (const Task& t : plan.tasks)
       if (t.mpi_tagged_output && r < t.rank_hosts.size()) mpi_node = t.rank_hosts[r];
-    }
   }
   if (mpirun_failed && !mpi_node.empty() && mpi_node != host_name()) result.failed_host = mpi_node;
   if (mpirun_failed && !mpi_failed_rank.empty()) {

@@ -448,21 +448,17 @@ void ParameterServerSync::finish_sync_step(Model& model) {
         outstanding.erase(it);
       }
     }
-    if (!outstanding.empty()) {
-      std::vector<size_t> silent;
-      for (auto& [key, i] : outstanding)
-        if (std::find(silent.begin(), silent.end(), key.first) == silent.end())
-          silent.push_back(key.first);
-      stop_if_stuck(seconds_since(t0), WaitFor("step", step_), silent);
-    }
-    if (!outstanding.empty() && seconds_since(t0) > opts_.step_timeout_s + kServerSpeaksFirstS) {
-      std::set<size_t> silent;
-      for (auto& [key, i] : outstanding) silent.insert(key.first);
-      std::string names;
-      for (size_t s : silent) names += (names.empty() ? "" : ", ") + opts_.server_names[s];
+    // The silent servers are listed only when the wait ends (not on every reply of a step).
+    const double waited = seconds_since(t0);
+    const double limit = opts_.step_timeout_s + kServerSpeaksFirstS;
+    if (!outstanding.empty() && ((waited >= 1.0 && stop_requested()) || waited > limit)) {
+      std::set<size_t> in_order;
+      for (auto& [key, i] : outstanding) in_order.insert(key.first);
+      const std::vector<size_t> silent(in_order.begin(), in_order.end());
+      stop_if_stuck(waited, WaitFor("step", step_), silent);
       throw TimeoutError(detail::cat("worker ", opts_.worker_rank, ": step ", step_,
-                                     ": no answer from ", names, " within ",
-                                     opts_.step_timeout_s + kServerSpeaksFirstS, " s"));
+                                     ": no answer from ", NameList{opts_.server_names, &silent},
+                                     " within ", limit, " s"));
     }
   }
   span("wait", t_wait);  // for the servers' updated parameters, taken as they come

@@ -14,7 +14,6 @@ namespace {
 constexpr const char* kHeader = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
 constexpr const char* kTrailer = "\n]}\n";
 constexpr size_t kFlushBytes = 256 << 10;
-constexpr int64_t kFlushEveryUs = 1000000;
 }  // namespace
 
 void Timeline::open(const std::string& path, int pid) {
@@ -49,7 +48,6 @@ void Timeline::flush_locked() {
   const bool ok = std::fwrite(pending_.data(), 1, pending_.size(), file_) == pending_.size() &&
                   std::fflush(file_) == 0;
   pending_.clear();
-  flushed_us_ = now_us();
   if (!ok) {
     log_info("warning: --timeline ", path_, ": writing failed (", std::strerror(errno),
              "); the timeline stops here, training goes on");
@@ -90,7 +88,7 @@ void Timeline::span(const std::string& name, int tid, int64_t start_us, int64_t 
   }
   if (count_ > 1) pending_ += ",\n";
   pending_ += e.dump();
-  if (pending_.size() >= kFlushBytes || end_us - flushed_us_ >= kFlushEveryUs) flush_locked();
+  if (pending_.size() >= kFlushBytes) flush_locked();  // else the flusher, within a second
 }
 
 size_t Timeline::size() const {

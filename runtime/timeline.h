@@ -62,7 +62,6 @@ class Timeline {
   size_t count_ = 0;
   std::FILE* file_ = nullptr;  // open(): streamed
   std::string path_, pending_;
-  int64_t flushed_us_ = 0;
   // open(): writes what is pending once a second even when no span comes (a stalled job,
   // which the watchdog then ends with _Exit, kept nothing of its last second otherwise).
   std::thread flusher_;

@@ -265,10 +265,7 @@ TrainResult Trainer::run() {
         const bool checkpoint_here =
             (stop && !ps_worker) || (every && (s + 1) % every == 0 && s + 1 < steps);
         if (checkpoint_here && (writer || !ps_worker)) sync_.gather_state(model_, opt_);
-        if (checkpoint_here && writer) {
-          write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
-          if (stop) saved_step = global_step;  // written now (a failure threw)
-        }
+        if (checkpoint_here && writer) write_step_checkpoint(e, s + 1, global_step, /*now=*/stop);
         if (stop) {
           sync_.finish(false);
           // A periodic checkpoint counts once written (a failed write is only a warning).

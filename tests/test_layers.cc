@@ -10,6 +10,7 @@
 #include "runtime/functors.h"
 #include "runtime/model.h"
 #include "runtime/rng.h"
+#include "tests/test_util.h"
 
 namespace dtrain {
 namespace {
@@ -196,15 +197,9 @@ TEST(YourOwnLayer, AReadyRangeOutsideItsViewIsNamed) {
   auto m = model_with_scale(/*forget_offset=*/true);
   std::vector<float> x(3 * 6, 0.25f);
   std::vector<uint8_t> y = {0, 1, 2};
-  try {
-    m->train_step(x.data(), y.data(), 3, [](size_t, size_t) {});
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("layer 1 (scale) reported gradients [0, 10) ready, "
-                                         "outside its own [35, 45)"),
-              std::string::npos)
-        << e.what();
-  }
+  testing::expect_input_error(
+      [&] { m->train_step(x.data(), y.data(), 3, [](size_t, size_t) {}); },
+      "layer 1 (scale) reported gradients [0, 10) ready, outside its own [35, 45)");
 }
 
 TEST(YourOwnLayer, AnAccumulatingLayerStartsEachStepFromZero) {

@@ -136,6 +136,14 @@ TEST(Training, ResumingAFinishedJobReportsItsLastEpoch) {
   EXPECT_EQ(again.result.test_accuracy, first.result.test_accuracy);
 }
 
+// The names of the spans in a timeline file.
+std::set<std::string> span_names(const std::string& path) {
+  const nlohmann::json doc = nlohmann::json::parse(read_file(path));
+  std::set<std::string> names;
+  for (const auto& e : doc["traceEvents"]) names.insert(e["name"].get<std::string>());
+  return names;
+}
+
 // Every mode records its optimizer step in the timeline; local mode included.
 TEST(Training, LocalTimelineHasTheOptimizerSpan) {
   TempDir d;
@@ -146,9 +154,7 @@ TEST(Training, LocalTimelineHasTheOptimizerSpan) {
   o.print = false;
   o.timeline_path = d / "timeline.json";
   train(small_data(), o);
-  const nlohmann::json doc = nlohmann::json::parse(read_file(d / "timeline.json"));
-  std::set<std::string> names;
-  for (const auto& e : doc["traceEvents"]) names.insert(e["name"].get<std::string>());
+  const std::set<std::string> names = span_names(d / "timeline.json");
   for (const char* n : {"forward", "backward", "finish_step", "optimizer"})
     EXPECT_TRUE(names.count(n)) << n;
 }
@@ -168,22 +174,14 @@ TEST(Training, TimelineSurvivesAStopAndABadPathFailsAtStart) {
   EXPECT_THROW(train(small_data(), o), StopRequested);
   clear_stop_request();
   ASSERT_TRUE(std::filesystem::exists(d / "timeline.json"));
-  const nlohmann::json doc = nlohmann::json::parse(read_file(d / "timeline.json"));
-  std::set<std::string> names;
-  for (const auto& e : doc["traceEvents"]) names.insert(e["name"].get<std::string>());
+  const std::set<std::string> names = span_names(d / "timeline.json");
   for (const char* n : {"forward", "backward", "finish_step"}) EXPECT_TRUE(names.count(n)) << n;
 
   TempDir e;
   o.output_dir = e.path();
   std::ofstream(e / "afile") << "x";
   o.timeline_path = e / "afile/timeline.json";  // a file where the folder should be
-  try {
-    train(small_data(), o);
-    FAIL() << "an unwritable --timeline was accepted";
-  } catch (const InputError& err) {
-    EXPECT_NE(std::string(err.what()).find("--timeline " + o.timeline_path), std::string::npos)
-        << err.what();
-  }
+  testing::expect_input_error([&] { train(small_data(), o); }, "--timeline " + o.timeline_path);
   EXPECT_FALSE(std::filesystem::exists(e / "metrics.jsonl")) << "it trained before failing";
 }
 
@@ -333,15 +331,9 @@ TEST(Training, RejectsABatchLargerThanTheData) {
   LocalSync sync;
   JobSpec o;
   o.batch_size = 601;
-  try {
-    Trainer t(*m, opt, sync, small_data(), o);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("--batch-size 601 x 1 worker(s) is more than the 600 "
-                                         "training samples"),
-              std::string::npos)
-        << e.what();
-  }
+  testing::expect_input_error(
+      [&] { Trainer t(*m, opt, sync, small_data(), o); },
+      "--batch-size 601 x 1 worker(s) is more than the 600 training samples");
 }
 
 // One job at a time writes an output folder (two overwrote each other's checkpoint and metrics

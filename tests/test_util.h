@@ -1,12 +1,26 @@
 // Helpers shared by the tests: temporary folders that clean up after themselves.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <string>
 
+#include "runtime/error.h"
+
 namespace dtrain::testing {
+
+// Runs f, which must throw an InputError whose message contains `what`.
+template <typename F>
+void expect_input_error(F&& f, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one saying: " << what;
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
 
 class TempDir {
  public:
