@@ -291,6 +291,8 @@ sigterm)
   chief="$(pid_of_task '"index":0,"type":"worker"')"
   [[ -n "$chief" ]] || fail "ps: no chief to stop"
   kill -TERM "$chief"
+  for _ in $(seq 300); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
+  kill -0 $job 2>/dev/null && { kill -TERM $job; fail "ps: the job still ran 30 s after its chief's SIGTERM"; }
   wait $job
   line="$(grep -o "stopped by SIGTERM after step .*" "$tmp/console")"
   [[ "$line" == *"; keeping the last checkpoint (step "[0-9]*"; --resume continues from there)" ]] ||
