@@ -46,7 +46,7 @@ const CudaPlugin* cuda_plugin(std::string* why) {
   if (why)
     *why =
         "this build has no CUDA backend (the CUDA toolkit was not found at build time; see "
-        "DTRAIN_CUDA in the README)";
+        "DTRAIN_CUDA in docs/gpu.md)";
   return nullptr;
 #endif
 }

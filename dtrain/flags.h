@@ -1,7 +1,7 @@
 // The training programs' flags: the one function that registers them with CLI11, writing
 // straight into the typed JobOptions (nothing is copied field by field afterwards), so the help
 // text is generated from the parser and cannot drift from it (tests/test_flags.cc checks that the
-// README documents exactly these flags). mnist_train and custom_model share them.
+// docs/training.md documents exactly these flags). mnist_train and custom_model share them.
 #pragma once
 
 #include <CLI/CLI.hpp>

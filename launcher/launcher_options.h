@@ -1,5 +1,5 @@
 // dtrainrun's options: one typed struct and the one function that registers them with CLI11
-// (tests/test_launcher.cc checks the README's table against the parser).
+// (tests/test_launcher.cc checks docs/launcher.md's table against the parser).
 #pragma once
 
 #include <CLI/CLI.hpp>

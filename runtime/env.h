@@ -1,5 +1,5 @@
-// Every DTRAIN_* environment variable is read here and nowhere else, so the README's table of
-// variables is this file. Bad values are InputErrors naming the variable.
+// Every DTRAIN_* environment variable is read here and nowhere else, so the table of
+// variables (docs/environment.md) is this file. Bad values are InputErrors naming the variable.
 #pragma once
 
 #include <cstddef>

@@ -3,7 +3,7 @@
 // GPU). A layer's parameters are laid out [W (in x out), b (out)] in that view, row-major, so
 // y = x W + b. Layers do their math through the Backend, so one layer runs on every executor.
 //
-// Writing a layer of your own (README, "A layer of your own"):
+// Writing a layer of your own (docs/custom-model.md, "A layer of your own"):
 // - its view is param_view() / grad_view(): param_count() floats at offset() of the model's
 //   buffers (params_ and grads_ are the buffers' starts, shared by every layer);
 // - backward writes every gradient of its view (overwrites: the buffer still holds the last

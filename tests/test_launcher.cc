@@ -1,5 +1,5 @@
 // dtrainrun's planning without processes: flag and cluster-spec validation, the mpirun command
-// of allreduce jobs and MPI configurations, the TF_CONFIG of every ps task; help vs README.
+// of allreduce jobs and MPI configurations, the TF_CONFIG of every ps task; help vs docs/launcher.md.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,7 +44,7 @@ TEST(Launcher, ReadmeDocumentsExactlyTheParsersFlags) {
   CLI::App app;
   LauncherOptions o;
   add_launcher_flags(app, o);
-  EXPECT_EQ(testing::readme_flags("dtrainrun flags"), testing::app_flags(app));
+  EXPECT_EQ(testing::doc_flags("docs/launcher.md", "dtrainrun flags"), testing::app_flags(app));
 }
 
 TEST(Launcher, AllreducePlansOneMpirun) {

@@ -129,7 +129,7 @@ TEST(Model, SameSeedSameParameters) {
   EXPECT_NE(0, std::memcmp(a->params(), b->params(), a->param_count() * sizeof(float)));
 }
 
-// A layer of your own, written as the README's "A layer of your own" says: y = x * s + t per
+// A layer of your own, written as docs/custom-model.md's "A layer of your own" says: y = x * s + t per
 // feature, parameters [s (size), t (size)] in its view. The CPU backend's memory is the host's.
 class Scale : public Layer {
  public:

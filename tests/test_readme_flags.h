@@ -1,5 +1,6 @@
-// The flags the README's table under `heading` documents (first column, `--flag` in backticks),
-// and the long flags a CLI11 app accepts: tests compare the two so help and docs cannot drift.
+// The flags the table under `heading` of a page of the docs documents (first column, `--flag` in
+// backticks), and the long flags a CLI11 app accepts: tests compare the two so help and docs
+// cannot drift.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -18,8 +19,9 @@ inline std::set<std::string> app_flags(const CLI::App& app) {
   return out;
 }
 
-inline std::set<std::string> readme_flags(const std::string& heading) {
-  std::ifstream in(std::string(DTRAIN_SOURCE_DIR) + "/README.md");
+// `page` is relative to the source folder (docs/training.md).
+inline std::set<std::string> doc_flags(const std::string& page, const std::string& heading) {
+  std::ifstream in(std::string(DTRAIN_SOURCE_DIR) + "/" + page);
   std::string line;
   bool in_section = false;
   std::set<std::string> out;
