@@ -1,4 +1,4 @@
-// dtrain._core: the C++ side of `import dtrain.torch` (python/dtrain/torch/__init__.py).
+// dtrain._core: the C++ side of `import dtrain.torch` (python/dtrain/torch/, one module per part).
 // Allreduce mode: it holds the job's MpiCommunicator (allreduce/mpi_communicator.h: the same
 // background-thread allreduce, stall watchdog and error messages as mnist_train's ranks) and
 // offers collectives on raw CPU buffers, so the module needs no PyTorch C++ headers: Python

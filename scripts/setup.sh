@@ -10,6 +10,7 @@ packages=(build-essential cmake pkg-config git ca-certificates
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev
   procps  # pgrep/pkill for the multi-process tests
   pybind11-dev python3-dev python3-torch  # dtrain.torch and its tests (/usr/bin/python3)
+  python3-jsonschema python3-yaml  # tests/k8s_manifests_test.sh: the Kubernetes manifests
   iproute2 openssh-server openssh-client iperf3)  # the simulated cluster (tests/cluster)
 # Tools that may come from elsewhere (a Node.js install of its own, say) count when on PATH.
 command -v npm >/dev/null || packages+=(npm)

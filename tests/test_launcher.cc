@@ -1,5 +1,6 @@
 // dtrainrun's planning without processes: flag and cluster-spec validation, the mpirun command
-// of allreduce jobs and MPI configurations, the TF_CONFIG of every ps task; help vs docs/launcher.md.
+// of allreduce jobs and MPI configurations, the TF_CONFIG of every ps task; help vs
+// docs/launcher.md.
 #include <gtest/gtest.h>
 
 #include <algorithm>

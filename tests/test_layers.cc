@@ -129,8 +129,8 @@ TEST(Model, SameSeedSameParameters) {
   EXPECT_NE(0, std::memcmp(a->params(), b->params(), a->param_count() * sizeof(float)));
 }
 
-// A layer of your own, written as docs/custom-model.md's "A layer of your own" says: y = x * s + t per
-// feature, parameters [s (size), t (size)] in its view. The CPU backend's memory is the host's.
+// A layer of your own, written as docs/custom-model.md's "A layer of your own" says: y = x * s + t
+// per feature, parameters [s (size), t (size)] in its view. The CPU backend's memory is the host's.
 class Scale : public Layer {
  public:
   explicit Scale(size_t size, bool forget_offset = false, bool accumulate = false)

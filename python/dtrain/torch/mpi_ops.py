@@ -1,0 +1,182 @@
+"""The collectives on tensors: allreduce(_), broadcast(_), allgather, Horovod's reduction ops
+(Average, Sum), and what they share: the checks that every rank calls the same operation on a
+tensor of the same shape and type, and the flush of the bucketed optimizers' held-back buckets
+before a collective of the main thread. In ps mode they go through ps:0 (_ps_sum)."""
+import json
+import math
+
+import torch
+
+from dtrain import _core
+
+from . import _state
+from .basics import rank, size
+
+# Horovod's reduction ops for allreduce(op=...).
+Average = "average"
+Sum = "sum"
+
+
+def _dtype_name(t):
+    if t.dtype == torch.float32:
+        return "float32"
+    if t.dtype == torch.float64:
+        return "float64"
+    raise TypeError("dtrain.torch: %s tensors are not supported (float32 or float64)" % t.dtype)
+
+
+def _check_cpu(t, what):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError("dtrain.torch.%s: expected a torch.Tensor, got %s" % (what, type(t).__name__))
+    if t.device.type != "cpu":
+        raise ValueError("dtrain.torch.%s: tensors must be on the CPU in this version, not %s"
+                         % (what, t.device))
+
+
+def _agree(kind, name, t):
+    """Every rank must call the same operation on a tensor of the same shape and type."""
+    _check_agreement({"operation": kind, "tensor": name, "shape": list(t.shape),
+                      "dtype": str(t.dtype)}, name)
+
+
+def _check_agreement(desc, name):
+    try:
+        _core.check_agreement(json.dumps(desc))
+    except _core.InputError as e:
+        raise ValueError("dtrain.torch: %s (tensor '%s')" % (e, name)) from None
+
+
+def _ps_sum(values):
+    """ps mode: sums a float64 tensor over the workers in place, through ps:0 (the path the
+    workers' metrics take: fine for metrics and small tensors, not for gradients). Needs the
+    worker's DistributedOptimizer (which joins the servers)."""
+    v = values.contiguous()
+    if _core.ps_sum(v.data_ptr(), v.numel()) and _state.ps_optimizer is not None:
+        _state.ps_optimizer._dt_take_params()  # async: the answer to the last push came in first
+    return v
+
+
+def _averages(average, op, what):
+    """Horovod's average= (None: the default, an average) and op= (dtrain.torch.Average or Sum)."""
+    if op is not None:
+        if average is not None:
+            raise ValueError("dtrain.torch.%s: give average= or op=, not both" % what)
+        if op not in (Average, Sum):
+            raise ValueError("dtrain.torch.%s: op must be dtrain.torch.Average or dtrain.torch.Sum, "
+                             "not %r" % (what, op))
+        return op == Average
+    return True if average is None else bool(average)
+
+
+def allreduce_(tensor, average=None, name=None, op=None):
+    """In place: the tensor becomes the sum (or average) over ranks. Returns it."""
+    _check_cpu(tensor, "allreduce_")
+    average = _averages(average, op, "allreduce_")
+    name = name or "allreduce"
+    _flush_buckets()
+    if _state.ps is not None:
+        _dtype_name(tensor)
+        with torch.no_grad():
+            total = _ps_sum(tensor.detach().to(torch.float64).clone())
+            tensor.copy_(total / size() if average else total)
+        return tensor
+    _agree("allreduce", name, tensor)
+    work = tensor if tensor.is_contiguous() else tensor.contiguous()
+    with torch.no_grad():
+        _core.allreduce(work.data_ptr(), work.numel(), _dtype_name(work), bool(average), name)
+        if work is not tensor:
+            tensor.copy_(work)
+    return tensor
+
+
+class _AllreduceGrad(torch.autograd.Function):
+    """allreduce with a gradient, as Horovod's: the gradient is allreduced the same way."""
+
+    @staticmethod
+    def forward(ctx, tensor, average, name):
+        ctx.average, ctx.name = average, name
+        return allreduce_(tensor.detach().clone(), average=average, name=name)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return allreduce_(grad.detach().clone(), average=ctx.average,
+                          name=ctx.name + " (gradient)"), None, None
+
+
+def allreduce(tensor, average=None, name=None, op=None):
+    """The sum (or average: the default) of `tensor` over ranks, as a new tensor; autograd
+    passes through it (the gradient is allreduced the same way)."""
+    _check_cpu(tensor, "allreduce")
+    average = _averages(average, op, "allreduce")
+    if tensor.requires_grad and torch.is_grad_enabled():
+        return _AllreduceGrad.apply(tensor, average, name or "allreduce")
+    return allreduce_(tensor.detach().clone(), average=average, name=name)
+
+
+def broadcast_(tensor, root_rank, name=None):
+    """In place: every rank's tensor becomes root_rank's. Returns it."""
+    _check_cpu(tensor, "broadcast_")
+    name = name or "broadcast"
+    _flush_buckets()
+    if _state.ps is not None:  # root's values plus zeros: exact in float64
+        _check_root(root_rank)
+        if tensor.is_floating_point() or tensor.is_complex():
+            _dtype_name(tensor)  # integers (BatchNorm's num_batches_tracked) are exact too
+        with torch.no_grad():
+            mine = tensor.detach().to(torch.float64)
+            tensor.copy_(_ps_sum(mine.clone() if rank() == root_rank else torch.zeros_like(mine)))
+        return tensor
+    _agree("broadcast", name, tensor)
+    work = tensor if tensor.is_contiguous() else tensor.contiguous()
+    with torch.no_grad():
+        _core.broadcast(work.data_ptr(), work.numel() * work.element_size(), int(root_rank), name)
+        if work is not tensor:
+            tensor.copy_(work)
+    return tensor
+
+
+def broadcast(tensor, root_rank, name=None):
+    """root_rank's tensor, as a new tensor on every rank."""
+    _check_cpu(tensor, "broadcast")
+    return broadcast_(tensor.detach().clone(), root_rank, name=name)
+
+
+def allgather(tensor, name=None):
+    """Every rank's tensor concatenated along the first dimension, in rank order (the first
+    dimension may differ between ranks; the others must agree)."""
+    _check_cpu(tensor, "allgather")
+    name = name or "allgather"
+    _flush_buckets()
+    t = tensor.detach().contiguous()
+    if _state.ps is not None:  # the first dimensions, then every rank's rows in its own place
+        _dtype_name(t)
+        rows = torch.zeros(size(), dtype=torch.float64)
+        rows[rank()] = t.shape[0]
+        rows = _ps_sum(rows).long().tolist()
+        per_row = math.prod(t.shape[1:])
+        out = torch.zeros(sum(rows) * per_row, dtype=torch.float64)
+        start = sum(rows[:rank()]) * per_row
+        out[start:start + t.numel()] = t.reshape(-1).to(torch.float64)
+        return _ps_sum(out).to(t.dtype).reshape(-1, *t.shape[1:])
+    _check_agreement({"operation": "allgather", "tensor": name,
+                      "trailing_shape": list(t.shape[1:]), "dtype": str(t.dtype)}, name)
+    parts = _core.allgather_bytes(t.numpy().tobytes(), name)
+    rows = [torch.frombuffer(bytearray(p), dtype=t.dtype).reshape(-1, *t.shape[1:]) if p else
+            torch.empty((0, *t.shape[1:]), dtype=t.dtype) for p in parts]
+    return torch.cat(rows, dim=0)
+
+
+def _check_root(root_rank):
+    if not 0 <= int(root_rank) < size():
+        raise ValueError("dtrain.torch: root_rank %d but the job has %d ranks" % (root_rank, size()))
+
+
+def _flush_buckets():
+    """See _DistributedOptimizer._dt_flush in bucketed_optimizer.py (the bucketed optimizers, in
+    the order made)."""
+    for ref in list(_state.bucketed):
+        opt = ref()
+        if opt is None:
+            _state.bucketed.remove(ref)
+        else:
+            opt._dt_flush()
