@@ -14,6 +14,7 @@
 #include "launcher/job_keys.h"
 #include "launcher/job_plan.h"
 #include "launcher/launcher_options.h"
+#include "launcher/leftovers.h"
 #include "launcher/slurm.h"
 #include "launcher/supervisor.h"
 #include "runtime/cluster_spec.h"
@@ -68,6 +69,29 @@ void check_flags_apply(const CLI::App& app, const dtrain::launcher::LauncherOpti
         "--rejoin-workers is for ps jobs (--mode ps); an allreduce job goes on without a "
         "failed machine with --min-np");
   if (o.secure && o.mode != "ps") throw dtrain::InputError("--secure is for --mode ps");
+}
+
+// After a failed or stopped job across machines: ends what is left of it on every other machine
+// it ran on, and names each machine that could not be checked (launcher/leftovers.h).
+// Returns the machines that could not be reached.
+std::vector<std::string> report_leftovers(const dtrain::launcher::JobPlan& plan,
+                                          const std::string& job_id, bool verbose) {
+  std::vector<std::string> unreachable;
+  const std::vector<std::string> hosts = dtrain::launcher::remote_hosts(plan);
+  if (hosts.empty()) return unreachable;
+  for (const auto& h : dtrain::launcher::end_leftovers(hosts, job_id, 4.0)) {
+    if (!h.reached) unreachable.push_back(h.host);
+    if (!h.reached)
+      std::fprintf(stderr,
+                   "[dtrainrun] %s unreachable: could not check it for leftover processes (%s)\n",
+                   h.host.c_str(), h.error.c_str());
+    else if (h.ended > 0)
+      std::fprintf(stderr, "[dtrainrun] %s: ended %zu leftover process(es) of the job\n",
+                   h.host.c_str(), h.ended);
+    else if (verbose)
+      std::fprintf(stderr, "[dtrainrun] %s: nothing of the job left\n", h.host.c_str());
+  }
+  return unreachable;
 }
 
 }  // namespace
@@ -178,22 +202,35 @@ int main(int argc, char** argv) {
       }
       if (r.interrupted) {
         std::fprintf(stderr, "[dtrainrun] stopped: %s; every task was stopped\n", r.reason.c_str());
+        report_leftovers(plan, job_id, o.verbose);
         return r.exit_code;
       }
-      const std::string where = r.failed_host.empty() ? "" : " on " + r.failed_host;
+      // mpirun runs here; the machine its report names is in the reason.
+      const std::string where =
+          r.failed_host.empty() || r.failed_task == "mpirun" ? "" : " on " + r.failed_host;
       std::fprintf(stderr, "[dtrainrun] task %s%s %s; the other tasks were stopped\n",
                    r.failed_task.c_str(), where.c_str(), r.reason.c_str());
       if (!r.stall.empty())
         std::fprintf(stderr, "[dtrainrun] the job stalled (%s's watchdog): %s\n",
                      r.stall_task.c_str(), r.stall.c_str());
+      else if (!r.stall_warning.empty())
+        std::fprintf(stderr, "[dtrainrun] the last stall warning (%s's watchdog): %s\n",
+                     r.stall_warning_task.c_str(), r.stall_warning.c_str());
       if (!r.last_lines.empty()) {
         std::fprintf(stderr, "[dtrainrun] last lines of %s:\n", r.failed_task.c_str());
         for (const auto& l : r.last_lines) std::fprintf(stderr, "    %s\n", l.c_str());
       }
+      const std::vector<std::string> unreachable = report_leftovers(plan, job_id, o.verbose);
       if (elastic) {
         std::optional<std::vector<std::pair<std::string, size_t>>> discovered;
         if (!o.host_discovery_script.empty()) discovered = discover_hosts(o.host_discovery_script);
         // Never more ranks than the job had, unless --max-np lets it grow (host discovery).
+        // A machine that could not be reached afterwards is the one behind the failure (mpirun
+        // may name another: its daemons relay through each other), and every such one goes.
+        if (!unreachable.empty()) {
+          dropped.insert(unreachable.begin() + 1, unreachable.end());
+          r.failed_host = unreachable[0];
+        }
         hosts = shrink_hosts(hosts, r.failed_host, &dropped, discovered, elastic_cap(o));
         size_t total = 0;
         for (const auto& h : hosts) total += h.second;

@@ -621,4 +621,17 @@ std::vector<std::pair<std::string, size_t>> parse_host_lines(const std::string& 
   return merge_hosts(std::move(out));
 }
 
+std::vector<std::string> remote_hosts(const JobPlan& plan) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& h) {
+    if (!h.empty() && !is_local_host(h) && std::find(out.begin(), out.end(), h) == out.end())
+      out.push_back(h);
+  };
+  for (const Task& t : plan.tasks) {
+    add(t.host);
+    for (const auto& h : t.rank_hosts) add(h);
+  }
+  return out;
+}
+
 }  // namespace dtrain::launcher

@@ -41,6 +41,10 @@ struct JobPlan {
   std::vector<Task> tasks;
 };
 
+// The machines other than this one that a planned job runs tasks on (remote ps tasks' hosts,
+// mpirun's ranks' hosts), each once, in the order the plan names them.
+std::vector<std::string> remote_hosts(const JobPlan& plan);
+
 // Validates the options (throws InputError saying what is wrong) and plans the job.
 // tf_config: the launcher's own TF_CONFIG, if any; is_root: add --allow-run-as-root.
 // cpus: the CPUs this launcher may use, in order (empty: read its affinity mask).

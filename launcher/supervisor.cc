@@ -249,9 +249,15 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // A rank that called MPI_Abort (an error on one rank only: dtrain aborts the job with it).
   const std::regex aborted(R"(MPI_ABORT was invoked on rank (\d+))");
   const std::regex abort_code(R"(^\s*with errorcode (\d+))");
+  // mpirun's own word that the job is over (a daemon it lost, a rank that died): behind a
+  // partition it may then wait for a machine it cannot reach (or crash on the way out), so the
+  // job is stopped from here at once.
+  const std::regex terminating(R"(will terminate the job|therefore will terminate)");
+  bool mpirun_terminating = false;
   std::string mpi_failed_rank, mpi_reason, mpi_node, abort_rank, abort_reason;
   RunResult result;
   const std::regex stall_line(R"(stall: ending the job: (.*)$)");
+  const std::regex stall_warning(R"(stall: (waiting .*)$)");
   auto emit = [&](const Stream& s, const std::string& line) {
     const Task& t = *tasks[s.task].task;
     std::smatch m;
@@ -262,6 +268,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
       if (result.stall.empty() && std::regex_search(text, m, stall_line)) {
         result.stall = m[1];
         result.stall_task = "worker:" + r;
+      } else if (std::regex_search(text, m, stall_warning)) {
+        result.stall_warning = m[1];
+        result.stall_warning_task = "worker:" + r;
       }
       sink.line("worker:" + r, "logs/worker:" + r, err, text);
       return;
@@ -270,6 +279,7 @@ RunResult Supervisor::run(const JobPlan& plan) {
       result.stall = m[1];
       result.stall_task = t.name;
     }
+    if (t.mpi_tagged_output && std::regex_search(line, m, terminating)) mpirun_terminating = true;
     if (t.mpi_tagged_output && abort_rank.empty() && std::regex_search(line, m, aborted)) {
       abort_rank = m[1];
       abort_reason = "called MPI_Abort";
@@ -390,6 +400,23 @@ RunResult Supervisor::run(const JobPlan& plan) {
         stop_all(SIGTERM);
       }
     }
+    if (mpirun_terminating && !stopping) {
+      stopping = true;
+      stop_at = std::chrono::steady_clock::now();
+      if (!result.stall.empty()) {  // a watchdog said why first
+        result.failed_task = result.stall_task;
+        result.reason = "stalled (--stall-timeout)";
+        result.exit_code = 124;
+      } else {
+        const Running* mpirun = nullptr;
+        for (const auto& r : tasks)
+          if (r.task->mpi_tagged_output) mpirun = &r;
+        result.failed_task = mpirun ? mpirun->task->name : "mpirun";
+        result.reason = "said it will terminate the job";
+        result.exit_code = 1;
+      }
+      stop_all(SIGTERM);
+    }
     if (g_stop_signal && !stopping) {
       result.interrupted = true;
       result.exit_code = 128 + g_stop_signal;
@@ -431,7 +458,18 @@ RunResult Supervisor::run(const JobPlan& plan) {
     if (r.stdin_fd >= 0) close(r.stdin_fd);
   }
   kill_descendants();
+  // mpirun said it would end the job before a rank's watchdog line arrived: the watchdog's
+  // reason is still the better one.
+  if (mpirun_terminating && !result.stall.empty() && result.exit_code != 124 &&
+      !result.interrupted) {
+    result.failed_task = result.stall_task;
+    result.failed_host.clear();
+    result.reason = "stalled (--stall-timeout)";
+    result.exit_code = 124;
+  }
   const bool mpirun_failed = result.failed_task == "mpirun";
+  if (mpirun_failed && mpirun_terminating && !mpi_node.empty())
+    result.reason = "lost contact with its daemon on " + mpi_node + " and ended the job";
   // mpirun named the failed rank but not its machine: the plan's placement says where it ran.
   const std::string& named_rank = !mpi_failed_rank.empty() ? mpi_failed_rank : abort_rank;
   if (mpirun_failed && mpi_node.empty() && !named_rank.empty()) {

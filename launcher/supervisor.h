@@ -23,6 +23,10 @@ struct RunResult {
   // A rank's stall watchdog ended the job: what it said ("waited 600 s in ...; not responding:
   // rank 1 (node2) silent for 600 s") and which task said it.
   std::string stall, stall_task;
+  // The last stall warning a rank printed ("waiting 6 s in ...; not responding: rank 1 (node2)
+  // silent for 6 s") and its task: what names the machine behind a partition when mpirun ends
+  // the job before any watchdog's timeout.
+  std::string stall_warning, stall_warning_task;
   bool interrupted = false;  // the launcher itself got SIGINT/SIGTERM
 };
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Multi-node tests on a simulated cluster of two nodes (tests/cluster/cluster.sh), all launched
-# through dtrainrun on node dtn1, as a user on a cluster would:
+# through dtrainrun, as a user on a cluster would, from one of two places (PLACEMENT):
+#   node       dtrainrun on dtn1, a machine that trains (the default)
+#   head       dtrainrun on dtn3, a third machine that runs no task (a login or head node)
+# The cases:
 #   allreduce  2 nodes x 2 processes end with the same parameters, bitwise, as the same 4 ranks
 #              on one machine (flat MPI_Allreduce): through --node-count/--process-count-per-node
 #              -H (the hierarchical allreduce, chosen by itself), and through --hostfile with
@@ -19,33 +22,42 @@
 #   slurm      inside a Slurm allocation (SLURM_JOB_NODELIST=dtn[1-2] and tasks per node, as
 #              sbatch sets them) dtrainrun places both modes' tasks without -H
 #   partition  dtn2's link down during training (both modes): the job ends within its timeout +
-#              10 s, non-zero, naming dtn2's task, and nothing is left on any node
+#              10 s, non-zero, naming dtn2's task and dtn2 as unreachable ("could not check it
+#              for leftover processes"); nothing is left on the nodes that can be reached, and
+#              nothing on dtn2 within 30 s of its link coming back
 #   elastic    --min-np 1: every process of dtn2 killed mid-epoch; the job goes on on dtn1 from the
 #              latest step checkpoint within 15 s and finishes
 #   killlauncher  SIGKILL of dtrainrun during a job across nodes (both modes) leaves nothing
 #              running on any node
-# Every case ends with no process of the job left on either node. Exits 77 (skipped) where
+# Every case ends with no process of the job left on any node. Exits 77 (skipped) where
 # network namespaces cannot be made.
-# Usage: cluster_test.sh BIN_DIR SOURCE_DIR CASE
+# Usage: cluster_test.sh BIN_DIR SOURCE_DIR CASE [PLACEMENT]
 set -uo pipefail
-bin="$1"; src="$2"; case_="$3"
+bin="$1"; src="$2"; case_="$3"; placement="${4:-node}"
 source "$src/tests/cluster/cluster.sh"
 # Each job ends within this (ctest kills the whole test at its TIMEOUT, skipping the cleanup);
 # a stalled job ends sooner, through the stall watchdog.
 export CLUSTER_JOB_TIMEOUT=150 DTRAIN_STALL_TIMEOUT=${DTRAIN_STALL_TIMEOUT:-120}
 tmp="$(mktemp -d /tmp/dtrain-cluster-test.XXXXXX)"
 cluster_on_exit 'pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"'
-cluster_up 2 || exit $?
+case "$placement" in
+node) L=1; nodes=2 ;;
+head) L=3; nodes=3 ;;
+*) echo "FAIL: unknown placement '$placement' (node or head)" >&2; exit 2 ;;
+esac
+cluster_up "$nodes" || exit $?
+echo "placement: dtrainrun on dtn$L"
 cd "$tmp"
 fail() { echo "FAIL: $*" >&2; tail -n 30 "$tmp"/console* 2>/dev/null >&2; exit 1; }
 train=("$bin/mnist_train" --synthetic-data 4000 --seed 7)
 run=("$bin/dtrainrun" --grace-period 2)
 
-no_leftovers() {  # what: nothing of the job on any node (the nodes' sshd excepted)
+no_leftovers() {  # what: nothing of the job on any node (the nodes' sshd excepted; only the
+  # nodes in NODES_TO_CHECK when it is set)
   local i p left=""
   for _ in $(seq 50); do
     left=""
-    for i in 1 2; do
+    for i in ${NODES_TO_CHECK:-$(seq "$CLUSTER_NODES")}; do
       for p in $(node_processes "$i"); do left+=" dtn$i:$p($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-60))"; done
     done
     [[ -z "$left" ]] && return 0
@@ -74,9 +86,9 @@ PY
 case "$case_" in
 allreduce)
   # The reference: the same 4 ranks on one machine, through MPI_Allreduce as across nodes.
-  DTRAIN_ALLREDUCE_SHM=0 on_node 1 "${run[@]}" --output-dir one -np 4 -- "${train[@]}" --epochs 2 \
+  DTRAIN_ALLREDUCE_SHM=0 on_node "$L" "${run[@]}" --output-dir one -np 4 -- "${train[@]}" --epochs 2 \
     --output-dir one/outputs >console.one 2>&1 || fail "one-machine job exited $?"
-  on_node 1 "${run[@]}" --output-dir two --node-count 2 --process-count-per-node 2 -H dtn1,dtn2 \
+  on_node "$L" "${run[@]}" --output-dir two --node-count 2 --process-count-per-node 2 -H dtn1,dtn2 \
     -- "${train[@]}" --epochs 2 --output-dir two/outputs --verbose >console 2>&1 || fail "2x2 job exited $?"
   for r in 0 1 2 3; do
     node=$((r / 2 + 1)); lr=$((r % 2))
@@ -86,13 +98,13 @@ allreduce)
   grep -q "hierarchical allreduce: 2 machines x 2 ranks" console || fail "not hierarchical"
   same_params one/outputs/model/checkpoint.bin two/outputs/model/checkpoint.bin "2 nodes x 2 (-H, hierarchical)"
   printf 'dtn1 slots=2\ndtn2 slots=2\n' >hostfile
-  DTRAIN_HIERARCHICAL=0 on_node 1 "${run[@]}" --output-dir three --hostfile hostfile \
+  DTRAIN_HIERARCHICAL=0 on_node "$L" "${run[@]}" --output-dir three --hostfile hostfile \
     --network-interface eth0 -- \
     "${train[@]}" --epochs 2 --output-dir three/outputs --verbose >console.hf 2>&1 ||
     fail "--hostfile job exited $?"
   grep -q '"world_size":4' console.hf || fail "--hostfile: not 4 ranks"
   grep -q "allreduce over mpi: 4 ranks" console.hf || fail "DTRAIN_HIERARCHICAL=0: not flat"
-  on_node 1 "${run[@]}" --output-dir four --hostfile hostfile --network-interface nope0 -- \
+  on_node "$L" "${run[@]}" --output-dir four --hostfile hostfile --network-interface nope0 -- \
     "${train[@]}" >console.badif 2>&1 && fail "--network-interface nope0 was accepted"
   grep -q "no network interface 'nope0' on this machine; interfaces here: .*eth0 (10.213.77.11)" \
     console.badif || fail "a wrong interface name does not list the interfaces"
@@ -100,7 +112,7 @@ allreduce)
   # One machine short of /dev/shm: every rank falls back to MPI_Allreduce together (dtn2's
   # ranks alone did, and the start-up check ended the job: 'disagrees ... allreduce_strategy').
   on_node 2 mount -o remount,size=2m /dev/shm
-  on_node 1 "${run[@]}" --output-dir five -H dtn1:2,dtn2:2 -- "${train[@]}" --epochs 1 \
+  on_node "$L" "${run[@]}" --output-dir five -H dtn1:2,dtn2:2 -- "${train[@]}" --epochs 1 \
     --output-dir five/outputs >console.shm 2>&1 || { tail -20 console.shm; fail "a small /dev/shm on dtn2: exit $?"; }
   on_node 2 mount -o remount,size=4g /dev/shm
   grep -q "rank(s) of this job have too little room for the shared-memory allreduce" console.shm ||
@@ -110,9 +122,9 @@ allreduce)
 ps)
   echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
   echo '{"cluster":{"ps":["127.0.0.1:2222"],"worker":["127.0.0.1:2223","127.0.0.1:2224"]}}' >local.json
-  on_node 1 "${run[@]}" --output-dir one --mode ps --cluster-spec local.json -- "${train[@]}" --epochs 2 \
+  on_node "$L" "${run[@]}" --output-dir one --mode ps --cluster-spec local.json -- "${train[@]}" --epochs 2 \
     --output-dir one/outputs >console.one 2>&1 || fail "one-machine ps job exited $?"
-  on_node 1 "${run[@]}" --output-dir two --mode ps --cluster-spec cluster.json \
+  on_node "$L" "${run[@]}" --output-dir two --mode ps --cluster-spec cluster.json \
     --network-interface eth0 -- "${train[@]}" --epochs 2 \
     --output-dir two/outputs --verbose >console 2>&1 || fail "ps job across nodes exited $?"
   grep -q '^\[ps:0\] \[ps 0/1 dtn2:' console || fail "ps:0 did not run on dtn2"
@@ -124,7 +136,7 @@ ps)
   ;;
 secure)
   echo '{"cluster":{"ps":["dtn2:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
-  on_node 1 "${run[@]}" --output-dir job --mode ps --secure --cluster-spec cluster.json -- \
+  on_node "$L" "${run[@]}" --output-dir job --mode ps --secure --cluster-spec cluster.json -- \
     "${train[@]}" --epochs 6 --output-dir job/outputs >console 2>&1 &
   launcher=$!
   # While it runs: learn both secrets from the tasks themselves (a local worker's environment,
@@ -156,7 +168,7 @@ secure)
   echo "saw $(wc -l <cmdlines) command lines during the job"
   grep -qF -e "$client" -e "$server" cmdlines && fail "a secret key was on a command line"
   grep -rqF -e "$client" -e "$server" job console && fail "a secret key is in the logs or outputs"
-  for i in 1 2; do
+  for i in $(seq "$CLUSTER_NODES"); do
     left="$(on_node "$i" sh -c 'ls -d /dev/shm/dtrain-keys.* /tmp/dtrain-keys.* 2>/dev/null')"
     [[ -z "$left" ]] || fail "key files left on dtn$i: $left"
   done
@@ -189,7 +201,7 @@ badpath)
   on_node 2 mount -t tmpfs tmpfs "$tmp/prog"
   echo '{"cluster":{"ps":["dtn1:2222"],"worker":["dtn1:2223","dtn2:2224"]}}' >cluster.json
   start=$SECONDS
-  on_node 1 "${run[@]}" --output-dir job --mode ps --cluster-spec cluster.json --start-timeout 20 \
+  on_node "$L" "${run[@]}" --output-dir job --mode ps --cluster-spec cluster.json --start-timeout 20 \
     -- "$tmp/prog/mnist_train" --synthetic-data 2000 >console 2>&1
   rc=$?
   ((rc != 0)) || fail "ps: exited 0"
@@ -197,7 +209,7 @@ badpath)
   grep -q "cannot run .*prog/mnist_train on dtn2" console || fail "ps: no message naming the program and the node"
   ((SECONDS - start < 30)) || fail "ps: took $((SECONDS - start)) s"
   no_leftovers "badpath ps"
-  on_node 1 "${run[@]}" --output-dir job2 -H dtn1:1,dtn2:1 -- "$tmp/prog/mnist_train" \
+  on_node "$L" "${run[@]}" --output-dir job2 -H dtn1:1,dtn2:1 -- "$tmp/prog/mnist_train" \
     --synthetic-data 2000 >console.mpi 2>&1
   rc=$?
   ((rc != 0)) || fail "allreduce: exited 0"
@@ -213,7 +225,7 @@ torch)
   [[ -f "$bin/../python/dtrain/torch/__init__.py" ]] || { echo "SKIP: dtrain.torch was not built"; exit 77; }
   py=(/usr/bin/env PYTHONPATH="$bin/../python:$src/tests" /usr/bin/python3 "$src/tests/torch_shard_test.py")
   for shm in 1 0; do
-    on_node 1 "${run[@]}" --output-dir t$shm --node-count 2 --process-count-per-node 2 -H dtn1,dtn2 \
+    on_node "$L" "${run[@]}" --output-dir t$shm --node-count 2 --process-count-per-node 2 -H dtn1,dtn2 \
       -- /usr/bin/env DTRAIN_ALLREDUCE_SHM=$shm "${py[@]}" "$tmp/t$shm.npz" >console.t$shm 2>&1 ||
       fail "dtrain.torch 2x2 (DTRAIN_ALLREDUCE_SHM=$shm) exited $?"
     [[ $(grep -o "every case checked" console.t$shm | wc -l) == 4 ]] || fail "not all 4 ranks (DTRAIN_ALLREDUCE_SHM=$shm)"
@@ -230,12 +242,12 @@ torch)
 slurm)
   # Inside a Slurm allocation (its variables as sbatch sets them; no controller needed), no -H:
   # the node list and the tasks per node place the ranks, and the ps tasks.
-  SLURM_JOB_NODELIST='dtn[1-2]' SLURM_TASKS_PER_NODE='2(x2)' on_node 1 "${run[@]}" \
+  SLURM_JOB_NODELIST='dtn[1-2]' SLURM_TASKS_PER_NODE='2(x2)' on_node "$L" "${run[@]}" \
     --output-dir job -- "${train[@]}" --epochs 1 --verbose >console 2>&1 || fail "allreduce in Slurm exited $?"
   grep -q '"world_size":4' console || fail "allreduce in Slurm: not 4 ranks"
   grep -q "^\[worker:3\] \[rank 3/4 dtn2:[0-9]*\] node dtn2: local rank 1 of 2" console ||
     fail "allreduce in Slurm: rank 3 not on dtn2"
-  SLURM_JOB_NODELIST='dtn[1-2]' SLURM_NTASKS_PER_NODE=2 on_node 1 "${run[@]}" --output-dir job2 \
+  SLURM_JOB_NODELIST='dtn[1-2]' SLURM_NTASKS_PER_NODE=2 on_node "$L" "${run[@]}" --output-dir job2 \
     --mode ps -- "${train[@]}" --epochs 1 --verbose >console.ps 2>&1 || fail "ps in Slurm exited $?"
   grep -q '^\[ps:0\] \[ps 0/1 dtn1:' console.ps || fail "ps in Slurm: ps:0 not on dtn1"
   grep -q '^\[worker:2\] \[worker 2/3 dtn2:' console.ps || fail "ps in Slurm: worker:2 not on dtn2"
@@ -254,7 +266,7 @@ partition)
     else
       args=(-H dtn1:1,dtn2:1); targs=(--stall-warning 2 --stall-timeout 8); name="rank 1 (dtn2)"
     fi
-    on_node 1 "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 500 \
+    on_node "$L" "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 500 \
       "${targs[@]}" >"console.$mode" 2>&1 &
     for _ in $(seq 100); do grep -q "epoch 2/" "console.$mode" 2>/dev/null && break; sleep 0.2; done
     grep -q "epoch 2/" "console.$mode" || fail "$mode: training did not start"
@@ -277,16 +289,24 @@ partition)
       grep -q "stall: waiting [0-9]* s in .*not responding: rank 1 (dtn2)" "console.$mode" ||
         fail "allreduce: no stall warning naming rank 1"
     fi
-    no_leftovers "partition ($mode)"
+    # dtn2 cannot be reached: the summary says so rather than claim it clean.
+    grep -q "^\[dtrainrun\] dtn2 unreachable: could not check it for leftover processes" \
+      "console.$mode" || { tail -20 "console.$mode"; fail "$mode: dtn2 not named unreachable"; }
+    NODES_TO_CHECK="$(seq "$CLUSTER_NODES" | grep -vx 2)" no_leftovers "partition ($mode)"
     ip -n "$(node_ns 2)" link set eth0 up
-    echo "$mode: the partition ended the job after $took s; nothing left on any node"
+    back=$SECONDS
+    # Behind the partition the job's processes end by themselves (their ssh sessions and peers
+    # are gone), once the link is back at the latest.
+    for _ in $(seq 150); do [[ -z "$(node_processes 2)" ]] && break; sleep 0.2; done
+    [[ -z "$(node_processes 2)" ]] || fail "$mode: processes left on dtn2 30 s after its link came back: $(node_processes 2 | tr '\n' ' ')"
+    echo "$mode: the partition ended the job after $took s; nothing left on the reachable nodes, and on dtn2 $((SECONDS - back)) s after its link came back"
     grep -m1 -e "stall: ending" -e "no answer from" -e "did not" "console.$mode" || true
   done
   ;;
 elastic)
   # --min-np 1: every process of dtn2 killed mid-epoch 2 of 3; the job goes on on dtn1 alone
   # from the latest step checkpoint and finishes.
-  on_node 1 "${run[@]}" --output-dir job -H dtn1:1,dtn2:1 --min-np 1 -- "$bin/mnist_train" \
+  on_node "$L" "${run[@]}" --output-dir job -H dtn1:1,dtn2:1 --min-np 1 -- "$bin/mnist_train" \
     --synthetic-data 60000 --seed 7 --epochs 3 --checkpoint-every-steps 50 --output-dir job/outputs \
     >console 2>&1 &
   for _ in $(seq 300); do grep -q "epoch 1/3" console 2>/dev/null && break; sleep 0.1; done
@@ -321,7 +341,7 @@ if [ "\$(hostname)" = dtn2 ] && [ ! -e "$tmp/failed-once" ]; then touch "$tmp/fa
 exec "\$@"
 SH
   chmod +x "$tmp/failonce.sh"
-  on_node 1 "${run[@]}" --output-dir job2 -H dtn1:1,dtn2:1 --min-np 1 -- "$tmp/failonce.sh" \
+  on_node "$L" "${run[@]}" --output-dir job2 -H dtn1:1,dtn2:1 --min-np 1 -- "$tmp/failonce.sh" \
     "$bin/mnist_train" --synthetic-data 4000 --seed 7 --epochs 1 --output-dir job2/outputs \
     >console2 2>&1 || { tail -30 console2; fail "the job with dtn2 failing once exited $?"; }
   grep -q "task worker:1 on dtn2 exited with code 3" console2 ||
@@ -339,7 +359,7 @@ killlauncher)
     else
       args=(-H dtn1:1,dtn2:1)
     fi
-    on_node 1 "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 200 \
+    on_node "$L" "${run[@]}" --output-dir "job-$mode" "${args[@]}" -- "${train[@]}" --epochs 200 \
       >"console.$mode" 2>&1 &
     job=$!
     launcher=""
