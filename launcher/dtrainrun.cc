@@ -205,9 +205,11 @@ int main(int argc, char** argv) {
         report_leftovers(plan, job_id, o.verbose);
         return r.exit_code;
       }
-      // mpirun runs here; the machine its report names is in the reason.
+      // (A reason that names the machine already, mpirun's lost daemon, needs no "on".)
       const std::string where =
-          r.failed_host.empty() || r.failed_task == "mpirun" ? "" : " on " + r.failed_host;
+          r.failed_host.empty() || r.reason.find(" on " + r.failed_host) != std::string::npos
+              ? ""
+              : " on " + r.failed_host;
       std::fprintf(stderr, "[dtrainrun] task %s%s %s; the other tasks were stopped\n",
                    r.failed_task.c_str(), where.c_str(), r.reason.c_str());
       if (!r.stall.empty())

@@ -22,7 +22,7 @@ std::string leftovers_script(const std::string& job_id) {
   return "me=$(readlink /proc/$$/ns/net); n=0; "
          "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = \"$$\" ] && continue; "
          "[ \"$(readlink \"$d/ns/net\" 2>/dev/null)\" = \"$me\" ] || continue; "
-         "if tr '\\0' '\\n' <\"$d/environ\" 2>/dev/null | grep -qx 'DTRAIN_JOB_ID=" +
+         "if { tr '\\0' '\\n' <\"$d/environ\"; } 2>/dev/null | grep -qx 'DTRAIN_JOB_ID=" +
          job_id +
          "'; then kill -9 \"$p\" 2>/dev/null && n=$((n+1)); fi; done; "
          "echo \"dtrain-leftovers ended $n\"";

@@ -106,7 +106,7 @@ allreduce)
   grep -q "allreduce over mpi: 4 ranks" console.hf || fail "DTRAIN_HIERARCHICAL=0: not flat"
   on_node "$L" "${run[@]}" --output-dir four --hostfile hostfile --network-interface nope0 -- \
     "${train[@]}" >console.badif 2>&1 && fail "--network-interface nope0 was accepted"
-  grep -q "no network interface 'nope0' on this machine; interfaces here: .*eth0 (10.213.77.11)" \
+  grep -q "no network interface 'nope0' on this machine; interfaces here: .*eth0 ($(node_ip "$L"))" \
     console.badif || fail "a wrong interface name does not list the interfaces"
   same_params one/outputs/model/checkpoint.bin three/outputs/model/checkpoint.bin "2 nodes x 2 (--hostfile, flat)"
   # One machine short of /dev/shm: every rank falls back to MPI_Allreduce together (dtn2's
@@ -152,9 +152,11 @@ secure)
       [[ -z "$spub" ]] && spub="$(sed -n 's/^DTRAIN_PS_SERVER_PUBLIC_KEY=//p' <<<"$env_")"
       [[ -z "$server" ]] && server="$(sed -n 's/^DTRAIN_PS_SERVER_SECRET_KEY=//p' <<<"$env_")"
       kf="$(sed -n 's/^DTRAIN_PS_KEY_FILE=//p' <<<"$env_")"
-      if [[ -n "$kf" && -z "$server" ]]; then
-        on_node 2 ls -ld "$(dirname "$kf")" "$kf" >>keyfile.modes 2>/dev/null
-        server="$(on_node 2 sed -n 's/^DTRAIN_PS_SERVER_SECRET_KEY=//p' "$kf" 2>/dev/null)"
+      # A remote task's key file, in its node's own /dev/shm: through the process's root.
+      if [[ -n "$kf" && ( -z "$server" || -z "$client" ) ]]; then
+        ls -ld "/proc/$p/root$(dirname "$kf")" "/proc/$p/root$kf" >>keyfile.modes 2>/dev/null
+        [[ -z "$server" ]] && server="$(sed -n 's/^DTRAIN_PS_SERVER_SECRET_KEY=//p' "/proc/$p/root$kf" 2>/dev/null)"
+        [[ -z "$client" ]] && client="$(sed -n 's/^DTRAIN_PS_CLIENT_SECRET_KEY=//p' "/proc/$p/root$kf" 2>/dev/null)"
       fi
     done
     for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$c"; echo; done >>cmdlines 2>/dev/null
