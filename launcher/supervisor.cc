@@ -258,6 +258,11 @@ RunResult Supervisor::run(const JobPlan& plan) {
   RunResult result;
   const std::regex stall_line(R"(stall: ending the job: (.*)$)");
   const std::regex stall_warning(R"(stall: (waiting .*)$)");
+  // A rank's own error line (dtrain's log prefix): names the rank when mpirun's report of an
+  // MPI_Abort is lost (Open MPI 4.1's show_help fails now and then when ranks abort together:
+  // "ORTE_ERROR_LOG: Data unpack would read past end of buffer ... show_help.c").
+  const std::regex rank_error(R"(^\[rank \d+/\d+ [^\]]*\] error: )");
+  std::string first_error_rank;
   auto emit = [&](const Stream& s, const std::string& line) {
     const Task& t = *tasks[s.task].task;
     std::smatch m;
@@ -272,6 +277,7 @@ RunResult Supervisor::run(const JobPlan& plan) {
         result.stall_warning = m[1];
         result.stall_warning_task = "worker:" + r;
       }
+      if (first_error_rank.empty() && std::regex_search(text, rank_error)) first_error_rank = r;
       sink.line("worker:" + r, "logs/worker:" + r, err, text);
       return;
     }
@@ -484,6 +490,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
   } else if (mpirun_failed && !abort_rank.empty()) {
     result.failed_task = "worker:" + abort_rank;  // its last lines say why
     result.reason = abort_reason;
+  } else if (mpirun_failed && !first_error_rank.empty()) {
+    result.failed_task = "worker:" + first_error_rank;
+    result.reason = "reported an error; mpirun " + result.reason;
   }
   if (!result.failed_task.empty()) {
     result.last_lines = sink.last(result.failed_task);

@@ -196,8 +196,11 @@ badinput)
   # A rank that aborts the job (its error on it alone) is named, with its own last lines.
   "$bin/dtrainrun" --log-dir "$tmp/ab" -np 2 -- "$bin/mnist_train" --data-folder "$tmp/none" \
     --output-dir "$tmp/ab/outputs" >"$tmp/out" 2>&1 && fail "a job with no data exited 0"
-  # Both ranks see it; whichever aborts first is named.
-  grep -q "task worker:[01] exited with code 2 (MPI_Abort)" "$tmp/out" || { cat "$tmp/out"; fail "the aborting rank is not named"; }
+  # Both ranks see it; whichever aborts first is named (by the rank's own error line when
+  # Open MPI loses its MPI_ABORT report: "ORTE_ERROR_LOG: Data unpack would read past end of
+  # buffer ... show_help.c", one run in six here).
+  grep -qE "task worker:[01] (exited with code 2 \(MPI_Abort\)|reported an error; mpirun exited with code 2)" \
+    "$tmp/out" || { cat "$tmp/out"; fail "the aborting rank is not named"; }
   grep -A3 "last lines of worker:[01]" "$tmp/out" | grep -q "does not exist" ||
     { cat "$tmp/out"; fail "its last lines are not its error"; }
   # ps-mode settings in a job of another mode are errors (--secure looked as if it encrypted).

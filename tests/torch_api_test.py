@@ -89,6 +89,14 @@ assert "weights.7" in msg, msg
 expect_raises(TypeError, "int64", dt.allreduce, torch.zeros(3, dtype=torch.int64))
 expect_raises(TypeError, "expected a torch.Tensor", dt.allreduce, [1.0, 2.0])
 expect_raises(ValueError, "root_rank 5 but the job has 2 ranks", dt.broadcast, torch.zeros(2), 5)
+# Each rank naming itself the root (Horovod's test_horovod_broadcast_rank_error): an error on
+# every rank, naming the rank and the roots, never a hang in MPI_Bcast; the job goes on.
+msg = expect_raises(ValueError, "rank 1 disagrees with rank 0 on root_rank", dt.broadcast,
+                    torch.zeros(2), r, name="roots")
+assert "rank 0 has 0, rank 1 has 1" in msg and "roots" in msg, msg
+expect_raises(ValueError, "rank 1 disagrees with rank 0 on root_rank", dt.broadcast_object,
+              {"a": 1}, r)
+assert torch.equal(dt.broadcast(torch.tensor([float(r)]), root_rank=1), torch.tensor([1.0]))
 other = torch.nn.Linear(3 + r, 2)
 bad = dt.DistributedOptimizer(torch.optim.SGD(other.parameters(), lr=0.1),
                               named_parameters=other.named_parameters())

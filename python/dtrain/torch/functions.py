@@ -9,7 +9,7 @@ from dtrain import _core
 
 from . import _state
 from .basics import rank
-from .mpi_ops import _check_root, _flush_buckets, broadcast_
+from .mpi_ops import _check_agreement, _check_root, _flush_buckets, broadcast_
 
 
 def broadcast_object(obj, root_rank=0, name=None):
@@ -34,7 +34,10 @@ def broadcast_object(obj, root_rank=0, name=None):
             b = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.float64)
         out = bytes(broadcast_(b, root_rank).to(torch.uint8).tolist())
     else:
-        out = _core.broadcast_bytes(data, int(root_rank), name or "broadcast_object")
+        name = name or "broadcast_object"
+        _check_agreement({"operation": "broadcast_object", "tensor": name,
+                          "root_rank": int(root_rank)}, name)
+        out = _core.broadcast_bytes(data, int(root_rank), name)
     if out[:1] != b"\0":
         raise ValueError("dtrain.torch.broadcast_object: rank %d could not pickle the object: %s"
                          % (root_rank, out[1:].decode("utf-8", "replace")))

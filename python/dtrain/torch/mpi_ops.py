@@ -33,10 +33,11 @@ def _check_cpu(t, what):
                          % (what, t.device))
 
 
-def _agree(kind, name, t):
-    """Every rank must call the same operation on a tensor of the same shape and type."""
-    _check_agreement({"operation": kind, "tensor": name, "shape": list(t.shape),
-                      "dtype": str(t.dtype)}, name)
+def _agree(kind, name, t, **more):
+    """Every rank must call the same operation on a tensor of the same shape and type (and the
+    same `more`: a broadcast's root, which ranks that each name another would wait on forever)."""
+    _check_agreement(dict({"operation": kind, "tensor": name, "shape": list(t.shape),
+                           "dtype": str(t.dtype)}, **more), name)
 
 
 def _check_agreement(desc, name):
@@ -126,7 +127,7 @@ def broadcast_(tensor, root_rank, name=None):
             mine = tensor.detach().to(torch.float64)
             tensor.copy_(_ps_sum(mine.clone() if rank() == root_rank else torch.zeros_like(mine)))
         return tensor
-    _agree("broadcast", name, tensor)
+    _agree("broadcast", name, tensor, root_rank=int(root_rank))
     work = tensor if tensor.is_contiguous() else tensor.contiguous()
     with torch.no_grad():
         _core.broadcast(work.data_ptr(), work.numel() * work.element_size(), int(root_rank), name)
