@@ -9,6 +9,8 @@ from torch_checks import expect_raises
 
 assert not dt.is_initialized()
 expect_raises(ValueError, "call dtrain.torch.init() first", dt.rank)
+expect_raises(ValueError, "call dtrain.torch.init() first", dt.mpi_threads_supported)
+assert dt.mpi_built() and not dt.mpi_enabled()
 expect_raises(ValueError, "needs TF_CONFIG", dt.init, mode="ps")  # ps mode: see torch_ps_api_test.py
 dt.init()
 assert dt.is_initialized()
@@ -86,6 +88,19 @@ acc.step()
 msg = expect_raises(ValueError, "rank 1 disagrees with rank 0 on shape", dt.allreduce,
                     torch.zeros(3 + r), name="weights.7")
 assert "weights.7" in msg, msg
+# The same mismatch is what Horovod's users catch: a RuntimeError (HorovodInternalError).
+msg = expect_raises(RuntimeError, "rank 1 disagrees with rank 0 on shape", dt.allreduce,
+                    torch.zeros(3 + r), name="horovod")
+try:
+    dt.allreduce(torch.zeros(3 + r), name="classes")
+except dt.HorovodInternalError as e:
+    assert isinstance(e, ValueError) and isinstance(e, dt.MismatchError), type(e)
+else:
+    raise AssertionError("no error for a shape mismatch")
+# Horovod's build queries: MPI only, CPU tensors only.
+assert dt.mpi_built() and dt.mpi_enabled() and not dt.mpi_threads_supported()
+assert not any(f() for f in (dt.gloo_built, dt.gloo_enabled, dt.nccl_built, dt.ccl_built,
+                             dt.ddl_built, dt.cuda_built, dt.rocm_built))
 expect_raises(TypeError, "int64", dt.allreduce, torch.zeros(3, dtype=torch.int64))
 expect_raises(TypeError, "expected a torch.Tensor", dt.allreduce, [1.0, 2.0])
 expect_raises(ValueError, "root_rank 5 but the job has 2 ranks", dt.broadcast, torch.zeros(2), 5)

@@ -19,6 +19,7 @@ dt.init(start_timeout=60, step_timeout=60)
 # Only workers come back from init().
 assert task["type"] in ("worker", "chief"), "init() returned on a %s task" % task["type"]
 assert dt.is_initialized() and dt.mode() == "ps"
+assert not dt.mpi_enabled()  # ps mode: ZeroMQ carries the collectives
 r, n = dt.rank(), dt.size()
 assert n == 2 and r == task["index"], (r, n, task)
 assert dt.local_size() == 2 and dt.local_rank() == r  # both workers on 127.0.0.1

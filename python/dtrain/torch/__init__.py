@@ -30,8 +30,13 @@ between ranks names the rank and the tensor.
 #                          sharded_plan)
 #   ps_optimizer           parameter-server mode's (the servers run the optimizer)
 #   _optim_common        what the optimizers share
+#   exceptions           HorovodInternalError, MismatchError (a ValueError and a RuntimeError)
+#   build_info           Horovod's build queries: mpi_built, nccl_built, ...
 from .basics import (init, is_initialized, local_rank, local_size, mode, rank, resume_point,
                      shutdown, size)
+from .build_info import (ccl_built, cuda_built, ddl_built, gloo_built, gloo_enabled, mpi_built,
+                         mpi_enabled, mpi_threads_supported, nccl_built, rocm_built)
+from .exceptions import HorovodInternalError, MismatchError
 from .functions import broadcast_object, broadcast_optimizer_state, broadcast_parameters
 from .mpi_ops import Average, Sum, allgather, allreduce, allreduce_, broadcast, broadcast_
 from .optimizer import DistributedOptimizer
@@ -40,4 +45,7 @@ __all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank",
            "Average", "Sum",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
-           "DistributedOptimizer"]
+           "DistributedOptimizer",
+           "HorovodInternalError", "MismatchError",
+           "mpi_built", "mpi_enabled", "mpi_threads_supported", "gloo_built", "gloo_enabled",
+           "nccl_built", "ccl_built", "ddl_built", "cuda_built", "rocm_built"]

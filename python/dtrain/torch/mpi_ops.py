@@ -11,6 +11,7 @@ from dtrain import _core
 
 from . import _state
 from .basics import rank, size
+from .exceptions import MismatchError
 
 # Horovod's reduction ops for allreduce(op=...).
 Average = "average"
@@ -44,7 +45,7 @@ def _check_agreement(desc, name):
     try:
         _core.check_agreement(json.dumps(desc))
     except _core.InputError as e:
-        raise ValueError("dtrain.torch: %s (tensor '%s')" % (e, name)) from None
+        raise MismatchError("dtrain.torch: %s (tensor '%s')" % (e, name)) from None
 
 
 def _ps_sum(values):
