@@ -84,6 +84,19 @@ model(torch.ones(1, 6)).sum().backward()
 model(torch.ones(1, 6)).sum().backward()
 acc.step()
 
+# barrier and allgather_object (Horovod's): every rank's object in rank order; one a rank cannot
+# pickle is an error on every rank naming that rank; one rank in barrier() while the other is in
+# allgather_object() is a mismatch on both, not a hang.
+dt.barrier()
+objs = dt.allgather_object({"rank": r, "t": torch.ones(2) * r})
+assert [o["rank"] for o in objs] == [0, 1] and torch.equal(objs[1]["t"], torch.ones(2)), objs
+assert dt.allgather_object("x" * (1 + 1000 * r)) == ["x", "x" * 1001]
+expect_raises(ValueError, "allgather_object: rank 1 could not pickle the object",
+              dt.allgather_object, (lambda: 0) if r == 1 else 1)
+expect_raises(RuntimeError, "rank 1 disagrees with rank 0 on operation",
+              dt.barrier if r == 0 else (lambda: dt.allgather_object(1)))
+dt.barrier()
+
 # Errors: a shape mismatch names the rank and the tensor; bad types and roots are refused.
 msg = expect_raises(ValueError, "rank 1 disagrees with rank 0 on shape", dt.allreduce,
                     torch.zeros(3 + r), name="weights.7")

@@ -71,6 +71,8 @@ expect_raises(ValueError, "root_rank 2 but the job has 2 ranks", dt.broadcast, b
 g = dt.allgather(torch.full((r + 1, 2), float(r)))
 assert torch.equal(g, torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])), g
 assert dt.broadcast_object({"rank": r, "t": torch.ones(2) * r}, root_rank=1)["rank"] == 1
+dt.barrier()
+assert [o["rank"] for o in dt.allgather_object({"rank": r, "pad": "x" * r})] == [0, 1]
 expect_raises(TypeError, "not supported", dt.allreduce, torch.ones(2, dtype=torch.int32))
 
 # Training steps: the servers run momentum SGD on the average of the workers' gradients, as

@@ -37,13 +37,16 @@ from .basics import (init, is_initialized, local_rank, local_size, mode, rank, r
 from .build_info import (ccl_built, cuda_built, ddl_built, gloo_built, gloo_enabled, mpi_built,
                          mpi_enabled, mpi_threads_supported, nccl_built, rocm_built)
 from .exceptions import HorovodInternalError, MismatchError
-from .functions import broadcast_object, broadcast_optimizer_state, broadcast_parameters
-from .mpi_ops import Average, Sum, allgather, allreduce, allreduce_, broadcast, broadcast_
+from .functions import (allgather_object, broadcast_object, broadcast_optimizer_state,
+                        broadcast_parameters)
+from .mpi_ops import (Average, Sum, allgather, allreduce, allreduce_, barrier, broadcast,
+                      broadcast_)
 from .optimizer import DistributedOptimizer
 
 __all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank", "size", "local_rank", "local_size",
            "Average", "Sum",
-           "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather",
+           "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather", "barrier",
+           "allgather_object",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
            "DistributedOptimizer",
            "HorovodInternalError", "MismatchError",

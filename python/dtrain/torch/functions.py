@@ -1,6 +1,6 @@
-"""Helpers over the collectives, as Horovod's functions.py: broadcast_object (any picklable
-object), broadcast_parameters (a model's parameters and buffers) and broadcast_optimizer_state
-(an optimizer's state and hyperparameters), each also in ps mode."""
+"""Helpers over the collectives, as Horovod's functions.py: broadcast_object and
+allgather_object (any picklable object), broadcast_parameters (a model's parameters and buffers)
+and broadcast_optimizer_state (an optimizer's state and hyperparameters), each also in ps mode."""
 import io
 
 import torch
@@ -9,7 +9,27 @@ from dtrain import _core
 
 from . import _state
 from .basics import rank
-from .mpi_ops import _check_agreement, _check_root, _flush_buckets, broadcast_
+from .mpi_ops import _check_agreement, _check_root, _flush_buckets, allgather, broadcast_
+
+
+def _pickled(obj):
+    """obj pickled behind a 0 byte, or what stopped it behind a 1 byte (told to every rank)."""
+    buf = io.BytesIO()
+    try:
+        torch.save(obj, buf)
+        return b"\0" + buf.getvalue()
+    except Exception as e:  # noqa: BLE001 -- told to every rank by the caller
+        return b"\1" + ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")
+
+
+def _unpickled(data, who, what):
+    if data[:1] != b"\0":
+        raise ValueError("dtrain.torch.%s: rank %d could not pickle the object: %s"
+                         % (what, who, data[1:].decode("utf-8", "replace")))
+    try:
+        return torch.load(io.BytesIO(data[1:]), weights_only=False)
+    except TypeError:  # a torch without weights_only (it loaded everything then)
+        return torch.load(io.BytesIO(data[1:]))
 
 
 def broadcast_object(obj, root_rank=0, name=None):
@@ -17,14 +37,7 @@ def broadcast_object(obj, root_rank=0, name=None):
     cannot pickle is a ValueError on every rank (not the others left waiting)."""
     _check_root(root_rank)
     _flush_buckets()
-    data = b""
-    if rank() == root_rank:
-        buf = io.BytesIO()
-        try:
-            torch.save(obj, buf)
-            data = b"\0" + buf.getvalue()
-        except Exception as e:  # noqa: BLE001 -- told to every rank below
-            data = b"\1" + ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")
+    data = _pickled(obj) if rank() == root_rank else b""
     if _state.ps is not None:  # the length, then the bytes (as float64: exact)
         _check_root(root_rank)
         n = torch.tensor([float(len(data))], dtype=torch.float64)
@@ -38,13 +51,27 @@ def broadcast_object(obj, root_rank=0, name=None):
         _check_agreement({"operation": "broadcast_object", "tensor": name,
                           "root_rank": int(root_rank)}, name)
         out = _core.broadcast_bytes(data, int(root_rank), name)
-    if out[:1] != b"\0":
-        raise ValueError("dtrain.torch.broadcast_object: rank %d could not pickle the object: %s"
-                         % (root_rank, out[1:].decode("utf-8", "replace")))
-    try:
-        return torch.load(io.BytesIO(out[1:]), weights_only=False)
-    except TypeError:  # a torch without weights_only (it loaded everything then)
-        return torch.load(io.BytesIO(out[1:]))
+    return _unpickled(out, int(root_rank), "broadcast_object")
+
+
+def allgather_object(obj, name=None):
+    """Every rank's picklable object, in a list in rank order (Horovod's allgather_object). An
+    object some rank cannot pickle is a ValueError on every rank, naming that rank."""
+    name = name or "allgather_object"
+    _flush_buckets()
+    data = _pickled(obj)
+    if _state.ps is not None:  # the lengths, then every rank's bytes (as float64: exact)
+        sizes = allgather(torch.tensor([float(len(data))], dtype=torch.float64), name=name)
+        mine = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.float64)
+        flat = allgather(mine, name=name).to(torch.uint8)
+        parts, start = [], 0
+        for n in sizes.long().tolist():
+            parts.append(bytes(flat[start:start + n].tolist()))
+            start += n
+    else:
+        _check_agreement({"operation": "allgather_object", "tensor": name}, name)
+        parts = _core.allgather_bytes(data, name)
+    return [_unpickled(bytes(p), who, "allgather_object") for who, p in enumerate(parts)]
 
 
 def broadcast_parameters(params, root_rank):

@@ -168,6 +168,16 @@ def allgather(tensor, name=None):
     return torch.cat(rows, dim=0)
 
 
+def barrier():
+    """Returns once every rank has called it (Horovod's barrier). A rank that calls another
+    collective meanwhile gets an error on every rank, naming it, as a mismatch does."""
+    _flush_buckets()
+    if _state.ps is not None:  # a sum through ps:0 waits for every worker
+        _ps_sum(torch.zeros(1, dtype=torch.float64))
+        return
+    _check_agreement({"operation": "barrier", "tensor": "barrier"}, "barrier")
+
+
 def _check_root(root_rank):
     if not 0 <= int(root_rank) < size():
         raise ValueError("dtrain.torch: root_rank %d but the job has %d ranks" % (root_rank, size()))
