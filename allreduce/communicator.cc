@@ -17,6 +17,28 @@ std::string OpName::str() const {
   return s;
 }
 
+size_t element_bytes(ElementType type) {
+  switch (type) {
+    case ElementType::kUInt8:
+    case ElementType::kInt8:
+      return 1;
+    case ElementType::kInt16:
+      return 2;
+    case ElementType::kInt32:
+    case ElementType::kFloat32:
+      return 4;
+    case ElementType::kInt64:
+    case ElementType::kFloat64:
+      return 8;
+  }
+  return 0;
+}
+
+void Communicator::allreduce_any(void*, size_t, ElementType, Reduction, const OpName& what) {
+  throw Error(detail::cat(what, ": the ", backend(),
+                          " communicator reduces float32 only (no other types or reductions)"));
+}
+
 void Communicator::cross_allreduce(float*, size_t, const OpName& what) {
   throw Error(detail::cat(what, ": the ", backend(), " communicator has no cross-machine group"));
 }

@@ -15,6 +15,12 @@ namespace dtrain {
 
 enum class ReduceOp { kSum, kAverage };
 
+// The element types and reductions of allreduce_any: dtrain.torch's Horovod API (integer and
+// float64 tensors; sum, min, max, product). Training's gradients take the float allreduce.
+enum class ElementType { kUInt8, kInt8, kInt16, kInt32, kInt64, kFloat32, kFloat64 };
+enum class Reduction { kSum, kMin, kMax, kProduct };
+size_t element_bytes(ElementType type);
+
 // What an operation is, for error messages ("allreduce bucket 3 of step 7"). Formatted only when
 // a message needs it: the per-step calls build no strings.
 class OpName {
@@ -68,6 +74,10 @@ class Communicator {
 
   virtual void allreduce(float* data, size_t count, ReduceOp op, const OpName& what) = 0;
   virtual void allreduce(double* data, size_t count, const OpName& what) = 0;  // sum
+  // In place, any ElementType and Reduction (integer sums are exact, and wrap as the type does).
+  // Engines without it throw.
+  virtual void allreduce_any(void* data, size_t count, ElementType type, Reduction op,
+                             const OpName& what);
   // Starts an in-place allreduce; the buffer must stay untouched until the handle completes.
   // kAverage is applied when the handle completes (in test() or wait()).
   virtual std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,

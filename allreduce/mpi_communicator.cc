@@ -189,10 +189,55 @@ void MpiCommunicator::check(int rc, const OpName& what, size_t count, size_t ele
 }
 
 void MpiCommunicator::sum(void* data, size_t count, MPI_Datatype type, size_t elem_bytes,
-                          MPI_Comm comm, const OpName& what) {
+                          MPI_Comm comm, const OpName& what, MPI_Op op) {
   const Call call(*this, what);
-  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), type, MPI_SUM, comm), what,
-        count, elem_bytes);
+  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int_count(count, what), type, op, comm), what, count,
+        elem_bytes);
+}
+
+void MpiCommunicator::allreduce_any(void* data, size_t count, ElementType type, Reduction op,
+                                    const OpName& what) {
+  if (count == 0 || size_ == 1) return;
+  MPI_Datatype t = MPI_FLOAT;
+  switch (type) {
+    case ElementType::kUInt8:
+      t = MPI_UINT8_T;
+      break;
+    case ElementType::kInt8:
+      t = MPI_INT8_T;
+      break;
+    case ElementType::kInt16:
+      t = MPI_INT16_T;
+      break;
+    case ElementType::kInt32:
+      t = MPI_INT32_T;
+      break;
+    case ElementType::kInt64:
+      t = MPI_INT64_T;
+      break;
+    case ElementType::kFloat32:
+      t = MPI_FLOAT;
+      break;
+    case ElementType::kFloat64:
+      t = MPI_DOUBLE;
+      break;
+  }
+  MPI_Op o = MPI_SUM;
+  switch (op) {
+    case Reduction::kSum:
+      o = MPI_SUM;
+      break;
+    case Reduction::kMin:
+      o = MPI_MIN;
+      break;
+    case Reduction::kMax:
+      o = MPI_MAX;
+      break;
+    case Reduction::kProduct:
+      o = MPI_PROD;
+      break;
+  }
+  sum(data, count, t, element_bytes(type), comm_, what, o);
 }
 
 void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {

@@ -40,6 +40,8 @@ class MpiCommunicator : public Communicator {
 
   void allreduce(float* data, size_t count, ReduceOp op, const OpName& what) override;
   void allreduce(double* data, size_t count, const OpName& what) override;
+  void allreduce_any(void* data, size_t count, ElementType type, Reduction op,
+                     const OpName& what) override;
   std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
                                      const OpName& what) override;
   void broadcast(void* data, size_t bytes, size_t root, const OpName& what) override;
@@ -94,9 +96,9 @@ class MpiCommunicator : public Communicator {
     std::lock_guard<std::mutex> lock_;
     std::optional<StallWatchdog::Waiting> waiting_;
   };
-  // In-place MPI_SUM of count elements on comm (the job's or the cross communicator).
+  // In-place MPI_SUM (or `op`) of count elements on comm (the job's or the cross communicator).
   void sum(void* data, size_t count, MPI_Datatype type, size_t elem_bytes, MPI_Comm comm,
-           const OpName& what);
+           const OpName& what, MPI_Op op = MPI_SUM);
   friend class Window;
   std::mutex mpi_mu_;  // held for every MPI call
   std::mutex q_mu_;

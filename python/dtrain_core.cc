@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -130,6 +131,27 @@ void allreduce(uintptr_t ptr, size_t count, const std::string& dtype, bool avera
     if (average)
       for (size_t i = 0; i < count; ++i) d[i] /= static_cast<double>(c.size());
   }
+}
+
+// Any element type and reduction (dtrain.torch's integer tensors, min, max, product).
+void allreduce_any(uintptr_t ptr, size_t count, const std::string& dtype, const std::string& op,
+                   const std::string& name) {
+  static const std::map<std::string, ElementType> types = {
+      {"uint8", ElementType::kUInt8},    {"int8", ElementType::kInt8},
+      {"int16", ElementType::kInt16},    {"int32", ElementType::kInt32},
+      {"int64", ElementType::kInt64},    {"float32", ElementType::kFloat32},
+      {"float64", ElementType::kFloat64}};
+  static const std::map<std::string, Reduction> ops = {{"sum", Reduction::kSum},
+                                                       {"min", Reduction::kMin},
+                                                       {"max", Reduction::kMax},
+                                                       {"product", Reduction::kProduct}};
+  const auto t = types.find(dtype);
+  if (t == types.end()) throw InputError("dtrain.torch: allreduce cannot reduce " + dtype);
+  const auto o = ops.find(op);
+  if (o == ops.end()) throw InputError("dtrain.torch: allreduce has no reduction '" + op + "'");
+  MpiCommunicator& c = comm();
+  py::gil_scoped_release release;
+  c.allreduce_any(reinterpret_cast<void*>(ptr), count, t->second, o->second, OpName(name));
 }
 
 // A non-blocking float32 allreduce (the DistributedOptimizer's buckets).
@@ -409,6 +431,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("cross_rank", [] { return comm().cross_rank(); });
   m.def("cross_size", [] { return comm().cross_size(); });
   m.def("allreduce", &allreduce);
+  m.def("allreduce_any", &allreduce_any);
   py::class_<Handle>(m, "Handle").def("wait", &Handle::wait).def("done", &Handle::done);
   m.def("iallreduce", &iallreduce);
   m.def("broadcast", &broadcast);

@@ -39,12 +39,12 @@ from .build_info import (ccl_built, cuda_built, ddl_built, gloo_built, gloo_enab
 from .exceptions import HorovodInternalError, MismatchError
 from .functions import (allgather_object, broadcast_object, broadcast_optimizer_state,
                         broadcast_parameters)
-from .mpi_ops import (Average, Sum, allgather, allreduce, allreduce_, barrier, broadcast,
-                      broadcast_)
+from .mpi_ops import (Average, Max, Min, Product, Sum, allgather, allreduce, allreduce_, barrier,
+                      broadcast, broadcast_)
 from .optimizer import DistributedOptimizer
 
 __all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank", "size", "local_rank", "local_size",
-           "Average", "Sum",
+           "Average", "Sum", "Min", "Max", "Product",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather", "barrier",
            "allgather_object",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",

@@ -1,5 +1,5 @@
 """The collectives on tensors: allreduce(_), broadcast(_), allgather, Horovod's reduction ops
-(Average, Sum), and what they share: the checks that every rank calls the same operation on a
+(Average, Sum, Min, Max, Product), and what they share: the checks that every rank calls the same operation on a
 tensor of the same shape and type, and the flush of the bucketed optimizers' held-back buckets
 before a collective of the main thread. In ps mode they go through ps:0 (_ps_sum)."""
 import json
@@ -16,6 +16,17 @@ from .exceptions import MismatchError
 # Horovod's reduction ops for allreduce(op=...).
 Average = "average"
 Sum = "sum"
+Min = "min"
+Max = "max"
+Product = "product"
+_OPS = (Average, Sum, Min, Max, Product)
+
+# What allreduce reduces as it is (MPI's own types); float16 and bfloat16 are reduced in float32
+# and rounded once at the end (Horovod's MPI sum rounds every partial sum to 16 bits).
+_MPI_TYPES = {torch.uint8: "uint8", torch.int8: "int8", torch.int16: "int16",
+              torch.int32: "int32", torch.int64: "int64", torch.float32: "float32",
+              torch.float64: "float64"}
+_WIDENED = (torch.float16, torch.bfloat16)
 
 
 def _dtype_name(t):
@@ -58,31 +69,72 @@ def _ps_sum(values):
     return v
 
 
-def _averages(average, op, what):
-    """Horovod's average= (None: the default, an average) and op= (dtrain.torch.Average or Sum)."""
+def _reduction(average, op, what):
+    """Horovod's average= (None: the default, an average) and op= (Average, Sum, Min, Max,
+    Product): the reduction to make."""
     if op is not None:
         if average is not None:
             raise ValueError("dtrain.torch.%s: give average= or op=, not both" % what)
-        if op not in (Average, Sum):
-            raise ValueError("dtrain.torch.%s: op must be dtrain.torch.Average or dtrain.torch.Sum, "
-                             "not %r" % (what, op))
-        return op == Average
-    return True if average is None else bool(average)
+        if op not in _OPS:
+            raise ValueError("dtrain.torch.%s: op must be dtrain.torch.Average, Sum, Min, Max or "
+                             "Product, not %r" % (what, op))
+        return op
+    return Average if average is None or average else Sum
 
 
-def allreduce_(tensor, average=None, name=None, op=None):
-    """In place: the tensor becomes the sum (or average) over ranks. Returns it."""
+def _reduce_any(tensor, op, name, prescale_factor, postscale_factor):
+    """allreduce_ for every dtype and op, and the scale factors (allreduce mode)."""
+    if tensor.dtype not in _MPI_TYPES and tensor.dtype not in _WIDENED:
+        raise TypeError("dtrain.torch: %s tensors are not supported (uint8, int8, int16, int32, "
+                        "int64, float16, bfloat16, float32, float64)" % tensor.dtype)
+    integer = not tensor.is_floating_point()
+    if integer and (prescale_factor != 1 or postscale_factor != 1):
+        raise ValueError("dtrain.torch.allreduce: prescale_factor and postscale_factor are for "
+                         "floating-point tensors (%s would not stay exact)" % tensor.dtype)
+    _agree("allreduce", name, tensor, op=op, prescale_factor=float(prescale_factor),
+           postscale_factor=float(postscale_factor))
+    with torch.no_grad():
+        work = tensor.float() if tensor.dtype in _WIDENED else tensor.contiguous()
+        if work is tensor:
+            work = tensor.clone()
+        if prescale_factor != 1:
+            work.mul_(prescale_factor)
+        _core.allreduce_any(work.data_ptr(), work.numel(), _MPI_TYPES[work.dtype],
+                            Sum if op == Average else op, name)
+        if op == Average:
+            if integer:  # as C's integer division: exact when the ranks' values are the same
+                work = torch.div(work, size(), rounding_mode="trunc")
+            else:
+                work.div_(size())
+        if postscale_factor != 1:
+            work.mul_(postscale_factor)
+        tensor.copy_(work)
+    return tensor
+
+
+def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0,
+               postscale_factor=1.0):
+    """In place: the tensor becomes the sum, average (the default), min, max or product over
+    ranks, of any of Horovod's CPU dtypes. Returns it."""
     _check_cpu(tensor, "allreduce_")
-    average = _averages(average, op, "allreduce_")
+    op = _reduction(average, op, "allreduce_")
     name = name or "allreduce"
     _flush_buckets()
     if _state.ps is not None:
+        if op not in (Average, Sum):
+            raise ValueError("dtrain.torch.allreduce (ps mode): op %s is not supported: ps:0 "
+                             "sums (Sum and Average only)" % op)
         _dtype_name(tensor)
         with torch.no_grad():
-            total = _ps_sum(tensor.detach().to(torch.float64).clone())
-            tensor.copy_(total / size() if average else total)
+            total = _ps_sum(tensor.detach().to(torch.float64).clone() * prescale_factor)
+            total = total / size() if op == Average else total
+            tensor.copy_(total * postscale_factor)
         return tensor
-    _agree("allreduce", name, tensor)
+    if (tensor.dtype not in (torch.float32, torch.float64) or op not in (Average, Sum)
+            or prescale_factor != 1 or postscale_factor != 1):
+        return _reduce_any(tensor, op, name, prescale_factor, postscale_factor)
+    average = op == Average
+    _agree("allreduce", name, tensor, op=op)
     work = tensor if tensor.is_contiguous() else tensor.contiguous()
     with torch.no_grad():
         _core.allreduce(work.data_ptr(), work.numel(), _dtype_name(work), bool(average), name)
@@ -95,24 +147,33 @@ class _AllreduceGrad(torch.autograd.Function):
     """allreduce with a gradient, as Horovod's: the gradient is allreduced the same way."""
 
     @staticmethod
-    def forward(ctx, tensor, average, name):
-        ctx.average, ctx.name = average, name
-        return allreduce_(tensor.detach().clone(), average=average, name=name)
+    def forward(ctx, tensor, op, name, prescale_factor, postscale_factor):
+        ctx.op, ctx.name, ctx.scales = op, name, (prescale_factor, postscale_factor)
+        return allreduce_(tensor.detach().clone(), op=op, name=name,
+                          prescale_factor=prescale_factor, postscale_factor=postscale_factor)
 
     @staticmethod
     def backward(ctx, grad):
-        return allreduce_(grad.detach().clone(), average=ctx.average,
-                          name=ctx.name + " (gradient)"), None, None
+        return allreduce_(grad.detach().clone(), op=ctx.op, name=ctx.name + " (gradient)",
+                          prescale_factor=ctx.scales[0], postscale_factor=ctx.scales[1]), \
+            None, None, None, None
 
 
-def allreduce(tensor, average=None, name=None, op=None):
-    """The sum (or average: the default) of `tensor` over ranks, as a new tensor; autograd
-    passes through it (the gradient is allreduced the same way)."""
+def allreduce(tensor, average=None, name=None, op=None, prescale_factor=1.0,
+              postscale_factor=1.0):
+    """The sum, average (the default), min, max or product of `tensor` over ranks, as a new
+    tensor; autograd passes through a sum or an average (the gradient is allreduced the same
+    way)."""
     _check_cpu(tensor, "allreduce")
-    average = _averages(average, op, "allreduce")
+    op = _reduction(average, op, "allreduce")
     if tensor.requires_grad and torch.is_grad_enabled():
-        return _AllreduceGrad.apply(tensor, average, name or "allreduce")
-    return allreduce_(tensor.detach().clone(), average=average, name=name)
+        if op not in (Average, Sum):
+            raise ValueError("dtrain.torch.allreduce: op %s has no gradient here; detach the "
+                             "tensor, or use Sum or Average" % op)
+        return _AllreduceGrad.apply(tensor, op, name or "allreduce", prescale_factor,
+                                    postscale_factor)
+    return allreduce_(tensor.detach().clone(), op=op, name=name,
+                      prescale_factor=prescale_factor, postscale_factor=postscale_factor)
 
 
 def broadcast_(tensor, root_rank, name=None):
