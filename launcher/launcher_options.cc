@@ -38,7 +38,7 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
       ->capture_default_str()
       ->check(positive());
   app.add_option("--max-restarts", o.max_restarts,
-                 "restart a failed job from its latest checkpoint (--resume) up to N times")
+                 "restart a failed job up to N times, from its latest checkpoint (DTRAIN_RESUME=1)")
       ->capture_default_str()
       ->check(at_least(0));
   app.add_option("--min-np", o.min_np,
@@ -73,7 +73,8 @@ void add_launcher_flags(CLI::App& app, LauncherOptions& o) {
                  "DTRAIN_NETWORK_INTERFACE");
   app.add_flag("--dry-run", o.dry_run, "print every task's command and environment, run nothing");
   app.add_flag("--verbose", o.verbose, "log what the launcher does");
-  app.add_flag("--secure", o.secure, "ps: generate the job's CURVE keys and pass --secure");
+  app.add_flag("--secure", o.secure,
+               "ps: generate the job's CURVE keys; tasks get DTRAIN_SECURE=1");
   app.add_option("command", o.command, "the training command, after --")->required();
 }
 
