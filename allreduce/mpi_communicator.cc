@@ -195,49 +195,90 @@ void MpiCommunicator::sum(void* data, size_t count, MPI_Datatype type, size_t el
         elem_bytes);
 }
 
+namespace {
+
+MPI_Datatype mpi_type(ElementType type) {
+  switch (type) {
+    case ElementType::kUInt8:
+      return MPI_UINT8_T;
+    case ElementType::kInt8:
+      return MPI_INT8_T;
+    case ElementType::kInt16:
+      return MPI_INT16_T;
+    case ElementType::kInt32:
+      return MPI_INT32_T;
+    case ElementType::kInt64:
+      return MPI_INT64_T;
+    case ElementType::kFloat32:
+      return MPI_FLOAT;
+    case ElementType::kFloat64:
+      return MPI_DOUBLE;
+  }
+  return MPI_FLOAT;
+}
+
+MPI_Op mpi_op(Reduction op) {
+  switch (op) {
+    case Reduction::kSum:
+      return MPI_SUM;
+    case Reduction::kMin:
+      return MPI_MIN;
+    case Reduction::kMax:
+      return MPI_MAX;
+    case Reduction::kProduct:
+      return MPI_PROD;
+  }
+  return MPI_SUM;
+}
+
+}  // namespace
+
 void MpiCommunicator::allreduce_any(void* data, size_t count, ElementType type, Reduction op,
                                     const OpName& what) {
   if (count == 0 || size_ == 1) return;
-  MPI_Datatype t = MPI_FLOAT;
-  switch (type) {
-    case ElementType::kUInt8:
-      t = MPI_UINT8_T;
-      break;
-    case ElementType::kInt8:
-      t = MPI_INT8_T;
-      break;
-    case ElementType::kInt16:
-      t = MPI_INT16_T;
-      break;
-    case ElementType::kInt32:
-      t = MPI_INT32_T;
-      break;
-    case ElementType::kInt64:
-      t = MPI_INT64_T;
-      break;
-    case ElementType::kFloat32:
-      t = MPI_FLOAT;
-      break;
-    case ElementType::kFloat64:
-      t = MPI_DOUBLE;
-      break;
+  sum(data, count, mpi_type(type), element_bytes(type), comm_, what, mpi_op(op));
+}
+
+void MpiCommunicator::reduce_scatter_any(const void* data, void* out,
+                                         const std::vector<size_t>& counts, ElementType type,
+                                         Reduction op, const OpName& what) {
+  DTRAIN_CHECK_EQ(counts.size(), size_);
+  std::vector<int> n(size_);
+  size_t total = 0;
+  for (size_t r = 0; r < size_; ++r) {
+    n[r] = to_int_count(counts[r], what);
+    total += counts[r];
   }
-  MPI_Op o = MPI_SUM;
-  switch (op) {
-    case Reduction::kSum:
-      o = MPI_SUM;
-      break;
-    case Reduction::kMin:
-      o = MPI_MIN;
-      break;
-    case Reduction::kMax:
-      o = MPI_MAX;
-      break;
-    case Reduction::kProduct:
-      o = MPI_PROD;
-      break;
+  const Call call(*this, what);
+  check(MPI_Reduce_scatter(data, out, n.data(), mpi_type(type), mpi_op(op), comm_), what, total,
+        element_bytes(type));
+}
+
+std::vector<std::string> MpiCommunicator::alltoall(const std::vector<std::string>& parts,
+                                                   const OpName& what) {
+  DTRAIN_CHECK_EQ(parts.size(), size_);
+  std::vector<int> send_n(size_), recv_n(size_), send_at(size_), recv_at(size_);
+  std::string send;
+  for (size_t r = 0; r < size_; ++r) {
+    send_n[r] = to_int_count(parts[r].size(), what);
+    send_at[r] = to_int_count(send.size(), what);
+    send += parts[r];
   }
-  sum(data, count, t, element_bytes(type), comm_, what, o);
+  const Call call(*this, what);
+  check(MPI_Alltoall(send_n.data(), 1, MPI_INT, recv_n.data(), 1, MPI_INT, comm_), what, size_,
+        sizeof(int));
+  size_t total = 0;
+  for (size_t r = 0; r < size_; ++r) {
+    recv_at[r] = to_int_count(total, what);
+    total += size_t(recv_n[r]);
+  }
+  std::string recv(total, '\0');
+  check(MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_BYTE, recv.data(),
+                      recv_n.data(), recv_at.data(), MPI_BYTE, comm_),
+        what, total, 1);
+  std::vector<std::string> out(size_);
+  for (size_t r = 0; r < size_; ++r) out[r] = recv.substr(size_t(recv_at[r]), size_t(recv_n[r]));
+  return out;
 }
 
 void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op, const OpName& what) {

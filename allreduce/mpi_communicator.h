@@ -42,6 +42,12 @@ class MpiCommunicator : public Communicator {
   void allreduce(double* data, size_t count, const OpName& what) override;
   void allreduce_any(void* data, size_t count, ElementType type, Reduction op,
                      const OpName& what) override;
+  // MPI_Reduce_scatter: `data` holds sum(counts) elements; rank r receives the reduction of its
+  // block (counts[r] elements, the blocks in rank order) in `out`. dtrain.torch's reducescatter.
+  void reduce_scatter_any(const void* data, void* out, const std::vector<size_t>& counts,
+                          ElementType type, Reduction op, const OpName& what);
+  // parts[r] goes to rank r; returns what each rank sent this one, in rank order (alltoall).
+  std::vector<std::string> alltoall(const std::vector<std::string>& parts, const OpName& what);
   std::unique_ptr<Handle> iallreduce(float* data, size_t count, ReduceOp op,
                                      const OpName& what) override;
   void broadcast(void* data, size_t bytes, size_t root, const OpName& what) override;

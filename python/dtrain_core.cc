@@ -133,25 +133,60 @@ void allreduce(uintptr_t ptr, size_t count, const std::string& dtype, bool avera
   }
 }
 
-// Any element type and reduction (dtrain.torch's integer tensors, min, max, product).
-void allreduce_any(uintptr_t ptr, size_t count, const std::string& dtype, const std::string& op,
-                   const std::string& name) {
+ElementType element_type(const std::string& dtype) {
   static const std::map<std::string, ElementType> types = {
       {"uint8", ElementType::kUInt8},    {"int8", ElementType::kInt8},
       {"int16", ElementType::kInt16},    {"int32", ElementType::kInt32},
       {"int64", ElementType::kInt64},    {"float32", ElementType::kFloat32},
       {"float64", ElementType::kFloat64}};
+  const auto t = types.find(dtype);
+  if (t == types.end()) throw InputError("dtrain.torch: cannot reduce " + dtype + " tensors");
+  return t->second;
+}
+
+Reduction reduction(const std::string& op) {
   static const std::map<std::string, Reduction> ops = {{"sum", Reduction::kSum},
                                                        {"min", Reduction::kMin},
                                                        {"max", Reduction::kMax},
                                                        {"product", Reduction::kProduct}};
-  const auto t = types.find(dtype);
-  if (t == types.end()) throw InputError("dtrain.torch: allreduce cannot reduce " + dtype);
   const auto o = ops.find(op);
-  if (o == ops.end()) throw InputError("dtrain.torch: allreduce has no reduction '" + op + "'");
+  if (o == ops.end()) throw InputError("dtrain.torch: no reduction '" + op + "'");
+  return o->second;
+}
+
+// Any element type and reduction (dtrain.torch's integer tensors, min, max, product).
+void allreduce_any(uintptr_t ptr, size_t count, const std::string& dtype, const std::string& op,
+                   const std::string& name) {
+  const ElementType t = element_type(dtype);
+  const Reduction o = reduction(op);
   MpiCommunicator& c = comm();
   py::gil_scoped_release release;
-  c.allreduce_any(reinterpret_cast<void*>(ptr), count, t->second, o->second, OpName(name));
+  c.allreduce_any(reinterpret_cast<void*>(ptr), count, t, o, OpName(name));
+}
+
+// Rank r gets the reduction of block r of `in` (counts[r] elements each, in rank order) in out.
+void reduce_scatter_any(uintptr_t in, uintptr_t out, const std::vector<size_t>& counts,
+                        const std::string& dtype, const std::string& op, const std::string& name) {
+  const ElementType t = element_type(dtype);
+  const Reduction o = reduction(op);
+  MpiCommunicator& c = comm();
+  py::gil_scoped_release release;
+  c.reduce_scatter_any(reinterpret_cast<const void*>(in), reinterpret_cast<void*>(out), counts, t,
+                       o, OpName(name));
+}
+
+std::vector<py::bytes> alltoall_bytes(const std::vector<std::string>& parts,
+                                      const std::string& name) {
+  MpiCommunicator& c = comm();
+  if (parts.size() != c.size())
+    throw InputError(detail::cat("dtrain.torch: alltoall needs one part per rank (", c.size(),
+                                 "), not ", parts.size()));
+  std::vector<std::string> got;
+  {
+    py::gil_scoped_release release;
+    got = c.alltoall(parts, OpName(name));
+  }
+  return {got.begin(), got.end()};
 }
 
 // A non-blocking float32 allreduce (the DistributedOptimizer's buckets).
@@ -432,6 +467,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cross_size", [] { return comm().cross_size(); });
   m.def("allreduce", &allreduce);
   m.def("allreduce_any", &allreduce_any);
+  m.def("reduce_scatter_any", &reduce_scatter_any);
+  m.def("alltoall_bytes", &alltoall_bytes);
   py::class_<Handle>(m, "Handle").def("wait", &Handle::wait).def("done", &Handle::done);
   m.def("iallreduce", &iallreduce);
   m.def("broadcast", &broadcast);

@@ -113,6 +113,33 @@ expect_raises(RuntimeError, "rank 1 disagrees with rank 0 on dtype", dt.allreduc
 expect_raises(ValueError, "op min has no gradient", dt.allreduce,
               torch.ones(2, requires_grad=True), op=dt.Min)
 
+# alltoall: rows to each rank in order (equal parts, or splits, with the counts received);
+# reducescatter: rank r keeps block r of the reduction (the first rows % size ranks a row more).
+x = torch.arange(4, dtype=torch.float32).reshape(4, 1) + 10 * r
+assert torch.equal(dt.alltoall(x), torch.tensor([[0.0], [1.0], [10.0], [11.0]]) if r == 0 else
+                   torch.tensor([[2.0], [3.0], [12.0], [13.0]]))
+out, got = dt.alltoall(torch.arange(4, dtype=torch.int64) + 10 * r,
+                       splits=[1, 3] if r == 0 else [2, 2])
+assert torch.equal(out, torch.tensor([0, 10, 11]) if r == 0 else torch.tensor([1, 2, 3, 12, 13]))
+assert got.tolist() == ([1, 2] if r == 0 else [3, 2]), got
+out, got = dt.alltoall(torch.ones(2, 3, dtype=torch.bfloat16) * r, splits=torch.tensor([0, 2]))
+assert out.shape == ((0, 3) if r == 0 else (4, 3)) and got.tolist() == ([0, 0] if r == 0 else [2, 2])
+expect_raises(ValueError, "3 rows do not split equally over 2 ranks", dt.alltoall, torch.zeros(3))
+expect_raises(RuntimeError, "rank 1 disagrees with rank 0 on trailing_shape", dt.alltoall,
+              torch.zeros(2, 1 + r))
+y = torch.arange(5, dtype=torch.float32) * (r + 1)  # sum 0 3 6 9 12
+assert torch.equal(dt.reducescatter(y, op=dt.Sum),
+                   torch.tensor([0.0, 3.0, 6.0]) if r == 0 else torch.tensor([9.0, 12.0]))
+assert torch.equal(dt.reducescatter(y),
+                   torch.tensor([0.0, 1.5, 3.0]) if r == 0 else torch.tensor([4.5, 6.0]))
+z = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32) * (r + 1)
+assert torch.equal(dt.reducescatter(z, op=dt.Max),
+                   torch.tensor([[2, 4]] if r == 0 else [[6, 8]], dtype=torch.int32))
+h = torch.full((2,), 60000.0, dtype=torch.float16)
+assert dt.reducescatter(h).tolist() == [60000.0]
+expect_raises(RuntimeError, "rank 1 disagrees with rank 0 on shape", dt.reducescatter,
+              torch.zeros(4 + r))
+
 # barrier and allgather_object (Horovod's): every rank's object in rank order; one a rank cannot
 # pickle is an error on every rank naming that rank; one rank in barrier() while the other is in
 # allgather_object() is a mismatch on both, not a hang.

@@ -74,6 +74,9 @@ assert dt.broadcast_object({"rank": r, "t": torch.ones(2) * r}, root_rank=1)["ra
 dt.barrier()
 assert [o["rank"] for o in dt.allgather_object({"rank": r, "pad": "x" * r})] == [0, 1]
 expect_raises(TypeError, "not supported", dt.allreduce, torch.ones(2, dtype=torch.int32))
+expect_raises(ValueError, "alltoall is not available in ps mode", dt.alltoall, torch.zeros(2))
+expect_raises(ValueError, "reducescatter is not available in ps mode", dt.reducescatter,
+              torch.zeros(2))
 expect_raises(ValueError, "op min is not supported: ps:0 sums", dt.allreduce, torch.ones(2),
               op=dt.Min)
 assert torch.equal(dt.allreduce(torch.ones(2), op=dt.Sum, postscale_factor=0.5), torch.ones(2))

@@ -39,14 +39,14 @@ from .build_info import (ccl_built, cuda_built, ddl_built, gloo_built, gloo_enab
 from .exceptions import HorovodInternalError, MismatchError
 from .functions import (allgather_object, broadcast_object, broadcast_optimizer_state,
                         broadcast_parameters)
-from .mpi_ops import (Average, Max, Min, Product, Sum, allgather, allreduce, allreduce_, barrier,
-                      broadcast, broadcast_)
+from .mpi_ops import (Average, Max, Min, Product, Sum, allgather, allreduce, allreduce_, alltoall,
+                      barrier, broadcast, broadcast_, reducescatter)
 from .optimizer import DistributedOptimizer
 
 __all__ = ["init", "shutdown", "is_initialized", "mode", "resume_point", "rank", "size", "local_rank", "local_size",
            "Average", "Sum", "Min", "Max", "Product",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather", "barrier",
-           "allgather_object",
+           "allgather_object", "alltoall", "reducescatter",
            "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
            "DistributedOptimizer",
            "HorovodInternalError", "MismatchError",

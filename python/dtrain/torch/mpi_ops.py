@@ -229,6 +229,92 @@ def allgather(tensor, name=None):
     return torch.cat(rows, dim=0)
 
 
+def _refused_in_ps(what):
+    if _state.ps is not None:
+        raise ValueError("dtrain.torch.%s is not available in ps mode (workers talk to the "
+                         "servers, not to each other)" % what)
+
+
+def alltoall(tensor, splits=None, name=None):
+    """Horovod's alltoall: rows splits[k] of the first dimension (in order) go to rank k; returns
+    the rows every rank sent this one, concatenated in rank order, and with `splits` given also
+    how many came from each rank. Without splits the first dimension is cut into equal parts."""
+    _check_cpu(tensor, "alltoall")
+    _refused_in_ps("alltoall")
+    name = name or "alltoall"
+    _flush_buckets()
+    t = tensor.detach().contiguous()
+    if t.dim() == 0:
+        raise ValueError("dtrain.torch.alltoall: a tensor of at least one dimension")
+    rows = t.shape[0]
+    n = size()
+    if splits is None:
+        if rows % n:
+            raise ValueError("dtrain.torch.alltoall: %d rows do not split equally over %d ranks: "
+                             "give splits" % (rows, n))
+        counts = [rows // n] * n
+    else:
+        counts = [int(s) for s in (splits.tolist() if isinstance(splits, torch.Tensor) else splits)]
+        if len(counts) != n or any(c < 0 for c in counts) or sum(counts) != rows:
+            raise ValueError("dtrain.torch.alltoall: splits %s must be %d counts >= 0 adding up to "
+                             "the first dimension (%d)" % (counts, n, rows))
+    trailing = list(t.shape[1:])
+    _check_agreement({"operation": "alltoall", "tensor": name, "trailing_shape": trailing,
+                      "dtype": str(t.dtype), "splits_given": splits is not None}, name)
+    data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    per_row = math.prod(trailing) * t.element_size()
+    parts, start = [], 0
+    for c in counts:
+        parts.append(data[start:start + c * per_row])
+        start += c * per_row
+    got = _core.alltoall_bytes(parts, name)
+    out = [torch.frombuffer(bytearray(g), dtype=t.dtype) if g else
+           torch.empty(0, dtype=t.dtype) for g in got]
+    output = torch.cat(out).reshape(-1, *trailing)
+    if splits is None:
+        return output
+    return output, torch.tensor([o.numel() // max(1, math.prod(trailing)) for o in out],
+                                dtype=torch.int32)
+
+
+def reducescatter(tensor, name=None, op=Average, prescale_factor=1.0, postscale_factor=1.0):
+    """Horovod's reducescatter: the reduction (Average by default, Sum, Min, Max, Product) of
+    every rank's tensor, of which rank r keeps block r of the first dimension (the first
+    rows % size ranks one row more)."""
+    _check_cpu(tensor, "reducescatter")
+    _refused_in_ps("reducescatter")
+    op = _reduction(None, op, "reducescatter")
+    name = name or "reducescatter"
+    _flush_buckets()
+    if tensor.dtype not in _MPI_TYPES and tensor.dtype not in _WIDENED:
+        raise TypeError("dtrain.torch: %s tensors are not supported" % tensor.dtype)
+    if tensor.dim() == 0:
+        raise ValueError("dtrain.torch.reducescatter: a tensor of at least one dimension")
+    integer = not tensor.is_floating_point()
+    if integer and (prescale_factor != 1 or postscale_factor != 1):
+        raise ValueError("dtrain.torch.reducescatter: prescale_factor and postscale_factor are for "
+                         "floating-point tensors")
+    _agree("reducescatter", name, tensor, op=op, prescale_factor=float(prescale_factor),
+           postscale_factor=float(postscale_factor))
+    n, rows = size(), tensor.shape[0]
+    row_counts = [rows // n + (1 if k < rows % n else 0) for k in range(n)]
+    per_row = tensor[0].numel() if rows else 0
+    with torch.no_grad():
+        work = tensor.detach().float() if tensor.dtype in _WIDENED else \
+            tensor.detach().contiguous().clone()
+        if prescale_factor != 1:
+            work.mul_(prescale_factor)
+        mine = torch.empty((row_counts[rank()], *tensor.shape[1:]), dtype=work.dtype)
+        _core.reduce_scatter_any(work.data_ptr(), mine.data_ptr(),
+                                 [c * per_row for c in row_counts], _MPI_TYPES[work.dtype],
+                                 Sum if op == Average else op, name)
+        if op == Average:
+            mine = torch.div(mine, n, rounding_mode="trunc") if integer else mine / n
+        if postscale_factor != 1:
+            mine = mine * postscale_factor
+        return mine.to(tensor.dtype)
+
+
 def barrier():
     """Returns once every rank has called it (Horovod's barrier). A rank that calls another
     collective meanwhile gets an error on every rank, naming it, as a mismatch does."""
