@@ -80,16 +80,17 @@ std::vector<std::string> report_leftovers(const dtrain::launcher::JobPlan& plan,
   const std::vector<std::string> hosts = dtrain::launcher::remote_hosts(plan);
   if (hosts.empty()) return unreachable;
   for (const auto& h : dtrain::launcher::end_leftovers(hosts, job_id, 4.0)) {
-    if (!h.reached) unreachable.push_back(h.host);
-    if (!h.reached)
+    if (!h.reached) {
+      unreachable.push_back(h.host);
       std::fprintf(stderr,
                    "[dtrainrun] %s unreachable: could not check it for leftover processes (%s)\n",
                    h.host.c_str(), h.error.c_str());
-    else if (h.ended > 0)
+    } else if (h.ended > 0) {
       std::fprintf(stderr, "[dtrainrun] %s: ended %zu leftover process(es) of the job\n",
                    h.host.c_str(), h.ended);
-    else if (verbose)
+    } else if (verbose) {
       std::fprintf(stderr, "[dtrainrun] %s: nothing of the job left\n", h.host.c_str());
+    }
   }
   return unreachable;
 }

@@ -411,15 +411,6 @@ std::vector<int> allowed_cpus() {
   return out;
 }
 
-std::string quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                        "0123456789_-./:=,@%+") == std::string::npos)
-    return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 }  // namespace
 
 std::vector<uint16_t> free_ports(size_t n) {
@@ -455,18 +446,18 @@ JobPlan plan_job(const LauncherOptions& o, const std::string& tf_config, bool is
 std::string shell_line(const Task& t) {
   std::string s;
   if (!t.host.empty()) s += "ssh " + t.host + " ";
-  for (const auto& [k, v] : t.env) s += k + "=" + quote(v) + " ";
+  for (const auto& [k, v] : t.env) s += k + "=" + shell_quote(v) + " ";
   for (const auto& kv : t.secrets) s += kv.first + "=<secret> ";
   if (t.cpu >= 0 && t.host.empty()) s += detail::cat("taskset -c ", t.cpu, " ");
-  for (size_t i = 0; i < t.argv.size(); ++i) s += (i ? " " : "") + quote(t.argv[i]);
+  for (size_t i = 0; i < t.argv.size(); ++i) s += (i ? " " : "") + shell_quote(t.argv[i]);
   return s;
 }
 
 std::string remote_command(const Task& t, const std::string& cwd, double grace_s) {
   std::string run = "env";
-  for (const auto& [k, v] : t.env) run += " " + quote(k + "=" + v);
+  for (const auto& [k, v] : t.env) run += " " + shell_quote(k + "=" + v);
   run += " DTRAIN_PS_KEY_FILE=\"$d/keys\"";
-  for (const auto& a : t.argv) run += " " + quote(a);
+  for (const auto& a : t.argv) run += " " + shell_quote(a);
   const std::string grace = detail::cat(std::max(1, static_cast<int>(grace_s + 0.999)));
   // fd 3 keeps the launcher's pipe: a background job's own stdin is /dev/null in sh.
   std::string script =
@@ -477,7 +468,7 @@ std::string remote_command(const Task& t, const std::string& cwd, double grace_s
       "while IFS= read -r l <&3; do [ \"$l\" = . ] && break; printf '%s\\n' \"$l\"; done "
       ">\"$d/keys\"; "
       "cd " +
-      quote(cwd) + " 2>/dev/null || { echo \"dtrainrun: no folder " + quote(cwd) +
+      shell_quote(cwd) + " 2>/dev/null || { echo \"dtrainrun: no folder " + shell_quote(cwd) +
       " on $(hostname)\" >&2; exit 126; }; " + run +
       " 3<&- & c=$!; "
       "trap 'kill -TERM $c 2>/dev/null' HUP INT TERM; "
@@ -488,10 +479,10 @@ std::string remote_command(const Task& t, const std::string& cwd, double grace_s
       "wait $c; r=$?; while kill -0 $c 2>/dev/null; do wait $c; r=$?; done; "
       "kill $w 2>/dev/null; "
       "[ $r -eq 126 ] || [ $r -eq 127 ] && echo \"dtrainrun: cannot run " +
-      quote(t.argv.empty() ? std::string() : t.argv[0]) +
+      shell_quote(t.argv.empty() ? std::string() : t.argv[0]) +
       " on $(hostname) (exit $r)\" >&2; "
       "exit $r";
-  return "sh -c " + quote(script);
+  return "sh -c " + shell_quote(script);
 }
 
 std::string remote_stdin(const Task& t) {
@@ -619,6 +610,15 @@ std::vector<std::pair<std::string, size_t>> parse_host_lines(const std::string& 
     }
   }
   return merge_hosts(std::move(out));
+}
+
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-./:=,@%+") == std::string::npos)
+    return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
 }
 
 std::vector<std::string> remote_hosts(const JobPlan& plan) {

@@ -41,6 +41,9 @@ struct JobPlan {
   std::vector<Task> tasks;
 };
 
+// `s` as one word for sh: as it is when it needs no quoting, else in single quotes.
+std::string shell_quote(const std::string& s);
+
 // The machines other than this one that a planned job runs tasks on (remote ps tasks' hosts,
 // mpirun's ranks' hosts), each once, in the order the plan names them.
 std::vector<std::string> remote_hosts(const JobPlan& plan);

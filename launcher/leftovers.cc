@@ -11,6 +11,7 @@
 #include <cstring>
 #include <regex>
 
+#include "launcher/job_plan.h"
 #include "runtime/error.h"
 
 namespace dtrain::launcher {
@@ -29,12 +30,6 @@ std::string leftovers_script(const std::string& job_id) {
 }
 
 namespace {
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 struct Probe {
   HostSweep result;

@@ -263,6 +263,12 @@ RunResult Supervisor::run(const JobPlan& plan) {
   // "ORTE_ERROR_LOG: Data unpack would read past end of buffer ... show_help.c").
   const std::regex rank_error(R"(^\[rank \d+/\d+ [^\]]*\] error: )");
   std::string first_error_rank;
+  auto blame_stall = [&] {
+    result.failed_task = result.stall_task;
+    result.failed_host.clear();
+    result.reason = "stalled (--stall-timeout)";
+    result.exit_code = 124;
+  };
   auto emit = [&](const Stream& s, const std::string& line) {
     const Task& t = *tasks[s.task].task;
     std::smatch m;
@@ -398,29 +404,19 @@ RunResult Supervisor::run(const JobPlan& plan) {
         stall_seen = std::chrono::steady_clock::now();
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - stall_seen).count() >
           grace_s_) {
-        result.failed_task = result.stall_task;
-        result.reason = "stalled (--stall-timeout)";
-        result.exit_code = 124;
+        blame_stall();
         stopping = true;
         stop_at = std::chrono::steady_clock::now();
         stop_all(SIGTERM);
       }
     }
+    // (A watchdog's reason, come before or after, takes its place below.)
     if (mpirun_terminating && !stopping) {
+      result.failed_task = "mpirun";
+      result.reason = "said it will terminate the job";
+      result.exit_code = 1;
       stopping = true;
       stop_at = std::chrono::steady_clock::now();
-      if (!result.stall.empty()) {  // a watchdog said why first
-        result.failed_task = result.stall_task;
-        result.reason = "stalled (--stall-timeout)";
-        result.exit_code = 124;
-      } else {
-        const Running* mpirun = nullptr;
-        for (const auto& r : tasks)
-          if (r.task->mpi_tagged_output) mpirun = &r;
-        result.failed_task = mpirun ? mpirun->task->name : "mpirun";
-        result.reason = "said it will terminate the job";
-        result.exit_code = 1;
-      }
       stop_all(SIGTERM);
     }
     if (g_stop_signal && !stopping) {
@@ -464,15 +460,9 @@ RunResult Supervisor::run(const JobPlan& plan) {
     if (r.stdin_fd >= 0) close(r.stdin_fd);
   }
   kill_descendants();
-  // mpirun said it would end the job before a rank's watchdog line arrived: the watchdog's
-  // reason is still the better one.
-  if (mpirun_terminating && !result.stall.empty() && result.exit_code != 124 &&
-      !result.interrupted) {
-    result.failed_task = result.stall_task;
-    result.failed_host.clear();
-    result.reason = "stalled (--stall-timeout)";
-    result.exit_code = 124;
-  }
+  // mpirun said it would end the job, and a rank's watchdog said why (before or after): the
+  // watchdog's reason is the better one.
+  if (mpirun_terminating && result.failed_task == "mpirun" && !result.stall.empty()) blame_stall();
   const bool mpirun_failed = result.failed_task == "mpirun";
   if (mpirun_failed && mpirun_terminating && !mpi_node.empty())
     result.reason = "lost contact with its daemon on " + mpi_node + " and ended the job";

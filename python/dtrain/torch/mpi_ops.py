@@ -82,15 +82,22 @@ def _reduction(average, op, what):
     return Average if average is None or average else Sum
 
 
-def _reduce_any(tensor, op, name, prescale_factor, postscale_factor):
-    """allreduce_ for every dtype and op, and the scale factors (allreduce mode)."""
+def _check_reducible(tensor, what, prescale_factor, postscale_factor):
+    """A dtype the reductions take, and scale factors only where they stay exact. Returns
+    whether the tensor holds integers."""
     if tensor.dtype not in _MPI_TYPES and tensor.dtype not in _WIDENED:
         raise TypeError("dtrain.torch: %s tensors are not supported (uint8, int8, int16, int32, "
                         "int64, float16, bfloat16, float32, float64)" % tensor.dtype)
     integer = not tensor.is_floating_point()
     if integer and (prescale_factor != 1 or postscale_factor != 1):
-        raise ValueError("dtrain.torch.allreduce: prescale_factor and postscale_factor are for "
-                         "floating-point tensors (%s would not stay exact)" % tensor.dtype)
+        raise ValueError("dtrain.torch.%s: prescale_factor and postscale_factor are for "
+                         "floating-point tensors (%s would not stay exact)" % (what, tensor.dtype))
+    return integer
+
+
+def _reduce_any(tensor, op, name, prescale_factor, postscale_factor):
+    """allreduce_ for every dtype and op, and the scale factors (allreduce mode)."""
+    integer = _check_reducible(tensor, "allreduce", prescale_factor, postscale_factor)
     _agree("allreduce", name, tensor, op=op, prescale_factor=float(prescale_factor),
            postscale_factor=float(postscale_factor))
     with torch.no_grad():
@@ -286,14 +293,9 @@ def reducescatter(tensor, name=None, op=Average, prescale_factor=1.0, postscale_
     op = _reduction(None, op, "reducescatter")
     name = name or "reducescatter"
     _flush_buckets()
-    if tensor.dtype not in _MPI_TYPES and tensor.dtype not in _WIDENED:
-        raise TypeError("dtrain.torch: %s tensors are not supported" % tensor.dtype)
+    integer = _check_reducible(tensor, "reducescatter", prescale_factor, postscale_factor)
     if tensor.dim() == 0:
         raise ValueError("dtrain.torch.reducescatter: a tensor of at least one dimension")
-    integer = not tensor.is_floating_point()
-    if integer and (prescale_factor != 1 or postscale_factor != 1):
-        raise ValueError("dtrain.torch.reducescatter: prescale_factor and postscale_factor are for "
-                         "floating-point tensors")
     _agree("reducescatter", name, tensor, op=op, prescale_factor=float(prescale_factor),
            postscale_factor=float(postscale_factor))
     n, rows = size(), tensor.shape[0]
